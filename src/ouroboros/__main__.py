@@ -1,0 +1,5 @@
+import sys
+
+from ouroboros.cli import main
+
+sys.exit(main())

@@ -1,0 +1,205 @@
+"""Study configs: YAML -> validated dataclasses.
+
+Every section is a dataclass whose defaults live beside the component. Loading is
+strict: an unknown key, a wrong type or a value out of range is a `UserError`
+naming the key. ``--set a.b=value`` overrides parse `value` as YAML.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+from ouroboros.errors import UserError
+from ouroboros.features.classifier import ClassifierConfig
+from ouroboros.generators.diffusion import DiffusionConfig, check_guidance
+
+
+@dataclass
+class DataConfig:
+    train: str = "digits"  # dataset spec (see ouroboros.data.loaders)
+    test: Optional[str] = None  # None: split test_fraction of `train` off, per class
+    test_fraction: float = 0.3
+    split_seed: int = 0
+
+    def validate(self) -> None:
+        if self.test is None and not 0.0 < self.test_fraction < 1.0:
+            raise UserError(f"data.test_fraction must lie in (0, 1); got {self.test_fraction}")
+
+
+@dataclass
+class LoopConfig:
+    generations: int = 9
+    guidance: list[float] = field(default_factory=lambda: [1.0, 0.1, 0.0])
+    seeds: list[int] = field(default_factory=lambda: [0, 1])
+    scenario: Literal["replace"] = "replace"
+    samples_per_generation: Optional[int] = None  # None: the size of the real training set
+
+    def validate(self) -> None:
+        if self.generations < 1:
+            raise UserError(f"loop.generations must be at least 1; got {self.generations}")
+        if not self.guidance:
+            raise UserError("loop.guidance needs at least one value")
+        for w in self.guidance:
+            try:
+                check_guidance(w)
+            except UserError as exc:
+                raise UserError(f"loop.guidance: {exc}") from None
+        if len(set(self.guidance)) != len(self.guidance):
+            raise UserError(f"loop.guidance has repeated values: {self.guidance}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise UserError(f"loop.seeds must be a non-empty list of distinct integers; got {self.seeds}")
+        if self.samples_per_generation is not None and self.samples_per_generation < 1:
+            raise UserError("loop.samples_per_generation must be at least 1")
+
+
+@dataclass
+class OutputConfig:
+    grid_per_class: int = 10  # images per class (columns) in each sample grid
+    grid_scale: int = 4  # pixel upscaling of sample grids
+
+    def validate(self) -> None:
+        if self.grid_per_class < 1 or self.grid_scale < 1:
+            raise UserError("output.grid_per_class and output.grid_scale must be at least 1")
+
+
+@dataclass
+class ExecutorConfig:
+    kind: Literal["local"] = "local"
+    workers: int = 0  # 0: one per CPU core (at most one per independent chain)
+    threads_per_worker: int = 1
+
+    def validate(self) -> None:
+        if self.workers < 0 or self.threads_per_worker < 1:
+            raise UserError("executor.workers must be >= 0 and executor.threads_per_worker >= 1")
+
+
+@dataclass
+class StudyConfig:
+    study: Literal["loop"] = "loop"
+    name: str = "loop"
+    data: DataConfig = field(default_factory=DataConfig)
+    loop: LoopConfig = field(default_factory=LoopConfig)
+    generator: DiffusionConfig = field(default_factory=DiffusionConfig)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+
+    def validate(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if hasattr(value, "validate"):
+                value.validate()
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# -- strict conversion ------------------------------------------------------------------
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+
+
+def _convert(value: Any, tp, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(value, inner[0], where)
+    if origin is Literal:
+        if value not in args:
+            raise UserError(f"{where} must be one of {', '.join(map(str, args))}; got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise UserError(f"{where} must be a list; got {value!r}")
+        return [_convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise UserError(f"{where} must be true or false; got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UserError(f"{where} must be an integer; got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserError(f"{where} must be a number; got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise UserError(f"{where} must be a string; got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {tp} at {where}")
+
+
+def from_dict(cls, data: Any, where: str = "config"):
+    """Build dataclass `cls` from a mapping; unknown keys and wrong types are errors."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError(f"{where} must be a mapping of keys to values; got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        key = unknown[0] if where == "config" else f"{where}.{unknown[0]}"
+        raise UserError(f"unknown key {key!r}; valid keys here: {', '.join(sorted(names))}")
+    kwargs = {k: _convert(v, hints[k], f"{where}.{k}" if where != "config" else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Apply ``a.b.c=value`` strings (value parsed as YAML) to a nested dict."""
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--set expects key=value (e.g. loop.generations=3); got {item!r}")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            value = text
+        node = raw
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise UserError(f"--set {key}: {p} is not a section")
+        node[parts[-1]] = value
+    return raw
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, base: dict | None = None) -> StudyConfig:
+    """Read a YAML study config (or start from `base`), apply overrides, validate."""
+    raw: dict = dict(base or {})
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            at = f" at line {mark.line + 1}" if mark is not None else ""
+            raise UserError(f"{path} is not valid YAML{at}: {getattr(exc, 'problem', exc)}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise UserError(f"{path} must hold a mapping of sections (data, loop, generator, ...)")
+        raw.update(loaded)
+    raw = apply_overrides(raw, overrides or [])
+    config = from_dict(StudyConfig, raw)
+    config.validate()
+    return config

@@ -1,0 +1,148 @@
+"""The real-data classifier: scores generated images and provides features for metrics.
+
+A small CNN trained once on the real training split. Its logits give accuracy and
+cross-entropy of generated images (the feedback-loop study's fidelity measures for
+small greyscale images, where Inception features do not apply); its penultimate
+layer is the ``classifier`` feature extractor. Saved as safetensors + JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ouroboros.data.imageset import ImageSet
+from ouroboros.errors import UserError
+from ouroboros.generators.base import resolve_device
+from ouroboros.io import atomic_path
+
+
+@dataclass
+class ClassifierConfig:
+    width: int = 32
+    feature_dim: int = 128
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    shift: int = 1  # random translation (pixels) as augmentation
+    device: str = "auto"
+
+    def validate(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.width < 1 or self.feature_dim < 1:
+            raise UserError("classifier epochs, batch_size, width and feature_dim must be at least 1")
+        if self.lr <= 0:
+            raise UserError(f"classifier lr must be positive; got {self.lr}")
+
+
+class SmallCNN(nn.Module):
+    """conv-conv-pool-conv, global average pool, one hidden layer (the features), logits."""
+
+    def __init__(self, in_channels: int, num_classes: int, width: int = 32, feature_dim: int = 128):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+            nn.Conv2d(width, 2 * width, 3, padding=1), nn.BatchNorm2d(2 * width), nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(2 * width, 2 * width, 3, padding=1), nn.BatchNorm2d(2 * width), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+            nn.Linear(8 * width, feature_dim), nn.ReLU(),
+        )
+        self.head = nn.Linear(feature_dim, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+def _random_shift(x: torch.Tensor, shift: int, gen: torch.Generator) -> torch.Tensor:
+    if shift <= 0:
+        return x
+    pad = nn.functional.pad(x, (shift,) * 4, mode="replicate")
+    dx, dy = torch.randint(0, 2 * shift + 1, (2,), generator=gen).tolist()
+    return pad[:, :, dy : dy + x.shape[2], dx : dx + x.shape[3]]
+
+
+class Classifier:
+    """``Classifier.train(imageset, config, seed)``; ``logits(images)``; ``features(images)``."""
+
+    def __init__(self, model: SmallCNN, config: ClassifierConfig, class_names: tuple[str, ...], image_shape):
+        self.model = model.eval()
+        self.config = config
+        self.class_names = tuple(class_names)
+        self.image_shape = tuple(image_shape)
+
+    @classmethod
+    def train(cls, train: ImageSet, config: ClassifierConfig | None = None, seed: int = 0) -> "Classifier":
+        config = config or ClassifierConfig()
+        config.validate()
+        device = resolve_device(config.device)
+        torch.manual_seed(int(seed))
+        model = SmallCNN(train.shape[0], train.num_classes, config.width, config.feature_dim).to(device)
+        opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        steps_per_epoch = max(1, int(np.ceil(len(train) / config.batch_size)))
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, config.lr, total_steps=config.epochs * steps_per_epoch)
+        x_all = torch.as_tensor(train.to_float(), device=device)
+        y_all = torch.as_tensor(train.labels, device=device)
+        gen = torch.Generator().manual_seed(int(seed))
+        model.train()
+        for _ in range(config.epochs):
+            order = torch.randperm(len(train), generator=gen).to(device)
+            for i in range(steps_per_epoch):
+                idx = order[i * config.batch_size : (i + 1) * config.batch_size]
+                if len(idx) < 2:  # BatchNorm needs two samples
+                    continue
+                x = _random_shift(x_all[idx], config.shift, gen)
+                loss = nn.functional.cross_entropy(model(x), y_all[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+        return cls(model.eval(), config, train.class_names, train.shape)
+
+    def _check(self, images: ImageSet) -> None:
+        if images.shape != self.image_shape:
+            raise UserError(f"classifier expects images of shape {self.image_shape}; got {images.shape}")
+
+    @torch.no_grad()
+    def _apply(self, images: ImageSet, fn, batch_size: int = 1024) -> np.ndarray:
+        self._check(images)
+        device = next(self.model.parameters()).device
+        x = images.to_float()
+        out = [fn(torch.as_tensor(x[i : i + batch_size], device=device)).cpu() for i in range(0, len(x), batch_size)]
+        return torch.cat(out).double().numpy() if out else np.zeros((0, 0))
+
+    def logits(self, images: ImageSet) -> np.ndarray:
+        return self._apply(images, self.model)
+
+    def features(self, images: ImageSet) -> np.ndarray:
+        return self._apply(images, self.model.features)
+
+    def save(self, directory: str | Path) -> Path:
+        with atomic_path(directory, is_dir=True) as tmp:
+            state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+            save_file(state, tmp / "model.safetensors")
+            meta = {"format": "ouroboros.Classifier", "config": asdict(self.config),
+                    "class_names": list(self.class_names), "image_shape": list(self.image_shape)}
+            (tmp / "classifier.json").write_text(json.dumps(meta, indent=2))
+        return Path(directory)
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "Classifier":
+        directory = Path(directory)
+        meta_path = directory / "classifier.json"
+        if not meta_path.is_file() or not (directory / "model.safetensors").is_file():
+            raise UserError(f"{directory} is not a saved classifier (needs classifier.json and model.safetensors)")
+        meta = json.loads(meta_path.read_text())
+        config = ClassifierConfig(**meta["config"])
+        model = SmallCNN(meta["image_shape"][0], len(meta["class_names"]), config.width, config.feature_dim)
+        model.load_state_dict(load_file(directory / "model.safetensors"))
+        return cls(model.to(resolve_device(config.device)), config, tuple(meta["class_names"]), meta["image_shape"])

@@ -1,0 +1,83 @@
+"""Plots drawn from results.csv: each metric against generation, one line per guidance.
+
+Lines are the mean over seeds; the band is the min-max spread over seeds. The real
+test split scored by the same classifier is a dashed reference line.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from ouroboros.io import atomic_path
+
+LABELS = {"accuracy": "classifier accuracy", "cross_entropy": "cross-entropy (nats)"}
+
+
+def _series(rows: list[dict], metric: str) -> dict[str, dict[int, list[float]]]:
+    by = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        if r["metric"] == metric and r["cell"] != "reference":
+            by[r["guidance"]][int(r["generation"])].append(float(r["value"]))
+    return by
+
+
+def _save(fig, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+
+
+def plot_metric(rows: list[dict], metric: str, path: Path, title: str = "") -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    series = _series(rows, metric)
+    for guidance in sorted(series, key=lambda g: -float(g)):
+        gens = sorted(series[guidance])
+        vals = [np.asarray(series[guidance][g]) for g in gens]
+        mean = np.array([v.mean() for v in vals])
+        ax.plot(gens, mean, marker="o", ms=3, label=f"w = {float(guidance):g}")
+        ax.fill_between(gens, [v.min() for v in vals], [v.max() for v in vals], alpha=0.2)
+    ref = [float(r["value"]) for r in rows if r["metric"] == metric and r["cell"] == "reference"]
+    if ref:
+        ax.axhline(ref[0], color="k", ls="--", lw=1, label="real test data")
+    ax.set_xlabel("generation")
+    ax.set_ylabel(LABELS.get(metric, metric))
+    ax.set_title(title or LABELS.get(metric, metric))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def plot_class_accuracy(rows: list[dict], path: Path) -> Path:
+    """One panel per guidance; one line per class (mean over seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    classes = sorted({r["metric"].split("/", 1)[1] for r in rows if r["metric"].startswith("accuracy/")})
+    guidances = sorted({r["guidance"] for r in rows if r["cell"] != "reference"}, key=lambda g: -float(g))
+    fig, axes = plt.subplots(1, len(guidances), figsize=(4 * len(guidances), 3.4), sharey=True, squeeze=False)
+    cmap = plt.get_cmap("tab10")
+    for ax, guidance in zip(axes[0], guidances):
+        sub = [r for r in rows if r["guidance"] == guidance]
+        for i, name in enumerate(classes):
+            series = _series(sub, f"accuracy/{name}").get(guidance, {})
+            gens = sorted(series)
+            ax.plot(gens, [np.mean(series[g]) for g in gens], color=cmap(i % 10), lw=1.2, label=name)
+        ax.set_title(f"w = {float(guidance):g}")
+        ax.set_xlabel("generation")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("per-class accuracy")
+    axes[0][-1].legend(fontsize=7, ncol=2, title="class")
+    _save(fig, path)
+    plt.close(fig)
+    return path

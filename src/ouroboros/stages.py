@@ -1,0 +1,49 @@
+"""Stage functions: each reads its inputs from artifact paths and writes one artifact.
+
+They run in worker processes, so they take plain JSON parameters and paths, and
+rebuild configs and objects from them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ouroboros.data.imageset import ImageSet
+from ouroboros.features.classifier import Classifier, ClassifierConfig
+from ouroboros.generators.diffusion import DiffusionConfig, DiffusionGenerator, FittedDiffusion
+from ouroboros.io import write_json_atomic
+from ouroboros.metrics.classifier import classification_metrics
+from ouroboros.runner import stage_kind
+
+
+@stage_kind("data", ".npz")
+def data_stage(params: dict, deps: dict, out: Path) -> None:
+    # Data artifacts are written by the planner, which has the loaded set in hand.
+    raise RuntimeError(f"data artifact {out} is missing; it is written when the study is planned")
+
+
+@stage_kind("classifier", "")
+def classifier_stage(params: dict, deps: dict, out: Path) -> None:
+    train = ImageSet.load(deps["train"])
+    Classifier.train(train, ClassifierConfig(**params["config"]), seed=params["seed"]).save(out)
+
+
+@stage_kind("fit", "")
+def fit_stage(params: dict, deps: dict, out: Path) -> None:
+    train = ImageSet.load(deps["train"])
+    generator = DiffusionGenerator(DiffusionConfig(**params["config"]), name=params["name"])
+    generator.fit(train, seed=params["seed"]).save(out)
+
+
+@stage_kind("sample", ".npz")
+def sample_stage(params: dict, deps: dict, out: Path) -> None:
+    model = FittedDiffusion.load(deps["model"])
+    model.sample(params["n"], guidance=params["guidance"], seed=params["seed"]).save(out)
+
+
+@stage_kind("evaluate", ".json")
+def evaluate_stage(params: dict, deps: dict, out: Path) -> None:
+    images = ImageSet.load(deps["images"])
+    classifier = Classifier.load(deps["classifier"])
+    metrics = classification_metrics(classifier.logits(images), images.labels, images.class_names)
+    write_json_atomic(out, metrics)

@@ -1,0 +1,178 @@
+"""The feedback-loop study (Martinez et al. 2023).
+
+Generation 0 is a class-conditional diffusion model trained on the real training
+split. Every later generation is a fresh model trained only on the previous
+generation's samples ("replace": the worst case), as many images as the real set,
+balanced over classes. Each generation's samples are scored by one classifier
+trained on the real training split. One chain per (guidance, seed).
+
+In results.csv, ``generation`` is the model's index (0 = trained on real data); the
+images it makes carry provenance generation ``g + 1``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from ouroboros.config import StudyConfig
+from ouroboros.data.imageset import ImageSet, stratified_split
+from ouroboros.data.loaders import load_dataset
+from ouroboros.errors import UserError
+from ouroboros.io import stable_hash
+from ouroboros.runner import Stage
+
+
+def derived_seed(*parts) -> int:
+    """A 31-bit seed determined by `parts` (chain seed, generation, purpose)."""
+    return int(stable_hash(list(parts)), 16) % (2**31 - 1)
+
+
+def load_splits(config: StudyConfig) -> tuple[ImageSet, ImageSet]:
+    full = load_dataset(config.data.train)
+    if config.data.test is not None:
+        test = load_dataset(config.data.test)
+        if test.class_names != full.class_names:
+            raise UserError(
+                f"train and test datasets have different classes: {list(full.class_names)} vs {list(test.class_names)}"
+            )
+        return full, test
+    counts = full.class_counts()
+    if (counts < 2).any():
+        raise UserError(f"every class needs at least 2 images to split off a test set; counts {counts.tolist()}")
+    parts = stratified_split(
+        full, {"train": 1.0 - config.data.test_fraction, "test": config.data.test_fraction}, seed=config.data.split_seed
+    )
+    return parts["train"], parts["test"]
+
+
+@dataclasses.dataclass
+class LoopPlan:
+    train: ImageSet
+    test: ImageSet
+    classifier: Stage
+    reference: Stage  # classifier on the real test split
+    # (guidance, seed) -> per generation: (fit, sample, evaluate)
+    chains: dict[tuple[float, int], list[tuple[Stage, Stage, Stage]]]
+
+    def targets(self) -> list[Stage]:
+        return [self.reference] + [ev for chain in self.chains.values() for (_, _, ev) in chain]
+
+
+def data_stage(imageset: ImageSet, role: str, cache: Path) -> Stage:
+    """A stage whose artifact is a loaded dataset, written now if absent."""
+    stage = Stage("data", {"content_hash": imageset.content_hash(), "role": role}, label=role)
+    path = stage.artifact(cache)
+    if not path.exists():
+        imageset.save(path)
+    return stage
+
+
+def plan(config: StudyConfig, cache: Path) -> LoopPlan:
+    train, test = load_splits(config)
+    if train.num_classes < 2:
+        raise UserError("the feedback loop needs at least 2 classes")
+    train_stage, test_stage = data_stage(train, "train", cache), data_stage(test, "test", cache)
+    classifier = Stage("classifier", {"config": dataclasses.asdict(config.classifier), "seed": 0},
+                       {"train": train_stage}, label="real data")
+    reference = Stage("evaluate", {"metrics": "classifier"}, {"images": test_stage, "classifier": classifier},
+                      label="real test")
+    n = config.loop.samples_per_generation or len(train)
+    gen_config = dataclasses.asdict(config.generator)
+    chains = {}
+    for w in config.loop.guidance:
+        for s in config.loop.seeds:
+            source, chain = train_stage, []
+            for g in range(config.loop.generations):
+                label = f"w={w:g} seed={s} gen={g}"
+                fit = Stage("fit", {"config": gen_config, "seed": derived_seed(s, g, "fit"), "name": "diffusion"},
+                            {"train": source}, label=label)
+                sample = Stage("sample", {"n": n, "guidance": float(w), "seed": derived_seed(s, g, "sample")},
+                               {"model": fit}, label=label)
+                ev = Stage("evaluate", {"metrics": "classifier"}, {"images": sample, "classifier": classifier},
+                           label=label)
+                chain.append((fit, sample, ev))
+                source = sample
+            chains[(float(w), s)] = chain
+    return LoopPlan(train, test, classifier, reference, chains)
+
+
+def _rows(config: StudyConfig, plan_: LoopPlan, paths: dict) -> list[dict]:
+    import json
+
+    rows = []
+    ref = json.loads(paths[plan_.reference.key].read_text())
+    for metric, value in ref.items():
+        rows.append({"study": config.name, "cell": "reference", "seed": "", "generation": "",
+                     "metric": metric, "value": value, "guidance": ""})
+    for (w, s), chain in plan_.chains.items():
+        for g, (_, _, ev) in enumerate(chain):
+            metrics = json.loads(paths[ev.key].read_text())
+            for metric, value in metrics.items():
+                rows.append({"study": config.name, "cell": f"guidance={w:g}", "seed": s, "generation": g,
+                             "metric": metric, "value": value, "guidance": w})
+    return rows
+
+
+def run(config: StudyConfig, run_dir: Path, progress: bool = True, runner=None) -> dict:
+    """Run (or resume) the study into `run_dir`; returns a summary dict."""
+    import yaml
+
+    from ouroboros.io import write_text_atomic
+    from ouroboros.report.grids import save_grid
+    from ouroboros.report.results import write_results
+    from ouroboros.runner import Runner
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+    runner = runner or Runner(run_dir, config.executor.workers, config.executor.threads_per_worker, progress)
+    p = plan(config, runner.cache)
+    paths = runner.run(p.targets())
+
+    write_results(run_dir / "results.csv", _rows(config, p, paths), ["guidance"])
+    first_seed = config.loop.seeds[0]
+    for (w, s), chain in p.chains.items():
+        if s != first_seed:
+            continue
+        for g, (_, sample, _) in enumerate(chain):
+            out = run_dir / "samples" / f"guidance={w:g}" / f"gen{g}.png"
+            save_grid(ImageSet.load(paths[sample.key]), out, config.output.grid_per_class, config.output.grid_scale)
+    save_grid(p.train, run_dir / "samples" / "real.png", config.output.grid_per_class, config.output.grid_scale)
+    report(run_dir)
+    return {"run_dir": str(run_dir), "timings": runner.timings}
+
+
+def summary_table(rows: list[dict]) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
+    """Accuracy and cross-entropy (mean over seeds) at the first and last generation per guidance."""
+    import numpy as np
+
+    header = ("guidance", "generation", "accuracy", "cross-entropy", "seeds")
+    out = []
+    loop_rows = [r for r in rows if r["cell"] != "reference"]
+    guidances = sorted({r["guidance"] for r in loop_rows}, key=lambda g: -float(g))
+    gens = sorted({int(r["generation"]) for r in loop_rows})
+    for w in guidances:
+        for g in sorted({gens[0], gens[len(gens) // 2], gens[-1]}):
+            sel = [r for r in loop_rows if r["guidance"] == w and int(r["generation"]) == g]
+            acc = [float(r["value"]) for r in sel if r["metric"] == "accuracy"]
+            ce = [float(r["value"]) for r in sel if r["metric"] == "cross_entropy"]
+            out.append((f"{float(w):g}", str(g), f"{np.mean(acc):.3f} ± {np.std(acc):.3f}",
+                        f"{np.mean(ce):.3f} ± {np.std(ce):.3f}", str(len(acc))))
+    return header, out
+
+
+def report(run_dir: Path) -> Path:
+    """(Re)draw plots and report.html from results.csv."""
+    from ouroboros.report.html import write_report
+    from ouroboros.report.plots import plot_class_accuracy, plot_metric
+    from ouroboros.report.results import read_results
+
+    run_dir = Path(run_dir)
+    rows = read_results(run_dir / "results.csv")
+    plot_metric(rows, "accuracy", run_dir / "plots" / "accuracy.png")
+    plot_metric(rows, "cross_entropy", run_dir / "plots" / "cross_entropy.png")
+    plot_class_accuracy(rows, run_dir / "plots" / "class_accuracy.png")
+    header, table = summary_table(rows)
+    study = rows[0]["study"] if rows else "study"
+    return write_report(run_dir, f"ouroboros feedback loop: {study}", table, header)
