@@ -16,9 +16,6 @@ def _run_study(config, out: Path, quiet: bool) -> int:
 
     out = check_run_dir(out)
     start = time.perf_counter()
-    if not quiet:
-        print(f"ouroboros: {config.name}: {len(config.loop.guidance)} guidance x {len(config.loop.seeds)} seeds x "
-              f"{config.loop.generations} generations -> {out}", file=sys.stderr)
     summary = loop.run(config, out, progress=not quiet)
     if not quiet:
         from ouroboros.report.results import read_results

@@ -38,7 +38,10 @@ def fit_stage(params: dict, deps: dict, out: Path) -> None:
 @stage_kind("sample", ".npz")
 def sample_stage(params: dict, deps: dict, out: Path) -> None:
     model = FittedDiffusion.load(deps["model"])
-    model.sample(params["n"], guidance=params["guidance"], seed=params["seed"]).save(out)
+    model.config.sample_batch_size = params["sample_batch_size"]
+    images = model.sample(params["n"], guidance=params["guidance"], seed=params["seed"],
+                          sampler=params["sampler"], sample_steps=params["sample_steps"])
+    images.save(out)
 
 
 @stage_kind("evaluate", ".json")

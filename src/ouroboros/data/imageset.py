@@ -79,7 +79,9 @@ class ImageSet:
         n = len(images)
 
         def per_image(value, dtype):
-            if isinstance(value, (str, int, np.integer)):
+            if isinstance(value, str):
+                return np.array([value] * n, dtype=np.str_)  # np.full would truncate to one character
+            if isinstance(value, (int, np.integer)):
                 return np.full(n, value, dtype=dtype)
             return np.asarray(value, dtype=dtype)
 

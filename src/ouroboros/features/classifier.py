@@ -27,7 +27,7 @@ from ouroboros.io import atomic_path
 class ClassifierConfig:
     width: int = 32
     feature_dim: int = 128
-    epochs: int = 30
+    epochs: int = 20
     batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 1e-4

@@ -13,6 +13,7 @@ images it makes carry provenance generation ``g + 1``.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
 
 from ouroboros.config import StudyConfig
@@ -21,6 +22,9 @@ from ouroboros.data.loaders import load_dataset
 from ouroboros.errors import UserError
 from ouroboros.io import stable_hash
 from ouroboros.runner import Stage
+
+
+SAMPLING_FIELDS = ("sampler", "sample_steps", "sample_batch_size")
 
 
 def derived_seed(*parts) -> int:
@@ -68,8 +72,9 @@ def data_stage(imageset: ImageSet, role: str, cache: Path) -> Stage:
     return stage
 
 
-def plan(config: StudyConfig, cache: Path) -> LoopPlan:
-    train, test = load_splits(config)
+def plan(config: StudyConfig, cache: Path, splits: tuple[ImageSet, ImageSet] | None = None) -> LoopPlan:
+    """Expand the config into stages; `splits` (train, test) defaults to loading the data."""
+    train, test = splits or load_splits(config)
     if train.num_classes < 2:
         raise UserError("the feedback loop needs at least 2 classes")
     train_stage, test_stage = data_stage(train, "train", cache), data_stage(test, "test", cache)
@@ -79,15 +84,18 @@ def plan(config: StudyConfig, cache: Path) -> LoopPlan:
                       label="real test")
     n = config.loop.samples_per_generation or len(train)
     gen_config = dataclasses.asdict(config.generator)
+    # Fit keys cover only what training reads, so changing the sampler reuses the models.
+    fit_config = {k: v for k, v in gen_config.items() if k not in SAMPLING_FIELDS}
+    sampling = {k: gen_config[k] for k in SAMPLING_FIELDS}
     chains = {}
     for w in config.loop.guidance:
         for s in config.loop.seeds:
             source, chain = train_stage, []
             for g in range(config.loop.generations):
                 label = f"w={w:g} seed={s} gen={g}"
-                fit = Stage("fit", {"config": gen_config, "seed": derived_seed(s, g, "fit"), "name": "diffusion"},
+                fit = Stage("fit", {"config": fit_config, "seed": derived_seed(s, g, "fit"), "name": "diffusion"},
                             {"train": source}, label=label)
-                sample = Stage("sample", {"n": n, "guidance": float(w), "seed": derived_seed(s, g, "sample")},
+                sample = Stage("sample", {"n": n, "guidance": float(w), "seed": derived_seed(s, g, "sample"), **sampling},
                                {"model": fit}, label=label)
                 ev = Stage("evaluate", {"metrics": "classifier"}, {"images": sample, "classifier": classifier},
                            label=label)
@@ -118,19 +126,26 @@ def run(config: StudyConfig, run_dir: Path, progress: bool = True, runner=None) 
     """Run (or resume) the study into `run_dir`; returns a summary dict."""
     import yaml
 
-    from ouroboros.io import write_text_atomic
+    from ouroboros.io import write_json_atomic, write_text_atomic
     from ouroboros.report.grids import save_grid
     from ouroboros.report.results import write_results
     from ouroboros.runner import Runner
 
+    splits = load_splits(config)  # bad data fails here, before anything is written
+    if progress:
+        print(f"ouroboros: {config.name}: {len(config.loop.guidance)} guidance x {len(config.loop.seeds)} seeds x "
+              f"{config.loop.generations} generations on {len(splits[0])} real training images -> {run_dir}",
+              file=sys.stderr)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
     runner = runner or Runner(run_dir, config.executor.workers, config.executor.threads_per_worker, progress)
-    p = plan(config, runner.cache)
+    p = plan(config, runner.cache, splits)
     paths = runner.run(p.targets())
 
     write_results(run_dir / "results.csv", _rows(config, p, paths), ["guidance"])
+    write_json_atomic(run_dir / "timings.json",
+                      [{"kind": k, "stage": label, "seconds": round(sec, 3)} for k, label, sec in runner.timings])
     first_seed = config.loop.seeds[0]
     for (w, s), chain in p.chains.items():
         if s != first_seed:

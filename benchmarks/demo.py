@@ -1,0 +1,54 @@
+"""Wall time of the whole demo (`ouroboros demo`) in a fresh run folder, and time per stage kind.
+
+Usage: python benchmarks/demo.py [--keep DIR] [-- extra args for `ouroboros demo`]
+Target (issue: feedback loop, item 6): under 300 s on the 2-core CPU machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--keep", help="run folder to keep (default: a temporary one)")
+    parser.add_argument("extra", nargs="*", help="extra arguments for `ouroboros demo`")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(args.keep) if args.keep else Path(tmp) / "demo"
+        if out.exists() and any(out.iterdir()):
+            print(f"error: {out} is not empty; the benchmark needs a fresh run folder", file=sys.stderr)
+            return 2
+        start = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "ouroboros", "demo", "--out", str(out), "--quiet", *args.extra])
+        wall = time.perf_counter() - start
+        if proc.returncode:
+            return proc.returncode
+        timings = json.loads((out / "timings.json").read_text())
+
+    by_kind: dict[str, list[float]] = defaultdict(list)
+    for t in timings:
+        by_kind[t["kind"]].append(t["seconds"])
+    busy = sum(sum(v) for v in by_kind.values())
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}")
+    print(f"{'stage kind':<12}{'count':>7}{'total s':>10}{'mean s':>9}{'max s':>8}")
+    for kind in ["classifier", "fit", "sample", "evaluate"]:
+        v = by_kind.get(kind, [])
+        if v:
+            print(f"{kind:<12}{len(v):>7}{sum(v):>10.1f}{sum(v) / len(v):>9.2f}{max(v):>8.2f}")
+    print(f"{'stage sum':<12}{sum(len(v) for v in by_kind.values()):>7}{busy:>10.1f}")
+    print(f"{'wall':<12}{'':>7}{wall:>10.1f}   (target < 300 s; parallel speed-up {busy / wall:.2f}x incl. start-up)")
+    return 0 if wall < 300 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+# Tests are CPU-sized; one torch thread keeps them deterministic and stops them
+# oversubscribing the two cores CI has.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
+from ouroboros.data.imageset import ImageSet  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A small, fast version of the feedback loop: same code path as the demo.
+TINY = [
+    "loop.generations=2",
+    "loop.guidance=[1.0,0.0]",
+    "loop.seeds=[0,1]",
+    "loop.samples_per_generation=200",
+    "generator.train_steps=60",
+    "generator.sample_steps=8",
+    "classifier.epochs=2",
+    "executor.workers=1",
+]
+
+
+def run_cli(*args, cwd=None, timeout=600):
+    """Run `python -m ouroboros ARGS` in a subprocess; returns CompletedProcess."""
+    return subprocess.run([sys.executable, "-m", "ouroboros", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=timeout)
+
+
+def assert_user_error(proc, *fragments):
+    """Exit code 2, exactly one stderr line, starting 'error:', naming the problem; no traceback."""
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: "), lines[0]
+    for f in fragments:
+        assert f.lower() in lines[0].lower(), (f, lines[0])
+
+
+@pytest.fixture
+def toy_set():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(30, 1, 8, 8), dtype=np.uint8)
+    return ImageSet.create(images, np.arange(30) % 3, ["a", "b", "c"], source="real:toy")

@@ -1,0 +1,98 @@
+"""The stage runner and the feedback loop end to end, small."""
+
+import csv
+import subprocess
+import sys
+import time
+
+from conftest import TINY, run_cli
+from ouroboros.config import load_config
+from ouroboros.runner import Runner
+from ouroboros.studies import loop
+
+
+def _tiny_config(*extra):
+    return load_config(None, TINY + list(extra), base={"name": "tiny"})
+
+
+def test_tiny_loop_writes_the_run_folder(tmp_path):
+    proc = run_cli("demo", "--out", tmp_path, *sum((["--set", s] for s in TINY), []))
+    assert proc.returncode == 0, proc.stderr
+    assert "stages" in proc.stderr  # progress was shown
+    with open(tmp_path / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["study", "cell", "seed", "generation", "metric", "value", "guidance"]
+    loop_rows = [r for r in rows if r["cell"] != "reference"]
+    # 2 guidance x 2 seeds x 2 generations x (accuracy, cross-entropy, 10 per-class accuracies)
+    assert len(loop_rows) == 2 * 2 * 2 * 12
+    assert {r["guidance"] for r in loop_rows} == {"1.0", "0.0"}
+    assert {r["generation"] for r in loop_rows} == {"0", "1"}
+    for r in rows:
+        assert 0.0 <= float(r["value"]) < 100
+    for w in ["1", "0"]:
+        for g in [0, 1]:
+            assert (tmp_path / "samples" / f"guidance={w}" / f"gen{g}.png").is_file()
+    for p in ["accuracy", "cross_entropy", "class_accuracy"]:
+        assert (tmp_path / "plots" / f"{p}.png").is_file()
+    assert (tmp_path / "report.html").is_file() and (tmp_path / "config.yaml").is_file()
+    assert not list(tmp_path.rglob(".tmp-*"))
+
+
+def test_second_run_skips_every_stage(tmp_path):
+    config = _tiny_config("loop.seeds=[0]", "loop.guidance=[1.0]")
+    first = Runner(tmp_path, workers=1, progress=False)
+    loop.run(config, tmp_path, progress=False, runner=first)
+    kinds = sorted({k for k, _, _ in first.timings})
+    assert kinds == ["classifier", "evaluate", "fit", "sample"]
+    before = (tmp_path / "results.csv").read_bytes()
+    second = Runner(tmp_path, workers=1, progress=False)
+    loop.run(config, tmp_path, progress=False, runner=second)
+    assert second.timings == []
+    assert (tmp_path / "results.csv").read_bytes() == before
+
+
+def test_keys_cover_what_changes_the_output(tmp_path):
+    base = loop.plan(_tiny_config(), tmp_path / "cache")
+    again = loop.plan(_tiny_config(), tmp_path / "cache")
+    changed = loop.plan(_tiny_config("generator.train_steps=61"), tmp_path / "cache")
+    sampler = loop.plan(_tiny_config("generator.sample_steps=9"), tmp_path / "cache")
+    keys = lambda p: [s.key for chain in p.chains.values() for st in chain for s in st]  # noqa: E731
+    assert keys(base) == keys(again)
+    assert not set(keys(base)) & set(keys(changed))
+    assert base.classifier.key == changed.classifier.key  # the classifier does not depend on the generator
+    # Generation 0 is fitted on real data and shared across guidance values.
+    fits0 = {chain[0][0].key for (w, s), chain in base.chains.items() if s == 0}
+    assert len(fits0) == 1
+    # Sampling settings change the samples (and all that follows) but not generation 0's model.
+    first = lambda p: next(iter(p.chains.values()))[0]  # noqa: E731
+    assert first(sampler)[0].key == first(base)[0].key
+    assert first(sampler)[1].key != first(base)[1].key
+
+
+def _interrupted_run(out, kill_after_fits, extra):
+    args = [sys.executable, "-m", "ouroboros", "demo", "--out", str(out), "--quiet"]
+    for s in TINY + extra:
+        args += ["--set", s]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    fit_dir = out / "cache" / "fit"
+    while time.time() < deadline and proc.poll() is None:
+        if fit_dir.is_dir() and len([p for p in fit_dir.iterdir() if not p.name.startswith(".")]) >= kill_after_fits:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed; make it longer"
+    proc.kill()  # SIGKILL: no cleanup handlers run
+    proc.wait()
+
+
+def test_killed_runs_resume_to_the_same_results(tmp_path):
+    """Kill the process for real (twice, two workers), rerun, compare with an uninterrupted run."""
+    clean = run_cli("demo", "--out", tmp_path / "clean", "--quiet", *sum((["--set", s] for s in TINY), []))
+    assert clean.returncode == 0, clean.stderr
+    killed = tmp_path / "killed"
+    _interrupted_run(killed, 1, ["executor.workers=2"])
+    assert not (killed / "results.csv").exists()
+    _interrupted_run(killed, 4, ["executor.workers=2"])
+    resumed = run_cli("demo", "--out", killed, "--quiet", *sum((["--set", s] for s in TINY), []))
+    assert resumed.returncode == 0, resumed.stderr
+    assert (killed / "results.csv").read_bytes() == (tmp_path / "clean" / "results.csv").read_bytes()
