@@ -77,7 +77,7 @@ def plot_class_accuracy(rows: list[dict], path: Path) -> Path:
         ax.set_xlabel("generation")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("per-class accuracy")
-    axes[0][-1].legend(fontsize=7, ncol=2, title="class")
+    axes[0][-1].legend(fontsize=7, title="class", loc="upper left", bbox_to_anchor=(1.02, 1.0))
     _save(fig, path)
     plt.close(fig)
     return path
