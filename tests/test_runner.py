@@ -23,16 +23,20 @@ def test_tiny_loop_writes_the_run_folder(tmp_path):
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["study", "cell", "seed", "generation", "metric", "value", "guidance"]
     loop_rows = [r for r in rows if r["cell"] != "reference"]
-    # 2 guidance x 2 seeds x 2 generations x (accuracy, cross-entropy, 10 per-class accuracies)
-    assert len(loop_rows) == 2 * 2 * 2 * 12
+    # 2 guidance x 2 seeds x 2 generations x (accuracy, cross-entropy, 10 per-class accuracies,
+    # FID, precision, recall, density, coverage)
+    assert len(loop_rows) == 2 * 2 * 2 * 17
+    assert {r["metric"] for r in loop_rows} >= {"accuracy", "cross_entropy", "accuracy/7", "fid", "precision",
+                                                "recall", "density", "coverage"}
     assert {r["guidance"] for r in loop_rows} == {"1.0", "0.0"}
     assert {r["generation"] for r in loop_rows} == {"0", "1"}
     for r in rows:
-        assert 0.0 <= float(r["value"]) < 100
+        value = float(r["value"])
+        assert value >= 0.0 and (value <= 1.0 or r["metric"] in ("cross_entropy", "fid", "density")), r
     for w in ["1", "0"]:
         for g in [0, 1]:
             assert (tmp_path / "samples" / f"guidance={w}" / f"gen{g}.png").is_file()
-    for p in ["accuracy", "cross_entropy", "class_accuracy"]:
+    for p in ["accuracy", "cross_entropy", "class_accuracy", "fid", "precision", "recall", "density", "coverage"]:
         assert (tmp_path / "plots" / f"{p}.png").is_file()
     assert (tmp_path / "report.html").is_file() and (tmp_path / "config.yaml").is_file()
     assert not list(tmp_path.rglob(".tmp-*"))

@@ -46,6 +46,76 @@ def cmd_run(args) -> int:
     return _run_study(config, out, args.quiet)
 
 
+def _load_features_or_images(path: str):
+    """A .npy feature array (N x D), or anything a dataset loader reads."""
+    import numpy as np
+
+    from ouroboros.data.loaders import load_dataset
+
+    if path.endswith(".npy"):
+        if not Path(path).is_file():
+            raise UserError(f"feature file not found: {path}")
+        try:
+            return np.load(path, allow_pickle=False)
+        except ValueError as exc:
+            raise UserError(f"cannot read {path} as a plain numeric .npy array ({exc})") from None
+    return load_dataset(path)
+
+
+def cmd_metrics(args) -> int:
+    import json
+
+    import numpy as np
+
+    from ouroboros.data.imageset import ImageSet
+    from ouroboros.features import default_features, get_extractor
+    from ouroboros.metrics import fid, kid, prdc, precision_recall
+
+    real, fake = _load_features_or_images(args.real), _load_features_or_images(args.fake)
+    if isinstance(real, ImageSet) != isinstance(fake, ImageSet):
+        raise UserError("REAL and FAKE must both be datasets or both be .npy feature files")
+    if isinstance(real, ImageSet):
+        if real.shape != fake.shape:
+            raise UserError(f"REAL images are {real.shape} but FAKE images are {fake.shape}; they must match")
+        name = args.features or default_features(real)
+        options = {}
+        if name == "classifier":
+            if real.class_names != fake.class_names:
+                raise UserError(f"REAL classes {list(real.class_names)} differ from FAKE classes "
+                                f"{list(fake.class_names)}; classifier features need the same classes")
+            options = {"classifier_dir": args.classifier, "real": real}
+        elif name == "inception":
+            options = {"weights": args.inception_weights}
+        extractor = get_extractor(name, **options)
+        real_f, fake_f = extractor(real, progress=not args.json), extractor(fake, progress=not args.json)
+    else:
+        if args.features:
+            raise UserError("--features applies to datasets, not to .npy feature files")
+        name, real_f, fake_f = "given", real, fake
+    k_pr = args.k or 3
+    k_prdc = args.k or 5
+    kid_mean, kid_std = kid(real_f, fake_f, subsets=args.kid_subsets)
+    result = {
+        "features": name,
+        "n_real": int(len(real_f)),
+        "n_fake": int(len(fake_f)),
+        "fid": fid(real_f, fake_f),
+        "kid": {"mean": kid_mean, "std": kid_std},
+        "precision_recall": {"k": k_pr, **precision_recall(real_f, fake_f, k=k_pr)},
+        "prdc": {"k": k_prdc, **prdc(real_f, fake_f, k=k_prdc)},
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"features: {name}  ({result['n_real']} real, {result['n_fake']} fake, d = {np.shape(real_f)[1]})")
+    rows = [("FID", result["fid"]), ("KID", kid_mean), ("KID std", kid_std)]
+    rows += [(f"{m} (Kynkaanniemi, k={k_pr})", result["precision_recall"][m]) for m in ("precision", "recall")]
+    rows += [(f"{m} (Naeem, k={k_prdc})", result["prdc"][m]) for m in ("precision", "recall", "density", "coverage")]
+    for label, value in rows:
+        print(f"  {label:<32}{value:>12.5g}")
+    return 0
+
+
 def cmd_report(args) -> int:
     from ouroboros.studies import loop
 
@@ -79,6 +149,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--executor", choices=["local"], default="local", help="where stages run (default: local)")
     common(p)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("metrics", help="FID, KID, precision/recall and PRDC between two image sets or feature files")
+    p.add_argument("real", help="real dataset (digits, idx:DIR, imagefolder:DIR, FILE.npz, ...) or N x D .npy features")
+    p.add_argument("fake", help="generated dataset or .npy features, the same kind as REAL")
+    p.add_argument("--features", choices=["classifier", "inception", "pixels"],
+                   help="feature extractor (default: classifier for images up to 32x32, else inception)")
+    p.add_argument("--k", type=int, help="neighbourhood size for precision/recall and PRDC (default 3 and 5)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--classifier", help="a saved classifier folder for classifier features (default: train one on REAL)")
+    p.add_argument("--inception-weights", help="path to the FID Inception weights file (pt_inception-2015-12-05-6726825d.pth)")
+    p.add_argument("--kid-subsets", type=int, default=100, help="random subsets for KID (default 100)")
+    p.set_defaults(func=cmd_metrics)
 
     p = sub.add_parser("report", help="redraw plots and report.html of a run folder from its results.csv")
     p.add_argument("run_dir")

@@ -13,6 +13,8 @@ from ouroboros.features.classifier import Classifier, ClassifierConfig
 from ouroboros.generators.diffusion import DiffusionConfig, DiffusionGenerator, FittedDiffusion
 from ouroboros.io import write_json_atomic
 from ouroboros.metrics.classifier import classification_metrics
+from ouroboros.metrics.fid import fid
+from ouroboros.metrics.prdc import prdc
 from ouroboros.runner import stage_kind
 
 
@@ -46,7 +48,13 @@ def sample_stage(params: dict, deps: dict, out: Path) -> None:
 
 @stage_kind("evaluate", ".json")
 def evaluate_stage(params: dict, deps: dict, out: Path) -> None:
+    """Classifier accuracy / cross-entropy of the images, and FID + PRDC (k = params["k"])
+    of their classifier features against the real training split's."""
     images = ImageSet.load(deps["images"])
     classifier = Classifier.load(deps["classifier"])
-    metrics = classification_metrics(classifier.logits(images), images.labels, images.class_names)
+    logits, fake = classifier.logits_and_features(images)
+    metrics = classification_metrics(logits, images.labels, images.class_names)
+    real = classifier.features(ImageSet.load(deps["real"]))
+    metrics["fid"] = fid(real, fake)
+    metrics.update(prdc(real, fake, k=params["k"]))
     write_json_atomic(out, metrics)

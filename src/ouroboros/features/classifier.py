@@ -63,6 +63,11 @@ class SmallCNN(nn.Module):
         return self.head(self.body(x))
 
 
+def _head_and_body(model: "SmallCNN", x: torch.Tensor) -> torch.Tensor:
+    feats = model.features(x)
+    return torch.cat([model.head(feats), feats], dim=1)
+
+
 def _random_shift(x: torch.Tensor, shift: int, gen: torch.Generator) -> torch.Tensor:
     if shift <= 0:
         return x
@@ -122,6 +127,12 @@ class Classifier:
 
     def logits(self, images: ImageSet) -> np.ndarray:
         return self._apply(images, self.model)
+
+    def logits_and_features(self, images: ImageSet) -> tuple[np.ndarray, np.ndarray]:
+        """Both from one forward pass."""
+        both = self._apply(images, lambda x: _head_and_body(self.model, x))
+        k = len(self.class_names)
+        return both[:, :k], both[:, k:]
 
     def features(self, images: ImageSet) -> np.ndarray:
         return self._apply(images, self.model.features)

@@ -13,7 +13,15 @@ import numpy as np
 
 from ouroboros.io import atomic_path
 
-LABELS = {"accuracy": "classifier accuracy", "cross_entropy": "cross-entropy (nats)"}
+LABELS = {
+    "accuracy": "classifier accuracy",
+    "cross_entropy": "cross-entropy (nats)",
+    "fid": "FID (classifier features)",
+    "precision": "precision (Naeem, k=5)",
+    "recall": "recall (Naeem, k=5)",
+    "density": "density (Naeem, k=5)",
+    "coverage": "coverage (Naeem, k=5)",
+}
 
 
 def _series(rows: list[dict], metric: str) -> dict[str, dict[int, list[float]]]:
@@ -45,7 +53,7 @@ def plot_metric(rows: list[dict], metric: str, path: Path, title: str = "") -> P
         ax.fill_between(gens, [v.min() for v in vals], [v.max() for v in vals], alpha=0.2)
     ref = [float(r["value"]) for r in rows if r["metric"] == metric and r["cell"] == "reference"]
     if ref:
-        ax.axhline(ref[0], color="k", ls="--", lw=1, label="real test data")
+        ax.axhline(ref[0], color="k", ls="--", lw=1, label="real test split")
     ax.set_xlabel("generation")
     ax.set_ylabel(LABELS.get(metric, metric))
     ax.set_title(title or LABELS.get(metric, metric))

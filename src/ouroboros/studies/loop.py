@@ -80,7 +80,8 @@ def plan(config: StudyConfig, cache: Path, splits: tuple[ImageSet, ImageSet] | N
     train_stage, test_stage = data_stage(train, "train", cache), data_stage(test, "test", cache)
     classifier = Stage("classifier", {"config": dataclasses.asdict(config.classifier), "seed": 0},
                        {"train": train_stage}, label="real data")
-    reference = Stage("evaluate", {"metrics": "classifier"}, {"images": test_stage, "classifier": classifier},
+    evaluate = {"metrics": "classifier+fid+prdc", "k": 5}
+    reference = Stage("evaluate", evaluate, {"images": test_stage, "classifier": classifier, "real": train_stage},
                       label="real test")
     n = config.loop.samples_per_generation or len(train)
     gen_config = dataclasses.asdict(config.generator)
@@ -97,7 +98,7 @@ def plan(config: StudyConfig, cache: Path, splits: tuple[ImageSet, ImageSet] | N
                             {"train": source}, label=label)
                 sample = Stage("sample", {"n": n, "guidance": float(w), "seed": derived_seed(s, g, "sample"), **sampling},
                                {"model": fit}, label=label)
-                ev = Stage("evaluate", {"metrics": "classifier"}, {"images": sample, "classifier": classifier},
+                ev = Stage("evaluate", evaluate, {"images": sample, "classifier": classifier, "real": train_stage},
                            label=label)
                 chain.append((fit, sample, ev))
                 source = sample
@@ -159,10 +160,10 @@ def run(config: StudyConfig, run_dir: Path, progress: bool = True, runner=None) 
 
 
 def summary_table(rows: list[dict]) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
-    """Accuracy and cross-entropy (mean over seeds) at the first and last generation per guidance."""
+    """Key metrics (mean ± std over seeds) at the first, middle and last generation per guidance."""
     import numpy as np
 
-    header = ("guidance", "generation", "accuracy", "cross-entropy", "seeds")
+    header = ("guidance", "generation", "accuracy", "cross-entropy", "FID", "precision", "recall", "seeds")
     out = []
     loop_rows = [r for r in rows if r["cell"] != "reference"]
     guidances = sorted({r["guidance"] for r in loop_rows}, key=lambda g: -float(g))
@@ -170,10 +171,11 @@ def summary_table(rows: list[dict]) -> tuple[tuple[str, ...], list[tuple[str, ..
     for w in guidances:
         for g in sorted({gens[0], gens[len(gens) // 2], gens[-1]}):
             sel = [r for r in loop_rows if r["guidance"] == w and int(r["generation"]) == g]
-            acc = [float(r["value"]) for r in sel if r["metric"] == "accuracy"]
-            ce = [float(r["value"]) for r in sel if r["metric"] == "cross_entropy"]
-            out.append((f"{float(w):g}", str(g), f"{np.mean(acc):.3f} ± {np.std(acc):.3f}",
-                        f"{np.mean(ce):.3f} ± {np.std(ce):.3f}", str(len(acc))))
+            cells = []
+            for metric in ("accuracy", "cross_entropy", "fid", "precision", "recall"):
+                v = [float(r["value"]) for r in sel if r["metric"] == metric]
+                cells.append(f"{np.mean(v):.3f} ± {np.std(v):.3f}" if v else "-")
+            out.append((f"{float(w):g}", str(g), *cells, str(len({r["seed"] for r in sel}))))
     return header, out
 
 
@@ -185,8 +187,8 @@ def report(run_dir: Path) -> Path:
 
     run_dir = Path(run_dir)
     rows = read_results(run_dir / "results.csv")
-    plot_metric(rows, "accuracy", run_dir / "plots" / "accuracy.png")
-    plot_metric(rows, "cross_entropy", run_dir / "plots" / "cross_entropy.png")
+    for metric in ("accuracy", "cross_entropy", "fid", "precision", "recall", "density", "coverage"):
+        plot_metric(rows, metric, run_dir / "plots" / f"{metric}.png")
     plot_class_accuracy(rows, run_dir / "plots" / "class_accuracy.png")
     header, table = summary_table(rows)
     study = rows[0]["study"] if rows else "study"
