@@ -23,29 +23,44 @@ from dataclasses import dataclass
 import torch
 
 U32 = 2.0**-24
-DEFAULT_BLOCK = 1 << 22  # entries per distance block: 16 MiB of float32, 32 MiB of float64
+DEFAULT_BLOCK = 1 << 23  # entries per distance block (1,024 rows x 8,192 columns): 64 MiB as float64
+BLOCK_ROWS = 1024  # rows per block: large enough for the matrix product to run near its peak
 
 
 @dataclass
 class Prepared:
-    """A feature set ready for blocked distances: float64 rows, their squared norms,
-    and (on CPU) a float32 copy for the fast product."""
+    """A feature set ready for blocked distances: the rows as given (float32 or float64,
+    not copied when already on the device), their float64 norms, and the copy used in
+    the product (float32 on CPU, float64 on CUDA; the rows themselves when they match).
+    Exact recomputations convert only the rows they touch to float64."""
 
-    x64: torch.Tensor
+    x: torch.Tensor
     sq: torch.Tensor  # squared norms, float64
     norm: torch.Tensor  # norms, float64
-    fast: torch.Tensor  # float32 (CPU) or float64 (CUDA) copy used in the product
+    fast: torch.Tensor
 
     @classmethod
-    def of(cls, x: torch.Tensor, device: torch.device | None = None) -> "Prepared":
+    def of(cls, x: torch.Tensor, device: torch.device | None = None, chunk: int = 256) -> "Prepared":
         device = device or x.device
-        x64 = x.to(device=device, dtype=torch.float64)
-        sq = (x64 * x64).sum(dim=1)
-        fast = x64 if device.type == "cuda" else x.to(device=device, dtype=torch.float32)
-        return cls(x64, sq, sq.sqrt(), fast)
+        x = x.to(device)
+        sq = torch.cat([(c.double() ** 2).sum(dim=1) for c in x.split(chunk)])
+        fast_dtype = torch.float64 if device.type == "cuda" else torch.float32
+        return cls(x, sq, sq.sqrt(), x.to(fast_dtype))
+
+    def rows64(self, index) -> torch.Tensor:
+        return self.x[index].double()
+
+    @property
+    def exact(self) -> bool:
+        """True when the product itself runs in float64."""
+        return self.fast.dtype == torch.float64
+
+    @property
+    def dim(self) -> int:
+        return self.x.shape[1]
 
     def __len__(self) -> int:
-        return self.x64.shape[0]
+        return self.x.shape[0]
 
 
 def _dot_margin(d: int, exact: bool) -> float:
@@ -61,23 +76,29 @@ def _exact_sq(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return ((a - b) ** 2).sum(dim=-1)
 
 
+def _exact_pairs(a: "Prepared", ia: torch.Tensor, b: "Prepared", ib: torch.Tensor, block: int = DEFAULT_BLOCK):
+    """Exact float64 squared distances between rows a[ia[p]] and b[ib[p]], in chunks of
+    pairs so the float64 rows gathered at once stay within `block` entries."""
+    step = max(1, block // (4 * max(1, a.dim)))
+    out = [_exact_sq(a.rows64(ia[p : p + step]), b.rows64(ib[p : p + step])) for p in range(0, len(ia), step)]
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64, device=a.x.device)
+
+
 def _blocks(n_rows: int, n_cols: int, block: int):
-    rows = max(1, min(n_rows, block // max(1, n_cols)))
-    if rows >= 64 or rows == n_rows:
-        cols = n_cols
-    else:  # very wide: split columns too
-        rows = min(n_rows, 64)
-        cols = max(1, block // rows)
+    """Row-major (rows, cols) slices covering an n_rows x n_cols matrix, each at most
+    `block` entries (but at least one row by one column)."""
+    rows = max(1, min(n_rows, BLOCK_ROWS, block))
+    cols = max(1, min(n_cols, block // rows))
     for i0 in range(0, n_rows, rows):
         for j0 in range(0, n_cols, cols):
             yield slice(i0, min(i0 + rows, n_rows)), slice(j0, min(j0 + cols, n_cols))
 
 
 def _sq_block(a: Prepared, b: Prepared, rs: slice, cs: slice) -> tuple[torch.Tensor, torch.Tensor]:
-    """(approximate squared distances, absolute error margin) for one block, float64."""
-    dot = (a.fast[rs] @ b.fast[cs].T).double()
-    d2 = a.sq[rs, None] + b.sq[None, cs] - 2.0 * dot
-    margin = 2.0 * _dot_margin(a.x64.shape[1], a.fast.dtype == torch.float64) * (a.norm[rs, None] * b.norm[None, cs])
+    """Approximate squared distances for one block (float64), and a per-row bound on
+    their error: 2 (gamma_D + 3u) |x_i| max_j |y_j|."""
+    d2 = (a.fast[rs] @ b.fast[cs].T).double().mul_(-2.0).add_(a.sq[rs, None]).add_(b.sq[None, cs])
+    margin = (2.0 * _dot_margin(a.dim, a.exact and b.exact) * float(b.norm[cs].max())) * a.norm[rs, None]
     return d2, margin
 
 
@@ -89,27 +110,46 @@ def kth_neighbour_sq(x: Prepared, k: int, block: int = DEFAULT_BLOCK) -> torch.T
     """
     n = len(x)
     need = k + 1
-    extra = min(n, need + 16)  # candidates kept per row
-    result = torch.empty(n, dtype=torch.float64, device=x.x64.device)
-    row_block = max(1, block // n)
-    max_norm = float(x.norm.max())
-    rel = _dot_margin(x.x64.shape[1], x.fast.dtype == torch.float64)
-    for i0 in range(0, n, row_block):
-        rs = slice(i0, min(i0 + row_block, n))
-        d2, _ = _sq_block(x, x, rs, slice(0, n))
-        vals, idx = torch.topk(d2, extra, dim=1, largest=False, sorted=True)
-        bound = 2.0 * rel * x.norm[rs] * max_norm
-        threshold = vals[:, need - 1] + 2.0 * bound
-        # Rows whose candidate list could miss one of the true k+1 nearest: do them in full.
-        complete = (vals[:, -1] > threshold) | (extra == n)
-        exact = _exact_sq(x.x64[rs][:, None, :], x.x64[idx])
-        exact = torch.where(vals <= threshold[:, None], exact, torch.full_like(exact, math.inf))
-        result[rs] = exact.kthvalue(need, dim=1).values
-        for r in torch.nonzero(~complete).flatten().tolist():
-            i = i0 + r
-            full = _exact_sq(x.x64[i][None, :], x.x64)
-            result[i] = full.kthvalue(need).values
+    keep = min(n, need + 16)  # candidates kept per row
+    result = torch.empty(n, dtype=torch.float64, device=x.x.device)
+    row_start = None
+    for rs, cs in list(_blocks(n, n, block)) + [(None, None)]:
+        if rs is None or rs.start != row_start:
+            if row_start is not None:  # finish the previous rows
+                _finish_rows(x, rows, vals, idx, bound, need, block, result)
+            if rs is None:
+                break
+            row_start, rows = rs.start, rs
+            vals = idx = None
+            bound = torch.zeros(rs.stop - rs.start, 1, dtype=torch.float64, device=x.x.device)
+        d2, margin = _sq_block(x, x, rs, cs)
+        bound = torch.maximum(bound, margin)
+        v, j = torch.topk(d2, min(keep, d2.shape[1]), dim=1, largest=False, sorted=True)
+        j = j + cs.start
+        if vals is not None:  # merge with the best of the earlier column blocks
+            merged = torch.cat([vals, v], 1)
+            v, order = torch.topk(merged, min(keep, merged.shape[1]), dim=1, largest=False, sorted=True)
+            j = torch.gather(torch.cat([idx, j], 1), 1, order)
+        vals, idx = v, j
     return result
+
+
+def _finish_rows(x: Prepared, rs: slice, vals, idx, bound, need: int, block: int, result) -> None:
+    """Exact k-th neighbour distances for rows `rs` from their float32 candidates."""
+    n = len(x)
+    bound = bound[:, 0]
+    # Every one of the true `need` nearest has an approximate value within this threshold.
+    threshold = vals[:, need - 1] + 2.0 * bound
+    complete = (vals[:, -1] > threshold) | (vals.shape[1] == n)
+    exact = torch.full_like(vals, math.inf)
+    ii, jj = torch.nonzero(vals <= threshold[:, None], as_tuple=True)
+    exact[ii, jj] = _exact_pairs(x, ii + rs.start, x, idx[ii, jj], block)
+    result[rs] = exact.kthvalue(need, dim=1).values
+    # Rows whose candidate list could miss one of the true nearest: redo them in full.
+    for r in torch.nonzero(~complete).flatten().tolist():
+        i = rs.start + r
+        full = torch.cat([_exact_sq(x.rows64(i)[None, :], x.rows64(slice(j, j + 4096))) for j in range(0, n, 4096)])
+        result[i] = full.kthvalue(need).values
 
 
 def ball_membership(queries: Prepared, centers: Prepared, center_r2: torch.Tensor, query_r2: torch.Tensor,
@@ -125,7 +165,7 @@ def ball_membership(queries: Prepared, centers: Prepared, center_r2: torch.Tenso
     "Holds" is ``d < r`` if `strict` else ``d <= r`` (compared as squares).
     """
     nq, nc = len(queries), len(centers)
-    dev = queries.x64.device
+    dev = queries.x.device
     count = torch.zeros(nq, dtype=torch.int64, device=dev)
     covered = torch.zeros(nc, dtype=torch.bool, device=dev)
     reached = torch.zeros(nc, dtype=torch.bool, device=dev)
@@ -136,7 +176,7 @@ def ball_membership(queries: Prepared, centers: Prepared, center_r2: torch.Tenso
         unsure = (d2 >= r2 - margin) & (d2 <= r2 + margin)
         if bool(unsure.any()):
             ii, jj = torch.nonzero(unsure, as_tuple=True)
-            ex = _exact_sq(queries.x64[rs][ii], centers.x64[cs][jj])
+            ex = _exact_pairs(queries, ii + rs.start, centers, jj + cs.start, block)
             result[ii, jj] = ex < r2[ii, jj] if strict else ex <= r2[ii, jj]
         return result
 
