@@ -116,6 +116,23 @@ def cmd_metrics(args) -> int:
     return 0
 
 
+def cmd_mix(args) -> int:
+    from ouroboros.data.loaders import load_dataset
+    from ouroboros.data.mixtures import check_ratio, mix
+
+    check_ratio(args.ratio)
+    if not args.out.endswith(".npz"):
+        raise UserError(f"--out must name an .npz file; got {args.out}")
+    real = load_dataset(args.real)
+    other = load_dataset(args.generated) if args.generated else None
+    mixed = mix(args.mode, real, other, args.ratio, seed=args.seed, allow_repeats=args.allow_repeats)
+    mixed.save(args.out)
+    gen = int((mixed.generation > 0).sum())
+    print(f"{args.out}: {len(mixed)} images ({len(mixed) - gen} real, {gen} generated), "
+          f"{mixed.num_classes} classes, hash {mixed.content_hash()}")
+    return 0
+
+
 def cmd_report(args) -> int:
     from ouroboros.studies import loop
 
@@ -161,6 +178,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inception-weights", help="path to the FID Inception weights file (pt_inception-2015-12-05-6726825d.pth)")
     p.add_argument("--kid-subsets", type=int, default=100, help="random subsets for KID (default 100)")
     p.set_defaults(func=cmd_metrics)
+
+    p = sub.add_parser("mix", help="mix real and generated images per class (replace, append or subsample)")
+    p.add_argument("--real", required=True, help="the real dataset")
+    p.add_argument("--generated", help="the generated (or second real) dataset; not needed for subsample")
+    p.add_argument("--ratio", required=True, type=float, help="fraction in [0, 1], e.g. 0.4")
+    p.add_argument("--mode", choices=["replace", "append", "subsample"], default="replace")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--allow-repeats", action="store_true",
+                   help="draw from --generated with replacement when it is short of a class (control mixtures)")
+    p.add_argument("--out", required=True, help="output .npz")
+    p.set_defaults(func=cmd_mix)
 
     p = sub.add_parser("report", help="redraw plots and report.html of a run folder from its results.csv")
     p.add_argument("run_dir")

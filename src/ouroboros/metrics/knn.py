@@ -106,31 +106,39 @@ def kth_neighbour_sq(x: Prepared, k: int, block: int = DEFAULT_BLOCK) -> torch.T
     """Squared distance from each row of x to its k-th nearest neighbour in x, self excluded.
 
     Like the `prdc` package, this is the (k+1)-th smallest distance with the point
-    itself (distance 0) counted, so exact duplicates count as neighbours.
+    itself (distance 0) counted, so exact duplicates count as neighbours. The distance
+    matrix is symmetric, so only blocks on and above the diagonal are computed; each
+    updates the candidate lists of both its rows and its columns.
     """
     n = len(x)
     need = k + 1
     keep = min(n, need + 16)  # candidates kept per row
-    result = torch.empty(n, dtype=torch.float64, device=x.x.device)
-    row_start = None
-    for rs, cs in list(_blocks(n, n, block)) + [(None, None)]:
-        if rs is None or rs.start != row_start:
-            if row_start is not None:  # finish the previous rows
-                _finish_rows(x, rows, vals, idx, bound, need, block, result)
-            if rs is None:
-                break
-            row_start, rows = rs.start, rs
-            vals = idx = None
-            bound = torch.zeros(rs.stop - rs.start, 1, dtype=torch.float64, device=x.x.device)
-        d2, margin = _sq_block(x, x, rs, cs)
-        bound = torch.maximum(bound, margin)
+    dev = x.x.device
+    vals = torch.full((n, keep), math.inf, dtype=torch.float64, device=dev)
+    idx = torch.zeros((n, keep), dtype=torch.int64, device=dev)
+    bound = torch.zeros(n, dtype=torch.float64, device=dev)
+
+    def merge(rows: slice, d2: torch.Tensor, col_start: int, margin: torch.Tensor) -> None:
         v, j = torch.topk(d2, min(keep, d2.shape[1]), dim=1, largest=False, sorted=True)
-        j = j + cs.start
-        if vals is not None:  # merge with the best of the earlier column blocks
-            merged = torch.cat([vals, v], 1)
-            v, order = torch.topk(merged, min(keep, merged.shape[1]), dim=1, largest=False, sorted=True)
-            j = torch.gather(torch.cat([idx, j], 1), 1, order)
-        vals, idx = v, j
+        allv, allj = torch.cat([vals[rows], v], 1), torch.cat([idx[rows], j + col_start], 1)
+        best, order = torch.topk(allv, keep, dim=1, largest=False, sorted=True)
+        vals[rows], idx[rows] = best, torch.gather(allj, 1, order)
+        bound[rows] = torch.maximum(bound[rows], margin[:, 0])
+
+    side = max(1, min(n, BLOCK_ROWS, math.isqrt(block)))
+    for i0 in range(0, n, side):
+        rs = slice(i0, min(i0 + side, n))
+        for j0 in range(i0, n, side):
+            cs = slice(j0, min(j0 + side, n))
+            d2, margin = _sq_block(x, x, rs, cs)
+            merge(rs, d2, cs.start, margin)
+            if j0 != i0:  # the mirrored block, for the column points
+                mirrored = (2.0 * _dot_margin(x.dim, x.exact) * float(x.norm[rs].max())) * x.norm[cs, None]
+                merge(cs, d2.T, rs.start, mirrored)
+    result = torch.empty(n, dtype=torch.float64, device=dev)
+    for i0 in range(0, n, side):
+        rs = slice(i0, min(i0 + side, n))
+        _finish_rows(x, rs, vals[rs], idx[rs], bound[rs, None], need, block, result)
     return result
 
 
@@ -142,7 +150,9 @@ def _finish_rows(x: Prepared, rs: slice, vals, idx, bound, need: int, block: int
     threshold = vals[:, need - 1] + 2.0 * bound
     complete = (vals[:, -1] > threshold) | (vals.shape[1] == n)
     exact = torch.full_like(vals, math.inf)
-    ii, jj = torch.nonzero(vals <= threshold[:, None], as_tuple=True)
+    is_self = idx == torch.arange(rs.start, rs.stop, device=idx.device)[:, None]
+    exact[is_self] = 0.0  # no need to recompute a point's distance to itself
+    ii, jj = torch.nonzero((vals <= threshold[:, None]) & ~is_self, as_tuple=True)
     exact[ii, jj] = _exact_pairs(x, ii + rs.start, x, idx[ii, jj], block)
     result[rs] = exact.kthvalue(need, dim=1).values
     # Rows whose candidate list could miss one of the true nearest: redo them in full.
@@ -171,13 +181,14 @@ def ball_membership(queries: Prepared, centers: Prepared, center_r2: torch.Tenso
     reached = torch.zeros(nc, dtype=torch.bool, device=dev)
 
     def inside(d2, margin, r2, rs, cs):
-        r2 = r2.expand_as(d2)
-        result = d2 < r2 - margin
-        unsure = (d2 >= r2 - margin) & (d2 <= r2 + margin)
+        t = d2 - r2
+        result = t < -margin  # certainly inside, whatever float32 did
+        unsure = t.abs_() <= margin
         if bool(unsure.any()):
             ii, jj = torch.nonzero(unsure, as_tuple=True)
             ex = _exact_pairs(queries, ii + rs.start, centers, jj + cs.start, block)
-            result[ii, jj] = ex < r2[ii, jj] if strict else ex <= r2[ii, jj]
+            r2 = r2.expand_as(d2)[ii, jj]
+            result[ii, jj] = ex < r2 if strict else ex <= r2
         return result
 
     for rs, cs in _blocks(nq, nc, block):
