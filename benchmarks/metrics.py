@@ -127,13 +127,18 @@ def main() -> int:
 
     ours, ref = measure("ours", n_small, d), measure("prdc", n_small, d)
     big = measure("ours", n_large, d)
-    bound = lambda n: 2 * d * 3 * n * n / (f32 * 1e9)  # noqa: E731  (N = M: N^2 + M^2 + NM = 3 N^2)
+    # Distance products: the references compute N^2 + M^2 + NM entries (3 N^2 for N = M);
+    # ouroboros computes the symmetric N x N and M x M halves once (2 N^2 in all).
+    bound = lambda n, entries: 2 * d * entries * n * n / (f32 * 1e9)  # noqa: E731
 
     print(f"PRDC, k = 5, d = {d}")
-    print(f"{'N = M':>8} {'impl':<11}{'time s':>9}{'peak MB':>9}{'extra MB':>10}{'FLOP-bound s':>14}{'x bound':>9}")
-    for n, name, r in [(n_small, "prdc pkg", ref), (n_small, "ouroboros", ours), (n_large, "ouroboros", big)]:
+    print(f"{'N = M':>8} {'impl':<11}{'time s':>9}{'peak MB':>9}{'extra MB':>10}{'products':>10}"
+          f"{'FLOP-bound s':>14}{'x bound':>9}")
+    for n, name, r, entries in [(n_small, "prdc pkg", ref, 3), (n_small, "ouroboros", ours, 2),
+                                (n_large, "ouroboros", big, 2)]:
         print(f"{n:>8} {name:<11}{r['seconds']:>9.1f}{r['peak_mb']:>9.0f}{r['peak_mb'] - r['base_mb']:>10.0f}"
-              f"{bound(n):>14.1f}{r['seconds'] / bound(n):>9.2f}")
+              f"{f'{entries} N^2':>10}{bound(n, entries):>14.1f}{r['seconds'] / bound(n, entries):>9.2f}")
+    print("(peak MB: the whole process, inputs and runtime included; extra MB: beyond the inputs and imports)")
     speed = ref["seconds"] / ours["seconds"]
     mem_peak = ours["peak_mb"] / ref["peak_mb"]
     mem_extra = (ours["peak_mb"] - ours["base_mb"]) / (ref["peak_mb"] - ref["base_mb"])

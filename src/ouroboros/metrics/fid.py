@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.linalg
+import scipy.linalg.blas
 
 from ouroboros.errors import UserError
 from ouroboros.metrics._arrays import as_pair
@@ -30,13 +31,19 @@ def feature_stats(x) -> tuple[np.ndarray, np.ndarray]:
     return mu, (xc.T @ xc) / (x.shape[0] - 1)
 
 
-def _sqrt_factor(sigma: np.ndarray) -> np.ndarray:
-    """A with sigma = A A^T."""
+def _congruence(sigma1: np.ndarray, sigma2: np.ndarray) -> np.ndarray:
+    """A^T sigma2 A for some A with sigma1 = A A^T: the Cholesky factor (two triangular
+    products, half the work of general ones), or the eigendecomposition when sigma1 is
+    singular."""
     try:
-        return scipy.linalg.cholesky(sigma, lower=True, check_finite=False)
+        a = scipy.linalg.cholesky(sigma1, lower=True, check_finite=False)
     except np.linalg.LinAlgError:
-        w, v = scipy.linalg.eigh(sigma, check_finite=False)
-        return v * np.sqrt(np.clip(w, 0.0, None))
+        w, v = scipy.linalg.eigh(sigma1, check_finite=False)
+        a = v * np.sqrt(np.clip(w, 0.0, None))
+        return a.T @ sigma2 @ a
+    trmm = scipy.linalg.blas.get_blas_funcs("trmm", (a, sigma2))
+    left = trmm(1.0, a, sigma2, side=0, lower=1, trans_a=1)  # A^T sigma2
+    return trmm(1.0, a, left, side=1, lower=1, trans_a=0)  # (A^T sigma2) A
 
 
 def fid_from_stats(mu1, sigma1, mu2, sigma2) -> float:
@@ -48,8 +55,7 @@ def fid_from_stats(mu1, sigma1, mu2, sigma2) -> float:
     for name, arr in (("mu1", mu1), ("mu2", mu2), ("sigma1", s1), ("sigma2", s2)):
         if not np.isfinite(arr).all():
             raise UserError(f"{name} has NaN or inf values")
-    a = _sqrt_factor(s1)
-    m = a.T @ s2 @ a
+    m = _congruence(s1, s2)
     eig = scipy.linalg.eigvalsh((m + m.T) / 2.0, check_finite=False)
     tr_covmean = np.sqrt(np.clip(eig, 0.0, None)).sum()
     diff = mu1 - mu2

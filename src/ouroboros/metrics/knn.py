@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 
 U32 = 2.0**-24
-DEFAULT_BLOCK = 1 << 23  # entries per distance block (1,024 rows x 8,192 columns): 64 MiB as float64
+DEFAULT_BLOCK = 1 << 22  # entries per distance block (1,024 rows x 4,096 columns): 32 MiB as float64
 BLOCK_ROWS = 1024  # rows per block: large enough for the matrix product to run near its peak
 
 
