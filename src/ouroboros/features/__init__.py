@@ -49,6 +49,9 @@ class ClassifierFeatures(FeatureExtractor):
         if classifier is None:
             if real is None:
                 raise UserError("classifier features need a trained classifier (--classifier DIR) or a labelled real set")
+            import sys
+
+            print(f"training the feature classifier on the {len(real)} real images ...", file=sys.stderr)
             classifier = Classifier.train(real, seed=0)
         self.classifier = classifier
 
@@ -57,7 +60,8 @@ class ClassifierFeatures(FeatureExtractor):
             raise UserError(
                 f"classes {list(images.class_names)} do not match the classifier's {list(self.classifier.class_names)}"
             )
-        return self.classifier.features(images)
+        with _bar(len(images), "classifier features", progress) as bar:
+            return self.classifier.features(images, progress=bar.update)
 
 
 class InceptionFeatures(FeatureExtractor):

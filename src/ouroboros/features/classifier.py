@@ -118,11 +118,15 @@ class Classifier:
             raise UserError(f"classifier expects images of shape {self.image_shape}; got {images.shape}")
 
     @torch.no_grad()
-    def _apply(self, images: ImageSet, fn, batch_size: int = 1024) -> np.ndarray:
+    def _apply(self, images: ImageSet, fn, batch_size: int = 1024, progress=None) -> np.ndarray:
         self._check(images)
         device = next(self.model.parameters()).device
-        x = images.to_float()
-        out = [fn(torch.as_tensor(x[i : i + batch_size], device=device)).cpu() for i in range(0, len(x), batch_size)]
+        out = []
+        for i in range(0, len(images), batch_size):
+            x = images.images[i : i + batch_size].astype(np.float32) / 127.5 - 1.0
+            out.append(fn(torch.as_tensor(x, device=device)).cpu())
+            if progress is not None:
+                progress(len(x))
         return torch.cat(out).double().numpy() if out else np.zeros((0, 0))
 
     def logits(self, images: ImageSet) -> np.ndarray:
@@ -134,8 +138,8 @@ class Classifier:
         k = len(self.class_names)
         return both[:, :k], both[:, k:]
 
-    def features(self, images: ImageSet) -> np.ndarray:
-        return self._apply(images, self.model.features)
+    def features(self, images: ImageSet, progress=None) -> np.ndarray:
+        return self._apply(images, self.model.features, progress=progress)
 
     def save(self, directory: str | Path) -> Path:
         with atomic_path(directory, is_dir=True) as tmp:

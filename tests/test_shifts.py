@@ -1,0 +1,59 @@
+import numpy as np
+import pytest
+
+from ouroboros.data.imageset import ImageSet
+from ouroboros.data.loaders import load_digits
+from ouroboros.data.shifts import SHIFTS, apply_shift
+from ouroboros.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_digits().subset(np.arange(50))
+
+
+@pytest.mark.parametrize("name", sorted(SHIFTS))
+def test_every_shift_keeps_labels_and_provenance_and_is_reproducible(digits, name):
+    out = apply_shift(name, digits, seed=3)
+    assert out.images.dtype == np.uint8 and out.images.shape == digits.images.shape
+    np.testing.assert_array_equal(out.labels, digits.labels)
+    np.testing.assert_array_equal(out.source, digits.source)
+    assert all(f"shift={name}" in c for c in out.condition)
+    assert not np.array_equal(out.images, digits.images)  # it changed something
+    assert apply_shift(name, digits, seed=3).content_hash() == out.content_hash()
+
+
+@pytest.mark.parametrize("name, params", [("noise", {"sigma": 0.0}), ("blur", {"sigma": 0.0}),
+                                          ("rotation", {"degrees": 0.0}), ("contrast", {"factor": 1.0}),
+                                          ("elastic", {"alpha": 0.0})])
+def test_zero_strength_is_the_identity(digits, name, params):
+    np.testing.assert_array_equal(apply_shift(name, digits, **params).images, digits.images)
+
+
+def test_rotation_by_90_degrees_is_exact():
+    rng = np.random.default_rng(0)
+    s = ImageSet.create(rng.integers(0, 256, (3, 1, 6, 6), dtype=np.uint8), [0, 1, 0], ["a", "b"], "real:x")
+    out = apply_shift("rotation", s, degrees=90)
+    # Counter-clockwise in image coordinates (y down) is np.rot90 with k = -1 on (H, W).
+    assert any(np.array_equal(out.images[:, 0], np.rot90(s.images[:, 0], k, axes=(1, 2))) for k in (1, -1))
+
+
+def test_blur_keeps_constants_and_lowers_the_variation(digits):
+    flat = ImageSet.create(np.full((2, 1, 8, 8), 93, np.uint8), [0, 1], ["a", "b"], "real:x")
+    np.testing.assert_array_equal(apply_shift("blur", flat, sigma=1.5).images, flat.images)
+    out = apply_shift("blur", digits, sigma=1.0)
+    assert np.abs(np.diff(out.images.astype(float), axis=3)).mean() < np.abs(np.diff(digits.images.astype(float), axis=3)).mean()
+
+
+def test_contrast_and_noise_change_the_spread(digits):
+    low = apply_shift("contrast", digits, factor=0.3)
+    assert low.images.std() < digits.images.std()
+    noisy = apply_shift("noise", digits, sigma=0.3, seed=1)
+    assert noisy.images.astype(float).std() != digits.images.astype(float).std()
+
+
+def test_bad_parameters(digits):
+    with pytest.raises(UserError, match="unknown shift"):
+        apply_shift("jpeg", digits)
+    with pytest.raises(UserError, match="sigma must be >= 0"):
+        apply_shift("blur", digits, sigma=-1)
