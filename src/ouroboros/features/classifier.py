@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -25,6 +26,7 @@ from ouroboros.io import atomic_path
 
 @dataclass
 class ClassifierConfig:
+    arch: Literal["cnn", "resnet"] = "cnn"
     width: int = 32
     feature_dim: int = 128
     epochs: int = 20
@@ -63,7 +65,56 @@ class SmallCNN(nn.Module):
         return self.head(self.body(x))
 
 
-def _head_and_body(model: "SmallCNN", x: torch.Tensor) -> torch.Tensor:
+class BasicBlock(nn.Module):
+    """Pre-activation residual block (He et al. 2016b)."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.bn1, self.conv1 = nn.BatchNorm2d(cin), nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn2, self.conv2 = nn.BatchNorm2d(cout), nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.skip = None if stride == 1 and cin == cout else nn.Conv2d(cin, cout, 1, stride, bias=False)
+
+    def forward(self, x):
+        h = nn.functional.relu(self.bn1(x))
+        shortcut = x if self.skip is None else self.skip(h)
+        h = self.conv1(h)
+        return shortcut + self.conv2(nn.functional.relu(self.bn2(h)))
+
+
+class SmallResNet(nn.Module):
+    """A ResNet for small images: three stages of two blocks (width, 2 width, 4 width),
+    global average pool, one hidden layer (the features), logits."""
+
+    def __init__(self, in_channels: int, num_classes: int, width: int = 16, feature_dim: int = 128):
+        super().__init__()
+        w = width
+        self.body = nn.Sequential(
+            nn.Conv2d(in_channels, w, 3, padding=1, bias=False),
+            BasicBlock(w, w, 1), BasicBlock(w, w, 1),
+            BasicBlock(w, 2 * w, 2), BasicBlock(2 * w, 2 * w, 1),
+            BasicBlock(2 * w, 4 * w, 2), BasicBlock(4 * w, 4 * w, 1),
+            nn.BatchNorm2d(4 * w), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            nn.Linear(4 * w, feature_dim), nn.ReLU(),
+        )
+        self.head = nn.Linear(feature_dim, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+ARCHS = {"cnn": SmallCNN, "resnet": SmallResNet}
+
+
+def build_classifier(config: "ClassifierConfig", in_channels: int, num_classes: int) -> nn.Module:
+    if config.arch not in ARCHS:
+        raise UserError(f"unknown classifier arch {config.arch!r}; use one of {', '.join(ARCHS)}")
+    return ARCHS[config.arch](in_channels, num_classes, config.width, config.feature_dim)
+
+
+def _head_and_body(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     feats = model.features(x)
     return torch.cat([model.head(feats), feats], dim=1)
 
@@ -79,7 +130,7 @@ def _random_shift(x: torch.Tensor, shift: int, gen: torch.Generator) -> torch.Te
 class Classifier:
     """``Classifier.train(imageset, config, seed)``; ``logits(images)``; ``features(images)``."""
 
-    def __init__(self, model: SmallCNN, config: ClassifierConfig, class_names: tuple[str, ...], image_shape):
+    def __init__(self, model: nn.Module, config: ClassifierConfig, class_names: tuple[str, ...], image_shape):
         self.model = model.eval()
         self.config = config
         self.class_names = tuple(class_names)
@@ -91,7 +142,7 @@ class Classifier:
         config.validate()
         device = resolve_device(config.device)
         torch.manual_seed(int(seed))
-        model = SmallCNN(train.shape[0], train.num_classes, config.width, config.feature_dim).to(device)
+        model = build_classifier(config, train.shape[0], train.num_classes).to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         steps_per_epoch = max(1, int(np.ceil(len(train) / config.batch_size)))
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, config.lr, total_steps=config.epochs * steps_per_epoch)
@@ -158,6 +209,6 @@ class Classifier:
             raise UserError(f"{directory} is not a saved classifier (needs classifier.json and model.safetensors)")
         meta = json.loads(meta_path.read_text())
         config = ClassifierConfig(**meta["config"])
-        model = SmallCNN(meta["image_shape"][0], len(meta["class_names"]), config.width, config.feature_dim)
+        model = build_classifier(config, meta["image_shape"][0], len(meta["class_names"]))
         model.load_state_dict(load_file(directory / "model.safetensors"))
         return cls(model.to(resolve_device(config.device)), config, tuple(meta["class_names"]), meta["image_shape"])
