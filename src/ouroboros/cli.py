@@ -12,22 +12,26 @@ from ouroboros.errors import UserError
 
 def _run_study(config, out: Path, quiet: bool) -> int:
     from ouroboros.runner import check_run_dir
-    from ouroboros.studies import loop
+    from ouroboros.studies import contamination, loop
 
     out = check_run_dir(out)
     start = time.perf_counter()
-    summary = loop.run(config, out, progress=not quiet)
+    module = contamination if config.study == "contamination" else loop
+    summary = module.run(config, out, progress=not quiet)
     if not quiet:
-        from ouroboros.report.results import read_results
+        if config.study == "contamination":
+            print((out / "tables.md").read_text())
+        else:
+            from ouroboros.report.results import read_results
 
-        header, table = loop.summary_table(read_results(out / "results.csv"))
-        widths = [max(len(h), *(len(r[i]) for r in table)) for i, h in enumerate(header)]
-        print("  ".join(h.rjust(w) for h, w in zip(header, widths)))
-        for r in table:
-            print("  ".join(c.rjust(w) for c, w in zip(r, widths)))
+            header, table = loop.summary_table(read_results(out / "results.csv"))
+            widths = [max(len(h), *(len(r[i]) for r in table)) for i, h in enumerate(header)]
+            print("  ".join(h.rjust(w) for h, w in zip(header, widths)))
+            for r in table:
+                print("  ".join(c.rjust(w) for c, w in zip(r, widths)))
         ran = len(summary["timings"])
-        print(f"done in {time.perf_counter() - start:.1f}s ({ran} stages run, the rest cached): "
-              f"{out}/results.csv, {out}/plots/, {out}/samples/, {out}/report.html", file=sys.stderr)
+        print(f"done in {time.perf_counter() - start:.1f}s ({ran} stages run, the rest cached): {out}/",
+              file=sys.stderr)
     return 0
 
 

@@ -60,6 +60,58 @@ class LoopConfig:
 
 
 @dataclass
+class ContaminationConfig:
+    """The contamination study (Hataya et al. 2023) on disjoint real splits of data.train."""
+
+    # Disjoint real splits (fractions of data.train): the downstream training set, the
+    # generator's own training data, the real control source, and the test split
+    # (ignored when data.test is given).
+    split_train: float = 0.4
+    split_generator: float = 0.3
+    split_control: float = 0.1
+    split_test: float = 0.2
+    generated: Optional[str] = None  # an external generated pool (dataset spec) instead of fitting one
+    control: Optional[str] = None  # an external real control source instead of the control split
+    ratios: list[float] = field(default_factory=lambda: [0.0, 0.2, 0.4, 0.8, 1.0])
+    archs: list[str] = field(default_factory=lambda: ["cnn", "resnet"])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    guidance: float = 1.0  # simple conditioning: the class, at one guidance
+    diverse_guidance: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0, 2.0])  # drawn per image
+    diverse_sample_steps: list[int] = field(default_factory=lambda: [10, 25, 50])  # drawn per image
+    small_fraction: float = 0.05  # Table 7: this much real, alone or filled up
+    append_ratios: list[float] = field(default_factory=lambda: [0.2, 0.4, 0.8])  # Table 8
+    shifts: list[str] = field(default_factory=lambda: ["noise", "blur", "rotation", "elastic", "contrast"])
+
+    def validate(self) -> None:
+        from ouroboros.data.mixtures import check_ratio
+        from ouroboros.data.shifts import SHIFTS
+        from ouroboros.features.classifier import ARCHS
+
+        for name in ("split_train", "split_generator", "split_control", "split_test"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise UserError(f"contamination.{name} must lie in [0, 1); got {getattr(self, name)}")
+        if self.split_train + self.split_generator + self.split_control + self.split_test > 1.0 + 1e-9:
+            raise UserError("contamination splits must sum to at most 1")
+        for r in list(self.ratios) + list(self.append_ratios) + [self.small_fraction]:
+            try:
+                check_ratio(r)
+            except UserError as exc:
+                raise UserError(f"contamination: {exc}") from None
+        for a in self.archs:
+            if a not in ARCHS:
+                raise UserError(f"contamination.archs: unknown arch {a!r}; use {', '.join(ARCHS)}")
+        for sh in self.shifts:
+            if sh not in SHIFTS:
+                raise UserError(f"contamination.shifts: unknown shift {sh!r}; use {', '.join(SHIFTS)}")
+        for w in [self.guidance, *self.diverse_guidance]:
+            check_guidance(w)
+        if not self.seeds or not self.archs or not self.ratios:
+            raise UserError("contamination.seeds, archs and ratios must not be empty")
+        if any(st < 1 for st in self.diverse_sample_steps) or not self.diverse_sample_steps:
+            raise UserError("contamination.diverse_sample_steps must be a non-empty list of positive integers")
+
+
+@dataclass
 class OutputConfig:
     grid_per_class: int = 10  # images per class (columns) in each sample grid
     grid_scale: int = 4  # pixel upscaling of sample grids
@@ -82,10 +134,11 @@ class ExecutorConfig:
 
 @dataclass
 class StudyConfig:
-    study: Literal["loop"] = "loop"
+    study: Literal["loop", "contamination"] = "loop"
     name: str = "loop"
     data: DataConfig = field(default_factory=DataConfig)
     loop: LoopConfig = field(default_factory=LoopConfig)
+    contamination: ContaminationConfig = field(default_factory=ContaminationConfig)
     generator: DiffusionConfig = field(default_factory=DiffusionConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     output: OutputConfig = field(default_factory=OutputConfig)

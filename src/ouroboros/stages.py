@@ -58,3 +58,54 @@ def evaluate_stage(params: dict, deps: dict, out: Path) -> None:
     metrics["fid"] = fid(real, fake)
     metrics.update(prdc(real, fake, k=params["k"]))
     write_json_atomic(out, metrics)
+
+
+@stage_kind("sample_diverse", ".npz")
+def sample_diverse_stage(params: dict, deps: dict, out: Path) -> None:
+    """Samples whose guidance and number of sampling steps are drawn per image (the
+    contamination study's "diverse conditioning", in place of its complex prompts)."""
+    import numpy as np
+
+    from ouroboros.generators.base import balanced_labels
+
+    model = FittedDiffusion.load(deps["model"])
+    n = params["n"]
+    labels = balanced_labels(n, len(model.class_names))
+    rng = np.random.default_rng(params["seed"])
+    guidance = rng.choice(np.asarray(params["guidance"], dtype=np.float64), n)
+    steps = rng.choice(np.asarray(params["sample_steps"], dtype=np.int64), n)
+    parts, order = [], []
+    for g_i, w in enumerate(sorted(set(guidance.tolist()))):
+        for s_i, st in enumerate(sorted(set(steps.tolist()))):
+            idx = np.flatnonzero((guidance == w) & (steps == st))
+            if len(idx):
+                part = model.sample(len(idx), labels[idx], guidance=w, seed=params["seed"] + 1000 * g_i + s_i,
+                                    sample_steps=int(st))
+                parts.append(part.with_provenance(condition=[f"{c};steps={st}" for c in part.condition]))
+                order.append(idx)
+    merged = ImageSet.concat(parts)
+    merged.subset(np.argsort(np.concatenate(order), kind="stable")).save(out)
+
+
+@stage_kind("mix", ".npz")
+def mix_stage(params: dict, deps: dict, out: Path) -> None:
+    from ouroboros.data.mixtures import mix
+
+    real = ImageSet.load(deps["real"])
+    other = ImageSet.load(deps["other"]) if "other" in deps else None
+    mix(params["mode"], real, other, params["ratio"], seed=params["seed"],
+        allow_repeats=params["allow_repeats"]).save(out)
+
+
+@stage_kind("classify", ".json")
+def classify_stage(params: dict, deps: dict, out: Path) -> None:
+    """Train a classifier from scratch on the mixture; score it on the clean test split
+    and on each shifted copy of it."""
+    from ouroboros.data.shifts import apply_shift
+    from ouroboros.tasks.classification import train_and_score
+
+    train = ImageSet.load(deps["train"])
+    test = ImageSet.load(deps["test"])
+    tests = {"clean": test, **{name: apply_shift(name, test, seed=0) for name in params["shifts"]}}
+    _, scores = train_and_score(train, tests, ClassifierConfig(**params["config"]), seed=params["seed"])
+    write_json_atomic(out, scores)

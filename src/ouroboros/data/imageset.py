@@ -95,6 +95,16 @@ class ImageSet:
             condition=per_image(condition, np.str_),
         )
 
+    def with_provenance(self, source=None, generation=None, condition=None) -> "ImageSet":
+        """A copy with some provenance fields replaced (scalars broadcast to every image)."""
+        return ImageSet.create(
+            self.images, self.labels, self.class_names,
+            source=self.source if source is None else source,
+            generation=self.generation if generation is None else generation,
+            seed=self.seed,
+            condition=self.condition if condition is None else condition,
+        )
+
     # -- basic properties ---------------------------------------------------------
 
     def __len__(self) -> int:

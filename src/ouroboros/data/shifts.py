@@ -25,8 +25,9 @@ def _float(images: ImageSet) -> torch.Tensor:
 
 def _with_images(images: ImageSet, x: torch.Tensor, tag: str) -> ImageSet:
     conditions = [f"{c};shift={tag}" if c else f"shift={tag}" for c in images.condition]
-    return ImageSet(quantize(x), images.labels, images.class_names, images.source, images.generation,
-                    images.seed, np.asarray(conditions, dtype=np.str_))
+    shifted = ImageSet(quantize(x), images.labels, images.class_names, images.source, images.generation,
+                       images.seed, images.condition)
+    return shifted.with_provenance(condition=conditions)
 
 
 def gaussian_noise(images: ImageSet, sigma: float = 0.2, seed: int = 0) -> ImageSet:
@@ -49,7 +50,7 @@ def _gaussian_filter(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(F.pad(x, (0, 0, radius, radius), mode="reflect"), k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
 
 
-def gaussian_blur(images: ImageSet, sigma: float = 1.0, seed: int = 0) -> ImageSet:
+def gaussian_blur(images: ImageSet, sigma: float = 0.6, seed: int = 0) -> ImageSet:
     """Gaussian blur with standard deviation `sigma` pixels."""
     if sigma < 0:
         raise UserError(f"blur sigma must be >= 0; got {sigma}")
@@ -62,7 +63,7 @@ def _warp(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(x + 1.0, grid, mode="bilinear", padding_mode="zeros", align_corners=False) - 1.0
 
 
-def rotation(images: ImageSet, degrees: float = 30.0, seed: int = 0) -> ImageSet:
+def rotation(images: ImageSet, degrees: float = 20.0, seed: int = 0) -> ImageSet:
     """Rotate each image about its centre by a fixed angle (counter-clockwise)."""
     x = _float(images)
     a = math.radians(degrees)
@@ -74,7 +75,7 @@ def rotation(images: ImageSet, degrees: float = 30.0, seed: int = 0) -> ImageSet
     return _with_images(images, _warp(x, grid), f"rotation:{degrees:g}")
 
 
-def elastic(images: ImageSet, alpha: float = 2.0, sigma: float = 1.5, seed: int = 0) -> ImageSet:
+def elastic(images: ImageSet, alpha: float = 1.5, sigma: float = 1.5, seed: int = 0) -> ImageSet:
     """Elastic deformation (Simard et al. 2003): a random displacement field, smoothed with
     a Gaussian of `sigma` pixels and scaled to at most about `alpha` pixels."""
     if alpha < 0 or sigma <= 0:
