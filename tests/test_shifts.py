@@ -57,3 +57,18 @@ def test_bad_parameters(digits):
         apply_shift("jpeg", digits)
     with pytest.raises(UserError, match="sigma must be >= 0"):
         apply_shift("blur", digits, sigma=-1)
+
+
+def test_power_spectra_of_noise_and_smooth_images():
+    from ouroboros.metrics.spectra import radial_power_spectra
+
+    rng = np.random.default_rng(0)
+    white = rng.normal(size=(200, 1, 16, 16))
+    spec = radial_power_spectra(white)
+    assert spec.shape == (200, 8)
+    mean = spec.mean(axis=0)
+    assert mean.max() - mean.min() < 0.15  # flat: white noise has equal power at every frequency
+    smooth = apply_shift("blur", ImageSet.create(rng.integers(0, 256, (50, 1, 16, 16), dtype=np.uint8),
+                                                  np.zeros(50, np.int64), ["a"], "real:x"), sigma=1.5).images
+    s = radial_power_spectra(smooth).mean(axis=0)
+    assert s[0] > s[-1] + 1  # blurred: power falls with frequency

@@ -81,6 +81,9 @@ class ContaminationConfig:
     small_fraction: float = 0.05  # Table 7: this much real, alone or filled up
     append_ratios: list[float] = field(default_factory=lambda: [0.2, 0.4, 0.8])  # Table 8
     shifts: list[str] = field(default_factory=lambda: ["noise", "blur", "rotation", "elastic", "contrast"])
+    # Confusion matrices (Fig. 3) grouped into superclasses, e.g. [["0", "6"], ["1", "7"]];
+    # None: one row per class.
+    class_groups: Optional[list[list[str]]] = None
 
     def validate(self) -> None:
         from ouroboros.data.mixtures import check_ratio

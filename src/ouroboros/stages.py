@@ -104,8 +104,54 @@ def classify_stage(params: dict, deps: dict, out: Path) -> None:
     from ouroboros.data.shifts import apply_shift
     from ouroboros.tasks.classification import train_and_score
 
+    from ouroboros.tasks.classification import confusion_matrix
+
     train = ImageSet.load(deps["train"])
     test = ImageSet.load(deps["test"])
     tests = {"clean": test, **{name: apply_shift(name, test, seed=0) for name in params["shifts"]}}
-    _, scores = train_and_score(train, tests, ClassifierConfig(**params["config"]), seed=params["seed"])
-    write_json_atomic(out, scores)
+    classifier, scores = train_and_score(train, tests, ClassifierConfig(**params["config"]), seed=params["seed"])
+    confusion = confusion_matrix(classifier.logits(test), test.labels, test.num_classes)
+    write_json_atomic(out, {"scores": scores, "confusion": confusion.tolist()})
+
+
+@stage_kind("score_set", ".json")
+def score_set_stage(params: dict, deps: dict, out: Path) -> None:
+    """FID and precision/recall (Kynkäänniemi, k = params["k"]) of a set of images against
+    a reference set, in the features of a classifier trained on real data."""
+    from ouroboros.metrics.prdc import precision_recall
+
+    classifier = Classifier.load(deps["classifier"])
+    images = classifier.features(ImageSet.load(deps["images"]))
+    reference = classifier.features(ImageSet.load(deps["reference"]))
+    write_json_atomic(out, {"fid": fid(reference, images), **precision_recall(reference, images, k=params["k"])})
+
+
+@stage_kind("detect", ".json")
+def detect_stage(params: dict, deps: dict, out: Path) -> None:
+    """Real-vs-generated detection probes on frozen classifier features (Hataya et al.
+    Sec. 6.1): logistic regression and a 2-layer MLP, trained on one half of each set
+    and tested on the other (disjoint) half; test accuracy."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.preprocessing import StandardScaler
+
+    classifier = Classifier.load(deps["classifier"])
+    real = classifier.features(ImageSet.load(deps["real"]))
+    gen = classifier.features(ImageSet.load(deps["generated"]))
+    n = min(len(real), len(gen))  # balanced: chance is 50%
+    rng = np.random.default_rng(params["seed"])
+    real, gen = real[rng.permutation(len(real))[:n]], gen[rng.permutation(len(gen))[:n]]
+    half = n // 2
+    x_train = np.concatenate([real[:half], gen[:half]])
+    y_train = np.r_[np.zeros(half), np.ones(half)]
+    x_test = np.concatenate([real[half:], gen[half:]])
+    y_test = np.r_[np.zeros(n - half), np.ones(n - half)]
+    scaler = StandardScaler().fit(x_train)
+    x_train, x_test = scaler.transform(x_train), scaler.transform(x_test)
+    probes = {
+        "logistic": LogisticRegression(max_iter=2000),
+        "mlp": MLPClassifier(hidden_layer_sizes=(256,), max_iter=500, early_stopping=True,
+                             random_state=params["seed"]),
+    }
+    write_json_atomic(out, {name: float(p.fit(x_train, y_train).score(x_test, y_test)) for name, p in probes.items()})

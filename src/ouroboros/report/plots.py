@@ -89,3 +89,48 @@ def plot_class_accuracy(rows: list[dict], path: Path) -> Path:
     _save(fig, path)
     plt.close(fig)
     return path
+
+
+def plot_spectra(spectra: dict[str, np.ndarray], path: Path) -> Path:
+    """Mean ± std of radially averaged log power spectra, one line per image set."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    for name, spec in spectra.items():
+        r = np.arange(1, spec.shape[1] + 1)
+        mean, std = spec.mean(axis=0), spec.std(axis=0)
+        ax.plot(r, mean, marker="o", ms=3, label=name)
+        ax.fill_between(r, mean - std, mean + std, alpha=0.2)
+    ax.set_xlabel("spatial frequency (radius, cycles per image)")
+    ax.set_ylabel("log10 power")
+    ax.set_title("radially averaged power spectra (mean ± std)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def plot_confusions(matrices: dict[str, np.ndarray], labels: list[str], path: Path) -> Path:
+    """Row-normalised confusion matrices side by side (rows: true, columns: predicted)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(matrices), figsize=(4 * len(matrices), 3.8), squeeze=False)
+    for ax, (title, m) in zip(axes[0], matrices.items()):
+        norm = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
+        im = ax.imshow(norm, vmin=0, vmax=1, cmap="viridis")
+        ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=7)
+        ax.set_yticks(range(len(labels)), labels, fontsize=7)
+        ax.set_xlabel("predicted")
+        ax.set_title(title, fontsize=9)
+    axes[0][0].set_ylabel("true")
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8)
+    _save(fig, path)
+    plt.close(fig)
+    return path

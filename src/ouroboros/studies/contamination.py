@@ -119,6 +119,8 @@ def plan(config: StudyConfig, cache: Path, splits: dict[str, ImageSet]) -> tuple
     for r in c.append_ratios:
         cells.append(Cell("8", "real + generated", r, mixture("append", simple, r, label=f"append {r:g}")))
 
+    analysis = _analysis_stages(config, stages, cells, simple, diverse, len(train))
+
     runs = {}  # (mixture key, arch, seed) -> classify stage
     for cell in cells:
         for arch in c.archs:
@@ -129,15 +131,52 @@ def plan(config: StudyConfig, cache: Path, splits: dict[str, ImageSet]) -> tuple
                     runs[key] = Stage("classify", {"config": cfg, "seed": seed, "shifts": list(c.shifts)},
                                       {"train": cell.mixture, "test": stages["test"]},
                                       label=f"{cell.mixture.label or 'real'} {arch} seed={seed}")
-    return cells, runs
+    return cells, runs, analysis
 
 
-def _rows(config: StudyConfig, cells: list[Cell], runs: dict, paths: dict) -> list[dict]:
+def _analysis_stages(config, stages, cells, simple, diverse, n_samples: int) -> dict:
+    """Tables 3 and 4 and the detection probe, keyed by (table, source, ratio or probe set)."""
+    feat_cfg = dataclasses.asdict(config.classifier) | {"arch": "cnn"}
+    features = Stage("classifier", {"config": feat_cfg, "seed": 0}, {"train": stages["train"]},
+                     label="feature classifier")
+    gen_config = dataclasses.asdict(config.generator)
+    fit_config = {k: v for k, v in gen_config.items() if k not in SAMPLING_FIELDS}
+    out = {}
+    for cell in cells:
+        if cell.table != "1":
+            continue
+        out[("4", cell.source, cell.ratio)] = Stage(
+            "score_set", {"k": 5}, {"images": cell.mixture, "reference": stages["test"], "classifier": features},
+            label=f"table 4 {cell.source} {cell.ratio:g}")
+        if cell.source == "generated":  # Table 3: a generative model trained on the mixture
+            fit = Stage("fit", {"config": fit_config, "seed": derived_seed("table3", cell.ratio), "name": "diffusion"},
+                        {"train": cell.mixture}, label=f"table 3 fit {cell.ratio:g}")
+            sample = Stage("sample", {"n": n_samples, "guidance": float(config.contamination.guidance),
+                                      "seed": derived_seed("table3", "sample", cell.ratio),
+                                      **{k: gen_config[k] for k in SAMPLING_FIELDS}},
+                           {"model": fit}, label=f"table 3 sample {cell.ratio:g}")
+            out[("3", cell.source, cell.ratio)] = Stage(
+                "score_set", {"k": 5}, {"images": sample, "reference": stages["test"], "classifier": features},
+                label=f"table 3 score {cell.ratio:g}")
+    for name, pool in (("simple", simple), ("diverse", diverse)):
+        out[("detection", name, "")] = Stage("detect", {"seed": 0}, {"real": stages["test"], "generated": pool,
+                                                                      "classifier": features},
+                                             label=f"detect {name}")
+    return out
+
+
+def _rows(config: StudyConfig, cells: list[Cell], runs: dict, analysis: dict, paths: dict) -> list[dict]:
     rows = []
+    for (table, source, ratio), stage in analysis.items():
+        for metric, value in sorted(json.loads(paths[stage.key].read_text()).items()):
+            arch, metric = (metric, "accuracy") if table == "detection" else ("", metric)
+            rows.append({"study": config.name, "cell": f"table{table}:{source}:{ratio}", "seed": 0,
+                         "generation": "", "metric": metric, "value": value, "table": table, "source": source,
+                         "ratio": ratio, "arch": arch, "test": "held-out real" if table == "detection" else "test"})
     for cell in cells:
         for arch in config.contamination.archs:
             for seed in config.contamination.seeds:
-                scores = json.loads(paths[runs[(cell.mixture.key, arch, seed)].key].read_text())
+                scores = json.loads(paths[runs[(cell.mixture.key, arch, seed)].key].read_text())["scores"]
                 for name, value in sorted(scores.items()):
                     test, metric = name.split("/")
                     rows.append({"study": config.name, "cell": f"table{cell.table}:{cell.source}:{cell.ratio:g}",
@@ -180,7 +219,62 @@ def tables_markdown(rows: list[dict], config: StudyConfig) -> str:
     table("Table 8: all real data plus appended generated data", ["arch", "+0%"] + [f"+{pct(r)}" for r in c.append_ratios],
           [[a, _stat(rows, table="1", source="generated", ratio=0.0, arch=a, test="clean")]
            + [_stat(rows, table="8", ratio=r, arch=a, test="clean") for r in c.append_ratios] for a in c.archs])
+    def value(table_, source, ratio, metric):
+        v = [float(r["value"]) for r in rows if r["table"] == table_ and r["source"] == source
+             and str(r["ratio"]) == str(ratio) and r["metric"] == metric]
+        return f"{v[0]:.3f}" if v else "-"
+
+    table("Table 3: a generative model trained on each mixture, scored against the test split "
+          "(FID; precision@5, recall@5 in classifier features)", ["generated share", "FID", "precision", "recall"],
+          [[pct(r)] + [value("3", "generated", r, m) for m in ("fid", "precision", "recall")] for r in c.ratios])
+    table("Table 4: the training sets themselves against the test split (precision@5, recall@5)",
+          ["source", "share"] + ["precision", "recall", "FID"],
+          [[s_, pct(r)] + [value("4", s_, r, m) for m in ("precision", "recall", "fid")]
+           for s_ in ("generated", "real control") for r in c.ratios])
+    table("Detection (Sec. 6.1): real (held-out test split) vs. generated, probes on frozen classifier features; "
+          "test accuracy on disjoint halves (chance 0.5)", ["generated pool", "logistic regression", "2-layer MLP"],
+          [[name] + [f"{float(r['value']):.3f}" for probe in ("logistic", "mlp") for r in rows
+                     if r["table"] == "detection" and r["source"] == name and r["arch"] == probe]
+           for name in ("simple", "diverse")])
     return "\n".join(out) + "\n"
+
+
+def group_confusion(m: np.ndarray, class_names, groups) -> tuple[np.ndarray, list[str]]:
+    """Sum a class confusion matrix over superclasses (Fig. 3); classes in no group are dropped."""
+    if not groups:
+        return m, list(class_names)
+    index = {name: i for i, name in enumerate(class_names)}
+    unknown = sorted({c for g in groups for c in g} - set(index))
+    if unknown:
+        raise UserError(f"contamination.class_groups names unknown classes: {unknown[:5]}")
+    member = np.zeros((len(groups), len(class_names)))
+    for gi, g in enumerate(groups):
+        member[gi, [index[c] for c in g]] = 1
+    return member @ m @ member.T, ["/".join(g) if len(g) <= 4 else f"{g[0]}.. ({len(g)})" for g in groups]
+
+
+def _figures(config, run_dir, splits, cells, runs, analysis, paths) -> None:
+    """Fig. 6 (power spectra of real vs generated) and Fig. 3 (confusion matrices of a
+    classifier trained on clean vs fully generated data)."""
+    from ouroboros.metrics.spectra import radial_power_spectra
+    from ouroboros.report.plots import plot_confusions, plot_spectra
+
+    c = config.contamination
+    spectra = {"real (training split)": radial_power_spectra(splits["train"].images)}
+    for name in ("simple", "diverse"):
+        pool = analysis[("detection", name, "")].deps["generated"]
+        spectra[f"generated ({name})"] = radial_power_spectra(ImageSet.load(paths[pool.key]).images)
+    plot_spectra(spectra, run_dir / "plots" / "spectra.png")
+
+    arch, seed = c.archs[0], c.seeds[0]
+    matrices, labels = {}, None
+    for cell in cells:
+        if cell.table == "1" and cell.source == "generated" and cell.ratio in (0.0, 1.0):
+            m = np.asarray(json.loads(paths[runs[(cell.mixture.key, arch, seed)].key].read_text())["confusion"])
+            m, labels = group_confusion(m, splits["train"].class_names, c.class_groups)
+            matrices[f"{arch}, trained on {cell.ratio:.0%} generated"] = m
+    if matrices:
+        plot_confusions(matrices, labels, run_dir / "plots" / "confusion.png")
 
 
 def run(config: StudyConfig, run_dir: Path, progress: bool = True, runner=None) -> dict:
@@ -200,13 +294,14 @@ def run(config: StudyConfig, run_dir: Path, progress: bool = True, runner=None) 
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
     runner = runner or Runner(run_dir, config.executor.workers, config.executor.threads_per_worker, progress)
-    cells, runs = plan(config, runner.cache, splits)
-    paths = runner.run(list(runs.values()))
-    rows = _rows(config, cells, runs, paths)
+    cells, runs, analysis = plan(config, runner.cache, splits)
+    paths = runner.run(list(runs.values()) + list(analysis.values()))
+    rows = _rows(config, cells, runs, analysis, paths)
     write_results(run_dir / "results.csv", rows, PARAM_COLUMNS)
     write_json_atomic(run_dir / "timings.json",
                       [{"kind": k, "stage": label, "seconds": round(sec, 3)} for k, label, sec in runner.timings])
     write_text_atomic(run_dir / "tables.md", tables_markdown(rows, config))
+    _figures(config, run_dir, splits, cells, runs, analysis, paths)
     for cell in cells:
         if cell.table == "1" and cell.ratio == 1.0 and cell.mixture.key in paths:
             name = "generated" if cell.source == "generated" else "control"
