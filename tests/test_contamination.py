@@ -33,18 +33,23 @@ def test_contamination_digits_end_to_end(tmp_path):
     proc = run_cli("run", str(REPO / "configs" / "contamination-digits.yaml"), "--out", tmp_path, "--quiet", *_sets())
     assert proc.returncode == 0, proc.stderr
     tables = (tmp_path / "tables.md").read_text()
-    for title in ("Table 1", "Table 5", "Table 6", "Table 7", "Table 8"):
+    for title in ("Table 1", "Table 3", "Table 4", "Table 5", "Table 6", "Table 7", "Table 8", "Table 11",
+                  "Detection"):
         assert title in tables
+    assert "| - |" not in tables.split("## Table 7")[0]  # every cell of the ratio tables is filled
     with open(tmp_path / "results.csv") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0])[-5:] == ["table", "source", "ratio", "arch", "test"]
-    assert {r["test"] for r in rows} == {"clean", "noise", "rotation"}
-    assert {r["table"] for r in rows} == {"1", "5", "7", "8"}
+    assert {r["test"] for r in rows if r["table"] in ("1", "5", "7", "8")} == {"clean", "noise", "rotation"}
+    assert {r["table"] for r in rows} == {"1", "3", "4", "5", "7", "8", "11", "detection"}
+    detect = [float(r["value"]) for r in rows if r["table"] == "detection"]
+    assert len(detect) == 4 and all(0.0 <= v <= 1.0 for v in detect)
     # The fully generated mixture holds only generated images, the half one its share.
     mixes = [ImageSet.load(p) for p in (tmp_path / "cache" / "mix").glob("*.npz")]
     shares = sorted(round(float((m.generation > 0).mean()), 2) for m in mixes if set(m.source) & {"gen:diffusion"})
     assert 1.0 in shares and 0.4 in shares
     assert (tmp_path / "samples" / "generated.png").is_file()
+    assert (tmp_path / "plots" / "spectra.png").is_file() and (tmp_path / "plots" / "confusion.png").is_file()
 
 
 def _folder(root, classes, n, seed, size=8):
@@ -65,7 +70,7 @@ def test_imagefolder_with_an_external_generated_folder(tmp_path):
     out = tmp_path / "run"
     proc = run_cli("run", str(REPO / "configs" / "contamination-digits.yaml"), "--out", out, "--quiet",
                    *_sets([f"data.train=imagefolder:{real}", f"contamination.generated=imagefolder:{gen}",
-                           "contamination.split_generator=0.0"]))
+                           "contamination.split_generator=0.0", "contamination.class_groups=null"]))
     assert proc.returncode == 0, proc.stderr
     full = [ImageSet.load(p) for p in (out / "cache" / "mix").glob("*.npz")]
     sources = set().union(*(set(m.source) for m in full))
@@ -80,6 +85,13 @@ def test_external_folder_with_other_classes_is_refused(tmp_path):
                    *_sets([f"data.train=imagefolder:{real}", f"contamination.generated=imagefolder:{gen}",
                            "contamination.split_generator=0.0"]))
     assert_user_error(proc, "classes")
+    assert not (tmp_path / "run").exists()
+
+
+def test_class_groups_naming_unknown_classes_fail_before_anything_is_written(tmp_path):
+    proc = run_cli("run", str(REPO / "configs" / "contamination-digits.yaml"), "--out", tmp_path / "run",
+                   *_sets(['contamination.class_groups=[["0", "x"]]']))
+    assert_user_error(proc, "unknown classes")
     assert not (tmp_path / "run").exists()
 
 

@@ -155,3 +155,13 @@ def detect_stage(params: dict, deps: dict, out: Path) -> None:
                              random_state=params["seed"]),
     }
     write_json_atomic(out, {name: float(p.fit(x_train, y_train).score(x_test, y_test)) for name, p in probes.items()})
+
+
+@stage_kind("ssl", ".json")
+def ssl_stage(params: dict, deps: dict, out: Path) -> None:
+    """Denoising-autoencoder pre-training on the mixture, then a linear probe."""
+    from ouroboros.tasks.ssl import pretrain_and_probe
+
+    result = pretrain_and_probe(ImageSet.load(deps["train"]), ImageSet.load(deps["test"]),
+                                ClassifierConfig(**params["config"]), seed=params["seed"], epochs=params["epochs"])
+    write_json_atomic(out, result)

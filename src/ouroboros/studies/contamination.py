@@ -158,6 +158,11 @@ def _analysis_stages(config, stages, cells, simple, diverse, n_samples: int) -> 
             out[("3", cell.source, cell.ratio)] = Stage(
                 "score_set", {"k": 5}, {"images": sample, "reference": stages["test"], "classifier": features},
                 label=f"table 3 score {cell.ratio:g}")
+        if cell.source == "generated":  # Table 11: self-supervised pre-training + linear probe
+            for seed in config.contamination.seeds:
+                out[("11", f"seed{seed}", cell.ratio)] = Stage(
+                    "ssl", {"config": feat_cfg, "seed": seed, "epochs": config.classifier.epochs},
+                    {"train": cell.mixture, "test": stages["test"]}, label=f"ssl {cell.ratio:g} seed={seed}")
     for name, pool in (("simple", simple), ("diverse", diverse)):
         out[("detection", name, "")] = Stage("detect", {"seed": 0}, {"real": stages["test"], "generated": pool,
                                                                       "classifier": features},
@@ -168,9 +173,13 @@ def _analysis_stages(config, stages, cells, simple, diverse, n_samples: int) -> 
 def _rows(config: StudyConfig, cells: list[Cell], runs: dict, analysis: dict, paths: dict) -> list[dict]:
     rows = []
     for (table, source, ratio), stage in analysis.items():
+        seed, arch = 0, ""
+        if table == "11":  # keyed by seed: ("11", "seed<N>", ratio)
+            seed, source, arch = int(source[len("seed"):]), "generated", "dae + linear probe"
         for metric, value in sorted(json.loads(paths[stage.key].read_text()).items()):
-            arch, metric = (metric, "accuracy") if table == "detection" else ("", metric)
-            rows.append({"study": config.name, "cell": f"table{table}:{source}:{ratio}", "seed": 0,
+            if table == "detection":  # one value per probe
+                arch, metric = metric, "accuracy"
+            rows.append({"study": config.name, "cell": f"table{table}:{source}:{ratio}", "seed": seed,
                          "generation": "", "metric": metric, "value": value, "table": table, "source": source,
                          "ratio": ratio, "arch": arch, "test": "held-out real" if table == "detection" else "test"})
     for cell in cells:
@@ -231,6 +240,10 @@ def tables_markdown(rows: list[dict], config: StudyConfig) -> str:
           ["source", "share"] + ["precision", "recall", "FID"],
           [[s_, pct(r)] + [value("4", s_, r, m) for m in ("precision", "recall", "fid")]
            for s_ in ("generated", "real control") for r in c.ratios])
+    table("Table 11: self-supervised pre-training (masked denoising autoencoder) + linear probe, "
+          "vs. supervised training (cnn)", ["generated share", "supervised", "DAE + linear probe"],
+          [[pct(r), _stat(rows, table="1", source="generated", ratio=r, arch="cnn", test="clean"),
+            _stat(rows, table="11", ratio=r)] for r in c.ratios])
     table("Detection (Sec. 6.1): real (held-out test split) vs. generated, probes on frozen classifier features; "
           "test accuracy on disjoint halves (chance 0.5)", ["generated pool", "logistic regression", "2-layer MLP"],
           [[name] + [f"{float(r['value']):.3f}" for probe in ("logistic", "mlp") for r in rows
@@ -286,6 +299,8 @@ def run(config: StudyConfig, run_dir: Path, progress: bool = True, runner=None) 
     from ouroboros.runner import Runner
 
     splits = load_splits(config)  # bad data fails here, before anything is written
+    k = splits["train"].num_classes
+    group_confusion(np.zeros((k, k)), splits["train"].class_names, config.contamination.class_groups)
     if progress:
         c = config.contamination
         print(f"ouroboros: {config.name}: contamination study, {len(c.archs)} archs x {len(c.seeds)} seeds, "
