@@ -43,7 +43,20 @@ class ClassifierConfig:
             raise UserError(f"classifier lr must be positive; got {self.lr}")
 
 
-class SmallCNN(nn.Module):
+class BodyAndHead(nn.Module):
+    """A classifier whose `body` ends in the feature layer and whose `head` gives logits."""
+
+    body: nn.Module
+    head: nn.Module
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+class SmallCNN(BodyAndHead):
     """conv-conv-pool-conv, global average pool, one hidden layer (the features), logits."""
 
     def __init__(self, in_channels: int, num_classes: int, width: int = 32, feature_dim: int = 128):
@@ -57,12 +70,6 @@ class SmallCNN(nn.Module):
             nn.Linear(8 * width, feature_dim), nn.ReLU(),
         )
         self.head = nn.Linear(feature_dim, num_classes)
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(x))
 
 
 class BasicBlock(nn.Module):
@@ -81,7 +88,7 @@ class BasicBlock(nn.Module):
         return shortcut + self.conv2(nn.functional.relu(self.bn2(h)))
 
 
-class SmallResNet(nn.Module):
+class SmallResNet(BodyAndHead):
     """A ResNet for small images: three stages of two blocks (width, 2 width, 4 width),
     global average pool, one hidden layer (the features), logits."""
 
@@ -97,12 +104,6 @@ class SmallResNet(nn.Module):
             nn.Linear(4 * w, feature_dim), nn.ReLU(),
         )
         self.head = nn.Linear(feature_dim, num_classes)
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(x))
 
 
 ARCHS = {"cnn": SmallCNN, "resnet": SmallResNet}
