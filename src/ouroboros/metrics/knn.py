@@ -64,7 +64,7 @@ class Prepared:
 
 
 def _dot_margin(d: int, exact: bool) -> float:
-    """Relative bound on |float32 x.y - x.y| in units of |x||y|; 0 where float64 is used."""
+    """Relative bound on the product's error in units of |x||y|: float32 (CPU) or float64 (CUDA)."""
     if exact:
         return 1e-13  # float64 round-off, far below anything float32 could decide
     gamma = d * U32 / (1.0 - d * U32)
