@@ -32,16 +32,23 @@ def _series(rows: list[dict], metric: str) -> dict[str, dict[int, list[float]]]:
     return by
 
 
+def _pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def _save(fig, path: Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
 
 
 def plot_metric(rows: list[dict], metric: str, path: Path, title: str = "") -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     fig, ax = plt.subplots(figsize=(5.2, 3.6))
     series = _series(rows, metric)
@@ -66,10 +73,7 @@ def plot_metric(rows: list[dict], metric: str, path: Path, title: str = "") -> P
 
 def plot_class_accuracy(rows: list[dict], path: Path) -> Path:
     """One panel per guidance; one line per class (mean over seeds)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     classes = sorted({r["metric"].split("/", 1)[1] for r in rows if r["metric"].startswith("accuracy/")})
     guidances = sorted({r["guidance"] for r in rows if r["cell"] != "reference"}, key=lambda g: -float(g))
@@ -93,10 +97,7 @@ def plot_class_accuracy(rows: list[dict], path: Path) -> Path:
 
 def plot_spectra(spectra: dict[str, np.ndarray], path: Path) -> Path:
     """Mean ± std of radially averaged log power spectra, one line per image set."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     fig, ax = plt.subplots(figsize=(5.2, 3.6))
     for name, spec in spectra.items():
@@ -116,10 +117,7 @@ def plot_spectra(spectra: dict[str, np.ndarray], path: Path) -> Path:
 
 def plot_confusions(matrices: dict[str, np.ndarray], labels: list[str], path: Path) -> Path:
     """Row-normalised confusion matrices side by side (rows: true, columns: predicted)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     fig, axes = plt.subplots(1, len(matrices), figsize=(4 * len(matrices), 3.8), squeeze=False)
     for ax, (title, m) in zip(axes[0], matrices.items()):
