@@ -50,6 +50,11 @@ def test_contamination_digits_end_to_end(tmp_path):
     assert 1.0 in shares and 0.4 in shares
     assert (tmp_path / "samples" / "generated.png").is_file()
     assert (tmp_path / "plots" / "spectra.png").is_file() and (tmp_path / "plots" / "confusion.png").is_file()
+    # `ouroboros report` redraws the tables from results.csv alone.
+    (tmp_path / "tables.md").unlink()
+    redo = run_cli("report", tmp_path)
+    assert redo.returncode == 0, redo.stderr
+    assert (tmp_path / "tables.md").read_text() == tables
 
 
 def _folder(root, classes, n, seed, size=8):

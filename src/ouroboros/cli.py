@@ -1,4 +1,7 @@
-"""The `ouroboros` command line. Bad input -> one `error:` line on stderr, exit code 2."""
+"""ouroboros: simulate generated images flowing back into training data, and measure the damage.
+
+Bad input gives one `error:` line on stderr and exit code 2.
+"""
 
 from __future__ import annotations
 
@@ -138,9 +141,16 @@ def cmd_mix(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from ouroboros.studies import loop
+    from ouroboros.config import load_config
+    from ouroboros.studies import contamination, loop
 
-    print(loop.report(Path(args.run_dir)))
+    run_dir = Path(args.run_dir)
+    config_path = run_dir / "config.yaml"
+    study = load_config(config_path) if config_path.is_file() else None
+    if study is not None and study.study == "contamination":
+        print(contamination.report(run_dir, study))
+    else:
+        print(loop.report(run_dir))
     return 0
 
 

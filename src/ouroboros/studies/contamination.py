@@ -290,6 +290,17 @@ def _figures(config, run_dir, splits, cells, runs, analysis, paths) -> None:
         plot_confusions(matrices, labels, run_dir / "plots" / "confusion.png")
 
 
+def report(run_dir: Path, config: StudyConfig, rows: list[dict] | None = None) -> Path:
+    """(Re)write tables.md from results.csv."""
+    from ouroboros.io import write_text_atomic
+    from ouroboros.report.results import read_results
+
+    run_dir = Path(run_dir)
+    rows = rows if rows is not None else read_results(run_dir / "results.csv")
+    write_text_atomic(run_dir / "tables.md", tables_markdown(rows, config))
+    return run_dir / "tables.md"
+
+
 def run(config: StudyConfig, run_dir: Path, progress: bool = True, runner=None) -> dict:
     import yaml
 
@@ -315,7 +326,7 @@ def run(config: StudyConfig, run_dir: Path, progress: bool = True, runner=None) 
     write_results(run_dir / "results.csv", rows, PARAM_COLUMNS)
     write_json_atomic(run_dir / "timings.json",
                       [{"kind": k, "stage": label, "seconds": round(sec, 3)} for k, label, sec in runner.timings])
-    write_text_atomic(run_dir / "tables.md", tables_markdown(rows, config))
+    report(run_dir, config, rows)
     _figures(config, run_dir, splits, cells, runs, analysis, paths)
     for cell in cells:
         if cell.table == "1" and cell.ratio == 1.0 and cell.mixture.key in paths:
