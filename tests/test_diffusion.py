@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from ouroboros.data.imageset import ImageSet, stratified_split
+from ouroboros.data.imageset import stratified_split
 from ouroboros.data.loaders import load_digits
 from ouroboros.errors import UserError
 from ouroboros.features.classifier import Classifier, ClassifierConfig

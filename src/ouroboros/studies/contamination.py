@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +31,7 @@ from ouroboros.data.imageset import ImageSet, stratified_split
 from ouroboros.data.loaders import load_dataset
 from ouroboros.errors import UserError
 from ouroboros.runner import Stage
-from ouroboros.studies.loop import SAMPLING_FIELDS, data_stage, derived_seed
+from ouroboros.studies.common import data_stage, derived_seed, generator_params, open_run, write_timings
 
 PARAM_COLUMNS = ["table", "source", "ratio", "arch", "test"]
 
@@ -88,12 +87,11 @@ def plan(config: StudyConfig, cache: Path, splits: dict[str, ImageSet]) -> tuple
     if "generated" in stages:
         simple = diverse = stages["generated"]
     else:
-        gen_config = dataclasses.asdict(config.generator)
-        fit = Stage("fit", {"config": {k: v for k, v in gen_config.items() if k not in SAMPLING_FIELDS},
-                            "seed": derived_seed("pool", "fit"), "name": "diffusion"},
+        fit_config, sampling = generator_params(config)
+        fit = Stage("fit", {"config": fit_config, "seed": derived_seed("pool", "fit"), "name": "diffusion"},
                     {"train": stages["generator"]}, label="pool generator")
         simple = Stage("sample", {"n": n_pool, "guidance": float(c.guidance), "seed": derived_seed("pool", "simple"),
-                                  **{k: gen_config[k] for k in SAMPLING_FIELDS}}, {"model": fit}, label="simple pool")
+                                  **sampling}, {"model": fit}, label="simple pool")
         diverse = Stage("sample_diverse", {"n": n_pool, "guidance": [float(w) for w in c.diverse_guidance],
                                            "sample_steps": list(c.diverse_sample_steps),
                                            "seed": derived_seed("pool", "diverse")},
@@ -139,8 +137,7 @@ def _analysis_stages(config, stages, cells, simple, diverse, n_samples: int) -> 
     feat_cfg = dataclasses.asdict(config.classifier) | {"arch": "cnn"}
     features = Stage("classifier", {"config": feat_cfg, "seed": 0}, {"train": stages["train"]},
                      label="feature classifier")
-    gen_config = dataclasses.asdict(config.generator)
-    fit_config = {k: v for k, v in gen_config.items() if k not in SAMPLING_FIELDS}
+    fit_config, sampling = generator_params(config)
     out = {}
     for cell in cells:
         if cell.table != "1":
@@ -152,8 +149,7 @@ def _analysis_stages(config, stages, cells, simple, diverse, n_samples: int) -> 
             fit = Stage("fit", {"config": fit_config, "seed": derived_seed("table3", cell.ratio), "name": "diffusion"},
                         {"train": cell.mixture}, label=f"table 3 fit {cell.ratio:g}")
             sample = Stage("sample", {"n": n_samples, "guidance": float(config.contamination.guidance),
-                                      "seed": derived_seed("table3", "sample", cell.ratio),
-                                      **{k: gen_config[k] for k in SAMPLING_FIELDS}},
+                                      "seed": derived_seed("table3", "sample", cell.ratio), **sampling},
                            {"model": fit}, label=f"table 3 sample {cell.ratio:g}")
             out[("3", cell.source, cell.ratio)] = Stage(
                 "score_set", {"k": 5}, {"images": sample, "reference": stages["test"], "classifier": features},
@@ -302,12 +298,8 @@ def report(run_dir: Path, config: StudyConfig, rows: list[dict] | None = None) -
 
 
 def run(config: StudyConfig, run_dir: Path, progress: bool = True, runner=None) -> dict:
-    import yaml
-
-    from ouroboros.io import write_json_atomic, write_text_atomic
     from ouroboros.report.grids import save_grid
     from ouroboros.report.results import write_results
-    from ouroboros.runner import Runner
 
     splits = load_splits(config)  # bad data fails here, before anything is written
     k = splits["train"].num_classes
@@ -317,15 +309,12 @@ def run(config: StudyConfig, run_dir: Path, progress: bool = True, runner=None) 
         print(f"ouroboros: {config.name}: contamination study, {len(c.archs)} archs x {len(c.seeds)} seeds, "
               f"{len(splits['train'])} real training images -> {run_dir}", file=sys.stderr)
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
-    runner = runner or Runner(run_dir, config.executor.workers, config.executor.threads_per_worker, progress)
+    runner = open_run(config, run_dir, progress, runner)
     cells, runs, analysis = plan(config, runner.cache, splits)
     paths = runner.run(list(runs.values()) + list(analysis.values()))
     rows = _rows(config, cells, runs, analysis, paths)
     write_results(run_dir / "results.csv", rows, PARAM_COLUMNS)
-    write_json_atomic(run_dir / "timings.json",
-                      [{"kind": k, "stage": label, "seconds": round(sec, 3)} for k, label, sec in runner.timings])
+    write_timings(run_dir, runner)
     report(run_dir, config, rows)
     _figures(config, run_dir, splits, cells, runs, analysis, paths)
     for cell in cells:

@@ -20,16 +20,8 @@ from ouroboros.config import StudyConfig
 from ouroboros.data.imageset import ImageSet, stratified_split
 from ouroboros.data.loaders import load_dataset
 from ouroboros.errors import UserError
-from ouroboros.io import stable_hash
 from ouroboros.runner import Stage
-
-
-SAMPLING_FIELDS = ("sampler", "sample_steps", "sample_batch_size")
-
-
-def derived_seed(*parts) -> int:
-    """A 31-bit seed determined by `parts` (chain seed, generation, purpose)."""
-    return int(stable_hash(list(parts)), 16) % (2**31 - 1)
+from ouroboros.studies.common import data_stage, derived_seed, generator_params, open_run, write_timings
 
 
 def load_splits(config: StudyConfig) -> tuple[ImageSet, ImageSet]:
@@ -63,15 +55,6 @@ class LoopPlan:
         return [self.reference] + [ev for chain in self.chains.values() for (_, _, ev) in chain]
 
 
-def data_stage(imageset: ImageSet, role: str, cache: Path) -> Stage:
-    """A stage whose artifact is a loaded dataset, written now if absent."""
-    stage = Stage("data", {"content_hash": imageset.content_hash(), "role": role}, label=role)
-    path = stage.artifact(cache)
-    if not path.exists():
-        imageset.save(path)
-    return stage
-
-
 def plan(config: StudyConfig, cache: Path, splits: tuple[ImageSet, ImageSet] | None = None) -> LoopPlan:
     """Expand the config into stages; `splits` (train, test) defaults to loading the data."""
     train, test = splits or load_splits(config)
@@ -84,10 +67,7 @@ def plan(config: StudyConfig, cache: Path, splits: tuple[ImageSet, ImageSet] | N
     reference = Stage("evaluate", evaluate, {"images": test_stage, "classifier": classifier, "real": train_stage},
                       label="real test")
     n = config.loop.samples_per_generation or len(train)
-    gen_config = dataclasses.asdict(config.generator)
-    # Fit keys cover only what training reads, so changing the sampler reuses the models.
-    fit_config = {k: v for k, v in gen_config.items() if k not in SAMPLING_FIELDS}
-    sampling = {k: gen_config[k] for k in SAMPLING_FIELDS}
+    fit_config, sampling = generator_params(config)
     chains = {}
     for w in config.loop.guidance:
         for s in config.loop.seeds:
@@ -125,12 +105,8 @@ def _rows(config: StudyConfig, plan_: LoopPlan, paths: dict) -> list[dict]:
 
 def run(config: StudyConfig, run_dir: Path, progress: bool = True, runner=None) -> dict:
     """Run (or resume) the study into `run_dir`; returns a summary dict."""
-    import yaml
-
-    from ouroboros.io import write_json_atomic, write_text_atomic
     from ouroboros.report.grids import save_grid
     from ouroboros.report.results import write_results
-    from ouroboros.runner import Runner
 
     splits = load_splits(config)  # bad data fails here, before anything is written
     if progress:
@@ -138,15 +114,12 @@ def run(config: StudyConfig, run_dir: Path, progress: bool = True, runner=None) 
               f"{config.loop.generations} generations on {len(splits[0])} real training images -> {run_dir}",
               file=sys.stderr)
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
-    runner = runner or Runner(run_dir, config.executor.workers, config.executor.threads_per_worker, progress)
+    runner = open_run(config, run_dir, progress, runner)
     p = plan(config, runner.cache, splits)
     paths = runner.run(p.targets())
 
     write_results(run_dir / "results.csv", _rows(config, p, paths), ["guidance"])
-    write_json_atomic(run_dir / "timings.json",
-                      [{"kind": k, "stage": label, "seconds": round(sec, 3)} for k, label, sec in runner.timings])
+    write_timings(run_dir, runner)
     first_seed = config.loop.seeds[0]
     for (w, s), chain in p.chains.items():
         if s != first_seed:
