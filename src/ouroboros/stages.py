@@ -40,9 +40,8 @@ def fit_stage(params: dict, deps: dict, out: Path) -> None:
 @stage_kind("sample", ".npz")
 def sample_stage(params: dict, deps: dict, out: Path) -> None:
     model = FittedDiffusion.load(deps["model"])
-    model.config.sample_batch_size = params["sample_batch_size"]
-    images = model.sample(params["n"], guidance=params["guidance"], seed=params["seed"],
-                          sampler=params["sampler"], sample_steps=params["sample_steps"])
+    images = model.sample(params["n"], guidance=params["guidance"], seed=params["seed"], sampler=params["sampler"],
+                          sample_steps=params["sample_steps"], batch_size=params["sample_batch_size"])
     images.save(out)
 
 

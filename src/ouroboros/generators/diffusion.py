@@ -141,6 +141,7 @@ class FittedDiffusion:
         seed: int = 0,
         sampler: str | None = None,
         sample_steps: int | None = None,
+        batch_size: int | None = None,
     ) -> ImageSet:
         """Draw n images (balanced over classes unless `labels` is given), quantised to uint8."""
         guidance = check_guidance(guidance)
@@ -154,7 +155,7 @@ class FittedDiffusion:
         device = self.device
         gen = torch.Generator(device=device).manual_seed(int(seed))
         out = []
-        bs = self.config.sample_batch_size
+        bs = batch_size or self.config.sample_batch_size
         for start in range(0, n, bs):
             y = torch.as_tensor(labels[start : start + bs], device=device)
             x = torch.randn((len(y), *self.image_shape), generator=gen, device=device)
