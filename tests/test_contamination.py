@@ -29,22 +29,34 @@ def _sets(extra=()):
     return sum((["--set", s] for s in TINY + list(extra)), [])
 
 
-def test_contamination_digits_end_to_end(tmp_path):
-    proc = run_cli("run", str(REPO / "configs" / "contamination-digits.yaml"), "--out", tmp_path, "--quiet", *_sets())
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """One small run with two seeds, shared by the tests that read its run folder."""
+    out = tmp_path_factory.mktemp("contamination")
+    proc = run_cli("run", str(REPO / "configs" / "contamination-digits.yaml"), "--out", out, "--quiet",
+                   *_sets(["contamination.seeds=[0,1]"]))
     assert proc.returncode == 0, proc.stderr
+    config = load_config(str(out / "config.yaml"))
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    return out, config, rows
+
+
+def test_contamination_digits_end_to_end(tiny_run):
+    tmp_path, _, rows = tiny_run
     tables = (tmp_path / "tables.md").read_text()
     for title in ("Table 1", "Table 3", "Table 4", "Table 5", "Table 6", "Table 7", "Table 8", "Table 11",
-                  "Detection"):
+                  "Detection", "Which of the paper's directions hold"):
         assert title in tables
     assert "| - |" not in tables.split("## Table 7")[0]  # every cell of the ratio tables is filled
-    with open(tmp_path / "results.csv") as f:
-        rows = list(csv.DictReader(f))
     assert list(rows[0])[-5:] == ["table", "source", "ratio", "arch", "test"]
-    assert {r["test"] for r in rows if r["table"] in ("1", "5", "7", "8")} == {"clean", "noise", "rotation"}
+    assert {r["test"] for r in rows if r["table"] in ("1", "5", "7", "8") and r["arch"]} == {"clean", "noise",
+                                                                                              "rotation"}
     assert {r["table"] for r in rows} == {"1", "3", "4", "5", "7", "8", "11", "detection"}
+    assert {r["seed"] for r in rows} == {"0", "1"}  # every table is repeated over the seeds
     detect = [float(r["value"]) for r in rows if r["table"] == "detection"]
-    assert len(detect) == 4 and all(0.0 <= v <= 1.0 for v in detect)
-    # The fully generated mixture holds only generated images, the half one its share.
+    assert len(detect) == 2 * 4 and all(0.0 <= v <= 1.0 for v in detect)
+    # The fully generated mixture holds only generated images, the 40% one its share.
     mixes = [ImageSet.load(p) for p in (tmp_path / "cache" / "mix").glob("*.npz")]
     shares = sorted(round(float((m.generation > 0).mean()), 2) for m in mixes if set(m.source) & {"gen:diffusion"})
     assert 1.0 in shares and 0.4 in shares
@@ -55,6 +67,93 @@ def test_contamination_digits_end_to_end(tmp_path):
     redo = run_cli("report", tmp_path)
     assert redo.returncode == 0, redo.stderr
     assert (tmp_path / "tables.md").read_text() == tables
+
+
+def _plan(run_dir, config):
+    from ouroboros.studies import contamination
+
+    return contamination.plan(config, run_dir / "cache", contamination.load_splits(config))
+
+
+def _real_keys(images):
+    return {bytes(im) for im, g in zip(images.images, images.generation) if g == 0}
+
+
+def test_seeds_redraw_every_random_choice(tiny_run):
+    out, config, _ = tiny_run
+    p = _plan(out, config)
+    fits = {s: pool["simple"].deps["model"].key for s, pool in p.pools.items()}
+    assert len(set(fits.values())) == 2  # a generator fitted per seed
+    assert len({pool["simple"].key for pool in p.pools.values()}) == 2
+    assert len({pool["diverse"].key for pool in p.pools.values()}) == 2
+    by_seed = {s: [c for c in p.cells if c.seed == s and c.table == "1" and c.ratio == 0.4 and
+                   c.source == "generated"][0].mixture for s in (0, 1)}
+    a, b = (ImageSet.load(out / "cache" / "mix" / f"{by_seed[s].key}.npz") for s in (0, 1))
+    assert _real_keys(a) != _real_keys(b)  # another seed keeps other real images
+    assert {st.params["seed"] for st in p.runs.values()} == {0, 1}  # classifier initialisation and order
+
+
+def test_compared_cells_share_their_draws(tiny_run):
+    """Paired cells: same kept real images for generated vs control at a ratio; larger
+    ratios drop a superset; Table 7's three cells start from the same 5% subset."""
+    out, config, _ = tiny_run
+    p = _plan(out, config)
+    load = lambda st: ImageSet.load(out / "cache" / st.kind / f"{st.key}.npz")  # noqa: E731
+    for seed in (0, 1):
+        cells = {(c.table, c.source, c.ratio): c.mixture for c in p.cells if c.seed == seed}
+        train = ImageSet.load(out / "cache" / "data" / f"{cells[('1', 'generated', 0.0)].key}.npz")
+        kept = lambda images: _real_keys(images) & _real_keys(train)  # noqa: E731  (the control is real too)
+        gen, control, diverse = (load(cells[("1", "generated", 0.4)]), load(cells[("1", "real control", 0.4)]),
+                                 load(cells[("5", "diverse", 0.4)]))
+        assert kept(gen) == kept(control) == kept(diverse)
+        assert len(kept(control)) < len(_real_keys(control))  # the control did bring other real images
+        assert kept(load(cells[("1", "generated", 1.0)])) == set()
+        assert kept(gen) < _real_keys(train)
+        small = config.contamination.small_fraction
+        alone = _real_keys(load(cells[("7", f"{small:.0%} real", small)]))
+        filled_gen, filled_real = load(cells[("7", "+ generated", small)]), load(cells[("7", "+ real", small)])
+        assert alone and {bytes(im) for im in filled_gen.images[:len(alone)]} == alone
+        assert _real_keys(filled_gen) == alone  # the generated fill adds no real image
+        assert alone <= {bytes(im) for im in filled_real.images}
+        for filled in (filled_gen, filled_real):
+            assert filled.class_counts().tolist() == train.class_counts().tolist()
+
+
+def test_no_model_trains_on_the_test_split(tiny_run):
+    """Tables 3 and 4 score against the test split: nothing may be fitted on it, and the
+    feature network must not be trained on any set it scores."""
+    out, config, _ = tiny_run
+    p = _plan(out, config)
+    test_key = next(c for c in p.runs.values()).deps["test"].key
+    seen, stack = set(), list(p.targets())
+    training_inputs = {"fit": "train", "classifier": "train", "classify": "train", "ssl": "train",
+                       "detect": "real", "mix": "real"}
+    while stack:
+        st = stack.pop()
+        if st.key in seen:
+            continue
+        seen.add(st.key)
+        if st.kind in training_inputs:
+            assert st.deps[training_inputs[st.kind]].key != test_key, st.label
+        if st.kind == "score_set":
+            assert st.deps["reference"].key == test_key
+            feature_train = st.deps["classifier"].deps["train"].key
+            assert feature_train != st.deps["images"].key and feature_train != test_key
+            assert st.deps["classifier"].deps["train"].params["role"] == "generator"
+        stack.extend(st.deps.values())
+
+
+def test_unique_images_are_counted_and_a_short_control_is_named(tmp_path):
+    proc = run_cli("run", str(REPO / "configs" / "contamination-digits.yaml"), "--out", tmp_path, "--quiet",
+                   *_sets(["contamination.split_control=0.1", "contamination.ratios=[0.0,1.0]",
+                           "contamination.append_ratios=[]", "contamination.shifts=[]", "classifier.epochs=1"]))
+    assert proc.returncode == 0, proc.stderr
+    table1 = (tmp_path / "tables.md").read_text().split("## Table 5")[0]
+    control_row = next(line for line in table1.splitlines() if line.startswith("| unique | real control"))
+    # 10% of the digits cannot replace 100% of a 30% training split without repeats.
+    n_train = int(next(line for line in table1.splitlines() if line.startswith("| unique | generated")).split("|")[3])
+    unique, _, size = control_row.split("|")[4].strip().partition(" of ")
+    assert int(size) == n_train and int(unique) < n_train
 
 
 def _folder(root, classes, n, seed, size=8):
@@ -75,7 +174,7 @@ def test_imagefolder_with_an_external_generated_folder(tmp_path):
     out = tmp_path / "run"
     proc = run_cli("run", str(REPO / "configs" / "contamination-digits.yaml"), "--out", out, "--quiet",
                    *_sets([f"data.train=imagefolder:{real}", f"contamination.generated=imagefolder:{gen}",
-                           "contamination.split_generator=0.0", "contamination.class_groups=null"]))
+                           "contamination.class_groups=null"]))
     assert proc.returncode == 0, proc.stderr
     full = [ImageSet.load(p) for p in (out / "cache" / "mix").glob("*.npz")]
     sources = set().union(*(set(m.source) for m in full))
@@ -87,8 +186,7 @@ def test_external_folder_with_other_classes_is_refused(tmp_path):
     real = _folder(tmp_path / "real", ["a", "b"], 20, 0)
     gen = _folder(tmp_path / "gen", ["a", "c"], 10, 1)
     proc = run_cli("run", str(REPO / "configs" / "contamination-digits.yaml"), "--out", tmp_path / "run",
-                   *_sets([f"data.train=imagefolder:{real}", f"contamination.generated=imagefolder:{gen}",
-                           "contamination.split_generator=0.0"]))
+                   *_sets([f"data.train=imagefolder:{real}", f"contamination.generated=imagefolder:{gen}"]))
     assert_user_error(proc, "classes")
     assert not (tmp_path / "run").exists()
 

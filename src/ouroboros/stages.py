@@ -62,7 +62,8 @@ def evaluate_stage(params: dict, deps: dict, out: Path) -> None:
 @stage_kind("sample_diverse", ".npz")
 def sample_diverse_stage(params: dict, deps: dict, out: Path) -> None:
     """Samples whose guidance and number of sampling steps are drawn per image (the
-    contamination study's "diverse conditioning", in place of its complex prompts)."""
+    contamination study's "diverse conditioning", in place of its complex prompts),
+    with the configured sampler."""
     import numpy as np
 
     from ouroboros.generators.base import balanced_labels
@@ -79,7 +80,8 @@ def sample_diverse_stage(params: dict, deps: dict, out: Path) -> None:
             idx = np.flatnonzero((guidance == w) & (steps == st))
             if len(idx):
                 part = model.sample(len(idx), labels[idx], guidance=w, seed=params["seed"] + 1000 * g_i + s_i,
-                                    sample_steps=int(st))
+                                    sampler=params["sampler"], sample_steps=int(st),
+                                    batch_size=params["sample_batch_size"])
                 parts.append(part.with_provenance(condition=[f"{c};steps={st}" for c in part.condition]))
                 order.append(idx)
     merged = ImageSet.concat(parts)
@@ -88,12 +90,19 @@ def sample_diverse_stage(params: dict, deps: dict, out: Path) -> None:
 
 @stage_kind("mix", ".npz")
 def mix_stage(params: dict, deps: dict, out: Path) -> None:
-    from ouroboros.data.mixtures import mix
+    """A mixture (ouroboros.data.mixtures); mode `fill` tops `real` up to the class counts
+    of `target`."""
+    from ouroboros.data.mixtures import fill, mix
 
     real = ImageSet.load(deps["real"])
     other = ImageSet.load(deps["other"]) if "other" in deps else None
-    mix(params["mode"], real, other, params["ratio"], seed=params["seed"],
-        allow_repeats=params["allow_repeats"]).save(out)
+    if params["mode"] == "fill":
+        mixed = fill(real, other, ImageSet.load(deps["target"]).class_counts(), seed=params["seed"],
+                     allow_repeats=params["allow_repeats"])
+    else:
+        mixed = mix(params["mode"], real, other, params["ratio"], seed=params["seed"],
+                    allow_repeats=params["allow_repeats"])
+    mixed.save(out)
 
 
 @stage_kind("classify", ".json")

@@ -2,15 +2,25 @@
 
 All recipes work class by class, so every mixture keeps the real set's class balance,
 and every image keeps its provenance. For a class with n real images and ratio p,
-the number taken is ``round(p * n)``.
+the number taken is ``round(p n)``.
 
 - `replace`: swap ``round(p n)`` real images of each class for images of the same class
   from `other` (generated, or a second real source for the control), total size
   unchanged. Real images are dropped without replacement; `other` is drawn without
   replacement, or with replacement when ``allow_repeats`` (the control source may be
-  short of a class).
+  short of a class): then every image of the class once, and the rest repeated.
 - `subsample`: keep ``round(p n)`` real images of each class, nothing else.
 - `append`: all real images plus ``round(p n)`` images of each class from `other`.
+- `fill`: all real images plus, per class, as many from `other` as it takes to reach
+  given class counts (a small real subset filled up to full size, Table 7).
+
+Draws are *paired and nested*. Which real images a seed drops, and in which order it
+takes images of `other`, come from one permutation per class that depends only on the
+seed and the class, not on the ratio or on the other set. So for one seed, replacing
+40% drops a superset of what replacing 20% drops, the generated and the control
+mixture at one ratio keep the same real images, and `append` adds the same generated
+images that `replace` would put in. Comparisons between such cells then measure the
+recipe, not a different random draw.
 """
 
 from __future__ import annotations
@@ -45,15 +55,25 @@ def _check_compatible(real: ImageSet, other: ImageSet) -> None:
         raise UserError(f"image shapes differ: real {real.shape}, the other set {other.shape}")
 
 
-def _take(rng: np.random.Generator, pool: np.ndarray, count: int, allow_repeats: bool, what: str) -> np.ndarray:
+def _order(seed: int, stream: int, c: int, pool: np.ndarray) -> np.ndarray:
+    """The seed's fixed random order of one class's pool (stream 0: real images to drop
+    or keep, stream 1: images of the other set to take)."""
+    return np.random.default_rng([int(seed), stream, c]).permutation(pool)
+
+
+def _take(seed: int, c: int, pool: np.ndarray, count: int, allow_repeats: bool, what: str) -> np.ndarray:
+    """The first `count` images of the class's order; when the pool is short (and repeats
+    are allowed), every image once, then the rest drawn with replacement."""
     if count == 0:
         return pool[:0]
+    order = _order(seed, 1, c, pool)
     if len(pool) >= count:
-        return rng.choice(pool, count, replace=False)
+        return order[:count]
     if not allow_repeats or len(pool) == 0:
         raise UserError(f"{what}: needs {count} images but the pool has {len(pool)}; "
                         "give a larger pool or a smaller ratio")
-    return np.concatenate([pool, rng.choice(pool, count - len(pool), replace=True)])  # all once, then repeats
+    extra = np.random.default_rng([int(seed), 2, c]).choice(pool, count - len(pool), replace=True)
+    return np.concatenate([order, extra])
 
 
 def counts_for(real: ImageSet, ratio: float) -> np.ndarray:
@@ -64,35 +84,41 @@ def counts_for(real: ImageSet, ratio: float) -> np.ndarray:
 def replace(real: ImageSet, other: ImageSet, ratio: float, seed: int = 0, allow_repeats: bool = False) -> ImageSet:
     ratio = check_ratio(ratio)
     _check_compatible(real, other)
-    rng = np.random.default_rng(seed)
     keep, add = [], []
     for c, k in enumerate(counts_for(real, ratio)):
-        idx = np.flatnonzero(real.labels == c)
-        dropped = set(rng.choice(idx, k, replace=False).tolist()) if k else set()
-        keep.append(np.array([i for i in idx if i not in dropped], dtype=np.int64))
-        add.append(_take(rng, np.flatnonzero(other.labels == c), k, allow_repeats,
+        keep.append(np.sort(_order(seed, 0, c, np.flatnonzero(real.labels == c))[k:]))
+        add.append(_take(seed, c, np.flatnonzero(other.labels == c), k, allow_repeats,
                          f"class {real.class_names[c]!r}"))
     return ImageSet.concat([real.subset(np.concatenate(keep)), other.subset(np.concatenate(add))])
 
 
 def subsample(real: ImageSet, ratio: float, seed: int = 0) -> ImageSet:
     ratio = check_ratio(ratio)
-    rng = np.random.default_rng(seed)
-    chosen = [rng.choice(np.flatnonzero(real.labels == c), k, replace=False)
-              for c, k in enumerate(counts_for(real, ratio))]
+    chosen = [_order(seed, 0, c, np.flatnonzero(real.labels == c))[:k] for c, k in enumerate(counts_for(real, ratio))]
     index = np.sort(np.concatenate(chosen))
     if len(index) == 0:
         raise UserError(f"ratio {ratio} keeps no images of {len(real)}; use a larger ratio")
     return real.subset(index)
 
 
-def append(real: ImageSet, other: ImageSet, ratio: float, seed: int = 0, allow_repeats: bool = False) -> ImageSet:
-    ratio = check_ratio(ratio)
+def _add_per_class(real: ImageSet, other: ImageSet, counts, seed: int, allow_repeats: bool) -> ImageSet:
     _check_compatible(real, other)
-    rng = np.random.default_rng(seed)
-    add = [_take(rng, np.flatnonzero(other.labels == c), k, allow_repeats, f"class {real.class_names[c]!r}")
-           for c, k in enumerate(counts_for(real, ratio))]
+    add = [_take(seed, c, np.flatnonzero(other.labels == c), int(k), allow_repeats, f"class {real.class_names[c]!r}")
+           for c, k in enumerate(counts)]
     return ImageSet.concat([real, other.subset(np.concatenate(add))])
+
+
+def append(real: ImageSet, other: ImageSet, ratio: float, seed: int = 0, allow_repeats: bool = False) -> ImageSet:
+    return _add_per_class(real, other, counts_for(real, check_ratio(ratio)), seed, allow_repeats)
+
+
+def fill(real: ImageSet, other: ImageSet, counts, seed: int = 0, allow_repeats: bool = False) -> ImageSet:
+    """All of `real` plus images of `other` until class c holds counts[c] images."""
+    missing = np.asarray(counts, dtype=np.int64) - real.class_counts()
+    if len(missing) != real.num_classes or (missing < 0).any():
+        raise UserError(f"fill: target class counts {list(counts)} must not be below the real set's "
+                        f"{real.class_counts().tolist()}")
+    return _add_per_class(real, other, missing, seed, allow_repeats)
 
 
 def mix(mode: str, real: ImageSet, other: ImageSet | None, ratio: float, seed: int = 0,
@@ -100,6 +126,8 @@ def mix(mode: str, real: ImageSet, other: ImageSet | None, ratio: float, seed: i
     """Dispatch by mode name ('replace', 'append', 'subsample')."""
     if mode not in MODES:
         raise UserError(f"unknown mixture mode {mode!r}; use one of {', '.join(MODES)}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise UserError(f"the mixture seed must be an integer >= 0; got {seed!r}")
     if mode == "subsample":
         return subsample(real, ratio, seed)
     if other is None:

@@ -1,20 +1,35 @@
 """The contamination study (Hataya, Bao and Arai 2023) on disjoint real splits.
 
 `data.train` is cut, per class, into disjoint splits: the downstream training set,
-the generator's own training data, a real control source and the test split. The
-generated pool comes from a class-conditional diffusion model fitted on the generator
-split and sampled by class (or from an external folder, `contamination.generated`).
-Every mixture trains each architecture from scratch with a fixed recipe, for every
-seed, scored on the clean test split and on shifted copies of it.
+the generator split, a real control source and the test split. Every seed redraws
+every random choice a repeat of the experiment would redraw: the generator fitted on
+the generator split and the pools it samples (or, for an external pool, nothing),
+which real images a mixture drops and which images fill it, and each classifier's
+initialisation and data order. Within a seed, cells that the paper compares share
+their draws (see `ouroboros.data.mixtures`): the generated and the control mixture
+at a ratio keep the same real images, a larger ratio drops a superset of a smaller
+one, and Table 7's "5% alone", "+ generated" and "+ real" start from the same subset.
 
-Tables written to ``tables.md`` (mean ± std over seeds of test accuracy, %):
+Tables written to ``tables.md`` (mean and 95% Student-t interval over seeds; the
+number of distinct images in each training set beside it):
 
 - Table 1: generated vs. real control replacing 0/20/40/80/100% of the training set.
+- Table 3: a diffusion model trained on each mixture (generated and control), its
+  samples scored against the test split.
+- Table 4: the training sets themselves scored against the test split.
 - Table 5: simple conditioning (one guidance) vs. diverse (guidance and sampling
   steps drawn per image), replacing the same shares.
 - Table 6: accuracy on shifted test sets, per share of generated data.
 - Table 7: a small real set alone vs. filled up to full size with generated or real.
 - Table 8: all real data plus appended generated data.
+- Table 11: denoising-autoencoder pre-training + linear probe.
+- Detection: probes separating held-out real (control split) from generated images.
+
+Tables 3 and 4 are scored against the test split, which no model trains on (the
+classifiers are only evaluated on it), in the features of a classifier trained on the
+generator split, which is never one of the scored sets. Then ``tables.md`` states,
+for each of the paper's directions, whether it holds, is reversed, or is not resolved
+at this number of seeds, from the interval of the paired per-seed difference.
 """
 
 from __future__ import annotations
@@ -30,27 +45,28 @@ from ouroboros.config import StudyConfig
 from ouroboros.data.imageset import ImageSet, stratified_split
 from ouroboros.data.loaders import load_dataset
 from ouroboros.errors import UserError
+from ouroboros.report.stats import HOLDS, NOT_RESOLVED, REVERSED, Interval, paired_difference, t_interval, verdict
 from ouroboros.runner import Stage
 from ouroboros.studies.common import data_stage, derived_seed, generator_params, open_run, write_timings
 
 PARAM_COLUMNS = ["table", "source", "ratio", "arch", "test"]
+SET_METRICS = ("images", "unique_images")  # rows describing each training set
 
 
 def load_splits(config: StudyConfig) -> dict[str, ImageSet]:
     c = config.contamination
     full = load_dataset(config.data.train)
-    fractions = {"train": c.split_train}
-    if c.generated is None:
-        fractions["generator"] = c.split_generator
+    # The generator split also trains the feature network of Tables 3 and 4, so it is
+    # needed even when the generated pool comes from an external folder.
+    fractions = {"train": c.split_train, "generator": c.split_generator}
     if c.control is None:
         fractions["control"] = c.split_control
     if config.data.test is None:
         fractions["test"] = c.split_test
-    fractions = {k: v for k, v in fractions.items() if v > 0}
-    missing = {"train", "generator", "control", "test"} - set(fractions)
-    missing -= {k for k, ext in (("generator", c.generated), ("control", c.control), ("test", config.data.test)) if ext}
+    missing = sorted(k for k, v in fractions.items() if v <= 0)
     if missing:
-        raise UserError(f"contamination: split fractions for {sorted(missing)} must be positive")
+        raise UserError(f"contamination: split fractions for {missing} must be positive (the generator split also "
+                        "trains the feature network of Tables 3 and 4)")
     counts = full.class_counts()
     if (counts < len(fractions)).any():
         raise UserError(f"every class needs at least {len(fractions)} images to make {len(fractions)} splits; "
@@ -76,175 +92,382 @@ class Cell:
     table: str
     source: str
     ratio: float
+    seed: int
     mixture: Stage
 
 
-def plan(config: StudyConfig, cache: Path, splits: dict[str, ImageSet]) -> tuple[list[Cell], dict]:
+@dataclasses.dataclass
+class Plan:
+    cells: list[Cell]
+    runs: dict  # (mixture key, arch, seed) -> classify stage
+    analysis: dict  # (table, source, ratio, seed) -> stage
+    pools: dict  # seed -> {"simple": stage, "diverse": stage}
+
+    def targets(self) -> list[Stage]:
+        return list(self.runs.values()) + list(self.analysis.values())
+
+
+def _pools(config: StudyConfig, stages: dict, n_pool: int, seed: int) -> dict[str, Stage]:
+    """The seed's generated pools: a generator fitted on the generator split, sampled
+    with one guidance (simple) and with guidance and steps drawn per image (diverse)."""
+    if "generated" in stages:
+        return {"simple": stages["generated"], "diverse": stages["generated"]}
+    c = config.contamination
+    fit_config, sampling = generator_params(config)
+    fit = Stage("fit", {"config": fit_config, "seed": derived_seed("pool", "fit", seed), "name": "diffusion"},
+                {"train": stages["generator"]}, label=f"pool generator seed={seed}")
+    simple = Stage("sample", {"n": n_pool, "guidance": float(c.guidance), "seed": derived_seed("pool", "simple", seed),
+                              **sampling}, {"model": fit}, label=f"simple pool seed={seed}")
+    diverse = Stage("sample_diverse", {"n": n_pool, "guidance": [float(w) for w in c.diverse_guidance],
+                                       "sample_steps": list(c.diverse_sample_steps),
+                                       "seed": derived_seed("pool", "diverse", seed), "sampler": sampling["sampler"],
+                                       "sample_batch_size": sampling["sample_batch_size"]},
+                    {"model": fit}, label=f"diverse pool seed={seed}")
+    return {"simple": simple, "diverse": diverse}
+
+
+def plan(config: StudyConfig, cache: Path, splits: dict[str, ImageSet]) -> Plan:
     c = config.contamination
     stages = {role: data_stage(s, role, cache) for role, s in splits.items()}
     train = splits["train"]
     n_pool = train.num_classes * int(train.class_counts().max())  # enough of every class for 100%
-    if "generated" in stages:
-        simple = diverse = stages["generated"]
-    else:
-        fit_config, sampling = generator_params(config)
-        fit = Stage("fit", {"config": fit_config, "seed": derived_seed("pool", "fit"), "name": "diffusion"},
-                    {"train": stages["generator"]}, label="pool generator")
-        simple = Stage("sample", {"n": n_pool, "guidance": float(c.guidance), "seed": derived_seed("pool", "simple"),
-                                  **sampling}, {"model": fit}, label="simple pool")
-        diverse = Stage("sample_diverse", {"n": n_pool, "guidance": [float(w) for w in c.diverse_guidance],
-                                           "sample_steps": list(c.diverse_sample_steps),
-                                           "seed": derived_seed("pool", "diverse")},
-                        {"model": fit}, label="diverse pool")
+    cells, pools = [], {}
+    for seed in c.seeds:
+        pools[seed] = pool = _pools(config, stages, n_pool, seed)
+        mix_seed = derived_seed("mix", seed)  # shared by every mixture of this seed: paired, nested draws
 
-    def mixture(mode, other, ratio, repeats=False, label=""):
-        if mode == "replace" and ratio == 0.0:
-            return stages["train"]  # the clean training set itself
-        deps = {"real": stages["train"]} | ({"other": other} if other is not None else {})
-        return Stage("mix", {"mode": mode, "ratio": float(ratio), "seed": derived_seed("mix", mode, ratio),
-                             "allow_repeats": repeats}, deps, label=label)
+        def mixture(mode, deps, ratio, repeats=False, label=""):
+            if mode == "replace" and ratio == 0.0:
+                return stages["train"]  # the clean training set itself
+            return Stage("mix", {"mode": mode, "ratio": float(ratio), "seed": mix_seed, "allow_repeats": repeats},
+                         deps, label=f"{label} seed={seed}")
 
-    cells = []
-    for r in c.ratios:
-        cells.append(Cell("1", "generated", r, mixture("replace", simple, r, label=f"generated {r:g}")))
-        cells.append(Cell("1", "real control", r, mixture("replace", stages["control"], r, True, f"control {r:g}")))
-        cells.append(Cell("5", "simple", r, cells[-2].mixture))
-        cells.append(Cell("5", "diverse", r, mixture("replace", diverse, r, label=f"diverse {r:g}")))
-    small = c.small_fraction
-    cells.append(Cell("7", f"{small:.0%} real", small, mixture("subsample", None, small, label="small real")))
-    cells.append(Cell("7", "+ generated", small, mixture("replace", simple, 1 - small, label="filled generated")))
-    cells.append(Cell("7", "+ real", small, mixture("replace", stages["control"], 1 - small, True, "filled real")))
-    for r in c.append_ratios:
-        cells.append(Cell("8", "real + generated", r, mixture("append", simple, r, label=f"append {r:g}")))
+        def add(table, source, ratio, mixture_stage):
+            cells.append(Cell(table, source, ratio, seed, mixture_stage))
+            return mixture_stage
 
-    analysis = _analysis_stages(config, stages, cells, simple, diverse, len(train))
+        for r in c.ratios:
+            generated = add("1", "generated", r, mixture("replace", {"real": stages["train"], "other": pool["simple"]},
+                                                         r, label=f"generated {r:g}"))
+            add("1", "real control", r, mixture("replace", {"real": stages["train"], "other": stages["control"]}, r,
+                                                True, f"control {r:g}"))
+            add("5", "simple", r, generated)
+            add("5", "diverse", r, mixture("replace", {"real": stages["train"], "other": pool["diverse"]}, r,
+                                           label=f"diverse {r:g}"))
+        small = c.small_fraction
+        alone = add("7", f"{small:.0%} real", small,
+                    mixture("subsample", {"real": stages["train"]}, small, label="small real"))
+        add("7", "+ generated", small, mixture("fill", {"real": alone, "other": pool["simple"], "target": stages["train"]},
+                                              small, label="filled generated"))
+        add("7", "+ real", small, mixture("fill", {"real": alone, "other": stages["control"], "target": stages["train"]},
+                                         small, True, "filled real"))
+        for r in c.append_ratios:
+            add("8", "real + generated", r, mixture("append", {"real": stages["train"], "other": pool["simple"]}, r,
+                                                   label=f"append {r:g}"))
 
-    runs = {}  # (mixture key, arch, seed) -> classify stage
+    runs = {}
     for cell in cells:
         for arch in c.archs:
-            for seed in c.seeds:
-                key = (cell.mixture.key, arch, seed)
-                if key not in runs:
-                    cfg = dataclasses.asdict(config.classifier) | {"arch": arch}
-                    runs[key] = Stage("classify", {"config": cfg, "seed": seed, "shifts": list(c.shifts)},
-                                      {"train": cell.mixture, "test": stages["test"]},
-                                      label=f"{cell.mixture.label or 'real'} {arch} seed={seed}")
-    return cells, runs, analysis
+            key = (cell.mixture.key, arch, cell.seed)
+            if key not in runs:
+                cfg = dataclasses.asdict(config.classifier) | {"arch": arch}
+                runs[key] = Stage("classify", {"config": cfg, "seed": cell.seed, "shifts": list(c.shifts)},
+                                  {"train": cell.mixture, "test": stages["test"]},
+                                  label=f"{cell.mixture.label or f'real seed={cell.seed}'} {arch}")
+    return Plan(cells, runs, _analysis_stages(config, stages, cells, pools, len(train)), pools)
 
 
-def _analysis_stages(config, stages, cells, simple, diverse, n_samples: int) -> dict:
-    """Tables 3 and 4 and the detection probe, keyed by (table, source, ratio or probe set)."""
+def _analysis_stages(config, stages, cells, pools, n_samples: int) -> dict:
+    """Tables 3, 4 and 11 and the detection probes, keyed by (table, source, ratio, seed)."""
     feat_cfg = dataclasses.asdict(config.classifier) | {"arch": "cnn"}
-    features = Stage("classifier", {"config": feat_cfg, "seed": 0}, {"train": stages["train"]},
-                     label="feature classifier")
+    # Features for Tables 3 and 4 come from a network trained on none of the sets they
+    # score, and the sets are scored against the test split, which nothing trains on.
+    features = Stage("classifier", {"config": feat_cfg, "seed": 0}, {"train": stages["generator"]},
+                     label="feature classifier (generator split)")
     fit_config, sampling = generator_params(config)
+    guidance = float(config.contamination.guidance)
     out = {}
     for cell in cells:
-        if cell.table != "1":
-            continue
-        out[("4", cell.source, cell.ratio)] = Stage(
-            "score_set", {"k": 5}, {"images": cell.mixture, "reference": stages["test"], "classifier": features},
-            label=f"table 4 {cell.source} {cell.ratio:g}")
-        if cell.source == "generated":  # Table 3: a generative model trained on the mixture
-            fit = Stage("fit", {"config": fit_config, "seed": derived_seed("table3", cell.ratio), "name": "diffusion"},
-                        {"train": cell.mixture}, label=f"table 3 fit {cell.ratio:g}")
-            sample = Stage("sample", {"n": n_samples, "guidance": float(config.contamination.guidance),
-                                      "seed": derived_seed("table3", "sample", cell.ratio), **sampling},
-                           {"model": fit}, label=f"table 3 sample {cell.ratio:g}")
-            out[("3", cell.source, cell.ratio)] = Stage(
-                "score_set", {"k": 5}, {"images": sample, "reference": stages["test"], "classifier": features},
-                label=f"table 3 score {cell.ratio:g}")
-        if cell.source == "generated":  # Table 11: self-supervised pre-training + linear probe
-            for seed in config.contamination.seeds:
-                out[("11", f"seed{seed}", cell.ratio)] = Stage(
-                    "ssl", {"config": feat_cfg, "seed": seed, "epochs": config.classifier.epochs},
-                    {"train": cell.mixture, "test": stages["test"]}, label=f"ssl {cell.ratio:g} seed={seed}")
-    for name, pool in (("simple", simple), ("diverse", diverse)):
-        out[("detection", name, "")] = Stage("detect", {"seed": 0}, {"real": stages["test"], "generated": pool,
-                                                                      "classifier": features},
-                                             label=f"detect {name}")
+        if cell.table not in ("1", "5") or (cell.table, cell.source) == ("5", "simple"):
+            continue  # Table 5's simple cells are Table 1's generated cells
+        where = (cell.source, cell.ratio, cell.seed)
+        out[("4", *where)] = Stage("score_set", {"k": 5}, {"images": cell.mixture, "reference": stages["test"],
+                                                            "classifier": features},
+                                   label=f"table 4 {cell.source} {cell.ratio:g} seed={cell.seed}")
+        if cell.table == "1":  # Table 3: a generative model trained on the mixture (paired fit seed)
+            fit = Stage("fit", {"config": fit_config, "seed": derived_seed("table3", cell.ratio, cell.seed),
+                                "name": "diffusion"}, {"train": cell.mixture},
+                        label=f"table 3 fit {cell.source} {cell.ratio:g} seed={cell.seed}")
+            sample = Stage("sample", {"n": n_samples, "guidance": guidance,
+                                      "seed": derived_seed("table3", "sample", cell.ratio, cell.seed), **sampling},
+                           {"model": fit}, label=f"table 3 sample {cell.source} {cell.ratio:g} seed={cell.seed}")
+            out[("3", *where)] = Stage("score_set", {"k": 5}, {"images": sample, "reference": stages["test"],
+                                                                "classifier": features},
+                                       label=f"table 3 score {cell.source} {cell.ratio:g} seed={cell.seed}")
+        if cell.table == "1" and cell.source == "generated":  # Table 11: self-supervised pre-training
+            out[("11", *where)] = Stage(
+                "ssl", {"config": feat_cfg, "seed": cell.seed, "epochs": config.classifier.epochs},
+                {"train": cell.mixture, "test": stages["test"]}, label=f"ssl {cell.ratio:g} seed={cell.seed}")
+    for seed, pool in pools.items():
+        for name, stage in pool.items():
+            # Held-out real images for the probes: the control split (never the test split,
+            # which must stay untouched by any training for Tables 3 and 4).
+            out[("detection", name, "", seed)] = Stage(
+                "detect", {"seed": seed}, {"real": stages["control"], "generated": stage, "classifier": features},
+                label=f"detect {name} seed={seed}")
     return out
 
 
-def _rows(config: StudyConfig, cells: list[Cell], runs: dict, analysis: dict, paths: dict) -> list[dict]:
+def _unique_images(images: ImageSet) -> int:
+    flat = np.ascontiguousarray(images.images.reshape(len(images), -1))
+    return len(np.unique(flat.view(np.dtype((np.void, flat.shape[1]))).ravel()))
+
+
+def _rows(config: StudyConfig, p: Plan, paths: dict) -> list[dict]:
+    def row(cell, seed, metric, value, table, source, ratio, arch, test):
+        return {"study": config.name, "cell": cell, "seed": seed, "generation": "", "metric": metric, "value": value,
+                "table": table, "source": source, "ratio": ratio, "arch": arch, "test": test}
+
     rows = []
-    for (table, source, ratio), stage in analysis.items():
-        seed, arch = 0, ""
-        if table == "11":  # keyed by seed: ("11", "seed<N>", ratio)
-            seed, source, arch = int(source[len("seed"):]), "generated", "dae + linear probe"
+    for (table, source, ratio, seed), stage in p.analysis.items():
+        arch = "dae + linear probe" if table == "11" else ""
         for metric, value in sorted(json.loads(paths[stage.key].read_text()).items()):
             if table == "detection":  # one value per probe
                 arch, metric = metric, "accuracy"
-            rows.append({"study": config.name, "cell": f"table{table}:{source}:{ratio}", "seed": seed,
-                         "generation": "", "metric": metric, "value": value, "table": table, "source": source,
-                         "ratio": ratio, "arch": arch, "test": "held-out real" if table == "detection" else "test"})
-    for cell in cells:
+            rows.append(row(f"table{table}:{source}:{ratio}", seed, metric, value, table, source, ratio, arch,
+                            "held-out real" if table == "detection" else "test"))
+    described = {}
+    for cell in p.cells:
+        name = f"table{cell.table}:{cell.source}:{cell.ratio:g}"
+        if cell.mixture.key not in described:
+            images = ImageSet.load(paths[cell.mixture.key])
+            described[cell.mixture.key] = (len(images), _unique_images(images))
+        for metric, value in zip(SET_METRICS, described[cell.mixture.key]):
+            rows.append(row(name, cell.seed, metric, value, cell.table, cell.source, cell.ratio, "", ""))
         for arch in config.contamination.archs:
-            for seed in config.contamination.seeds:
-                scores = json.loads(paths[runs[(cell.mixture.key, arch, seed)].key].read_text())["scores"]
-                for name, value in sorted(scores.items()):
-                    test, metric = name.split("/")
-                    rows.append({"study": config.name, "cell": f"table{cell.table}:{cell.source}:{cell.ratio:g}",
-                                 "seed": seed, "generation": "", "metric": metric, "value": value,
-                                 "table": cell.table, "source": cell.source, "ratio": cell.ratio, "arch": arch,
-                                 "test": test})
+            scores = json.loads(paths[p.runs[(cell.mixture.key, arch, cell.seed)].key].read_text())["scores"]
+            for key, value in sorted(scores.items()):
+                test, metric = key.split("/")
+                rows.append(row(name, cell.seed, metric, value, cell.table, cell.source, cell.ratio, arch, test))
     return rows
 
 
-def _stat(rows, **where) -> str:
-    v = [100 * float(r["value"]) for r in rows if r["metric"] == "accuracy" and all(
-        str(r[k]) == str(val) for k, val in where.items())]
-    return f"{np.mean(v):.1f} ± {np.std(v):.1f}" if v else "-"
+# -- tables and findings -----------------------------------------------------------
+
+
+def _per_seed(rows, metric="accuracy", **where) -> dict:
+    """{seed: value} of the rows matching `where` (values compared as strings)."""
+    out = {}
+    for r in rows:
+        if r["metric"] == metric and all(str(r[k]) == str(v) for k, v in where.items()):
+            out[str(r["seed"])] = float(r["value"])
+    return out
+
+
+def _summary(rows, metric="accuracy", **where) -> Interval:
+    return t_interval(list(_per_seed(rows, metric, **where).values()))
+
+
+def _acc(rows, **where) -> str:
+    return _summary(rows, **where).format(100, 1)
+
+
+def _unique(rows, **where) -> str:
+    """Distinct images in a training set (mean over seeds), and its size when they differ."""
+    uniq = _per_seed(rows, "unique_images", **where)
+    size = _per_seed(rows, "images", **where)
+    if not uniq:
+        return "-"
+    u, n = np.mean(list(uniq.values())), np.mean(list(size.values()))
+    return f"{u:.0f}" if u == n else f"{u:.0f} of {n:.0f}"
+
+
+@dataclasses.dataclass
+class Claim:
+    table: str
+    text: str  # the paper's direction, in words
+    paper: str  # the paper's numbers
+    diff: Interval  # paired per-seed difference (a - b), in the metric's units
+    expected: str  # "<" or ">": the paper's sign of the difference
+    scale: float = 100.0  # 100 for accuracy (percentage points), 1 for precision/recall
+
+    @property
+    def verdict(self) -> str:
+        return verdict(self.diff, self.expected)
+
+
+def findings(rows: list[dict], config: StudyConfig) -> list[Claim]:
+    """Each of the paper's directions, judged from the paired per-seed differences."""
+    c = config.contamination
+    claims: list[Claim] = []
+    ratios = [r for r in c.ratios if r > 0]
+    base = 0.0 if 0.0 in c.ratios else None
+
+    def acc(**where):
+        return _per_seed(rows, "accuracy", **where)
+
+    def diff(a, b):
+        return paired_difference(a, b)
+
+    for arch in c.archs:
+        clean = dict(arch=arch, test="clean")
+        for r in ratios:
+            gen = acc(table="1", source="generated", ratio=r, **clean)
+            if base is not None:
+                claims.append(Claim("1", f"{arch}: {r:.0%} generated is less accurate than 0%",
+                                    "ResNet-50 75.7 -> 74.5 / 72.6 / 65.3 / 15.7",
+                                    diff(gen, acc(table="1", source="generated", ratio=base, **clean)), "<"))
+            claims.append(Claim("1", f"{arch}: {r:.0%} generated is less accurate than {r:.0%} real control",
+                                "SD vs WebVision: 74.5/75.1, 72.6/73.9, 65.3/68.3, 15.7/61.3",
+                                diff(gen, acc(table="1", source="real control", ratio=r, **clean)), "<"))
+            claims.append(Claim("5", f"{arch}: diverse conditioning beats simple at {r:.0%}",
+                                "complex vs original prompts at 100%: 18.6 vs 15.7",
+                                diff(acc(table="5", source="diverse", ratio=r, **clean), gen), ">"))
+        worst = max((r for r in ratios if r < 1.0), default=max(ratios, default=None))
+        if worst is not None and base is not None:
+            for shift in c.shifts:
+                where = dict(table="1", ratio=worst, arch=arch, test=shift)
+                claims.append(Claim("6", f"{arch}, {shift}: {worst:.0%} generated is less robust than 0%",
+                                    "IN/SD-80% vs ImageNet: ImageNet-A 1.61 vs 1.76, ImageNet-R 30.0 vs 36.7",
+                                    diff(acc(source="generated", **where),
+                                         acc(table="1", source="generated", ratio=base, arch=arch, test=shift)), "<"))
+                claims.append(Claim("6", f"{arch}, {shift}: {worst:.0%} generated is less robust than the control",
+                                    "IN/SD-80% vs IN/WV-80%: ImageNet-A 1.61 vs 5.00, ImageNet-R 30.0 vs 40.0",
+                                    diff(acc(source="generated", **where), acc(source="real control", **where)), "<"))
+        small = f"{c.small_fraction:.0%} real"
+        alone, plus_gen, plus_real = (acc(table="7", source=s, **clean) for s in (small, "+ generated", "+ real"))
+        claims.append(Claim("7", f"{arch}: {small} filled with generated beats {small} alone", "52.1 vs 44.7",
+                            diff(plus_gen, alone), ">"))
+        claims.append(Claim("7", f"{arch}: {small} filled with real beats filled with generated", "61.4 vs 52.1",
+                            diff(plus_real, plus_gen), ">"))
+        if base is not None:
+            full = acc(table="1", source="generated", ratio=base, **clean)
+            for r in c.append_ratios:
+                claims.append(Claim("8", f"{arch}: appending {r:.0%} generated does not raise accuracy",
+                                    "75.7 -> 75.7 / 74.9 / 75.0",
+                                    diff(acc(table="8", ratio=r, **clean), full), "<"))
+    top = max(ratios, default=None)
+    if base is not None and top is not None:
+        if "cnn" in c.archs:
+            def drop(table, **where):
+                hi, lo = acc(table=table, ratio=top, **where), acc(table=table, ratio=base, **where)
+                return {s: hi[s] - lo[s] for s in set(hi) & set(lo)}
+
+            claims.append(Claim("11", f"pre-training + linear probe loses less than supervised cnn at {top:.0%}",
+                                "MAE 43.9 -> 38.8 while supervised 75.7 -> 15.7",
+                                diff(drop("11", source="generated"), drop("1", source="generated", arch="cnn",
+                                                                         test="clean")), ">"))
+        for r in ratios:
+            claims.append(Claim("3", f"a model trained on {r:.0%} generated has lower recall than on 0%",
+                                "recall 0.644 -> 0.621 / 0.585 / 0.490 / 0.364",
+                                diff(_per_seed(rows, "recall", table="3", source="generated", ratio=r),
+                                     _per_seed(rows, "recall", table="3", source="generated", ratio=base)), "<", 1.0))
+            claims.append(Claim("3", f"a model trained on {r:.0%} generated has higher precision than on 0%",
+                                "precision 0.665 -> 0.699 / 0.730 / 0.795 / 0.831",
+                                diff(_per_seed(rows, "precision", table="3", source="generated", ratio=r),
+                                     _per_seed(rows, "precision", table="3", source="generated", ratio=base)), ">",
+                                1.0))
+            claims.append(Claim("3", f"a model trained on {r:.0%} generated has lower recall than on {r:.0%} control",
+                                "(no control counterpart in the paper)",
+                                diff(_per_seed(rows, "recall", table="3", source="generated", ratio=r),
+                                     _per_seed(rows, "recall", table="3", source="real control", ratio=r)), "<", 1.0))
+        for metric, sign, paper in (("recall", "<", "0.344 vs 0.791"), ("precision", ">", "0.836 vs 0.757")):
+            claims.append(Claim("4", f"the {top:.0%} generated training set has {'lower' if sign == '<' else 'higher'} "
+                                     f"{metric} than the real one", paper,
+                                diff(_per_seed(rows, metric, table="4", source="generated", ratio=top),
+                                     _per_seed(rows, metric, table="4", source="generated", ratio=base)), sign, 1.0))
+        claims.append(Claim("4", f"the {top:.0%} diverse pool has higher recall than the simple one",
+                            "complex 0.450 vs original 0.344",
+                            diff(_per_seed(rows, "recall", table="4", source="diverse", ratio=top),
+                                 _per_seed(rows, "recall", table="4", source="generated", ratio=top)), ">", 1.0))
+    for pool in ("simple", "diverse"):
+        for probe in ("logistic", "mlp"):
+            acc_ = _per_seed(rows, "accuracy", table="detection", source=pool, arch=probe)
+            claims.append(Claim("detection", f"a {probe} probe tells real from {pool}-pool images above chance",
+                                "about 85% (chance 50%)", diff(acc_, {s: 0.5 for s in acc_}), ">"))
+    return claims
 
 
 def tables_markdown(rows: list[dict], config: StudyConfig) -> str:
     c = config.contamination
     pct = lambda r: f"{float(r):.0%}"  # noqa: E731
-    out = [f"# {config.name}: contamination tables",
-           "", f"Test accuracy (%), mean ± std over seeds {c.seeds}; clean test split unless named.", ""]
+    out = [f"# {config.name}: contamination tables", "",
+           f"Mean and 95% interval (Student t, sample standard deviation) over {len(c.seeds)} seeds {list(c.seeds)}; "
+           "each seed redraws the generator, the pools, the mixtures and the classifiers. Accuracy in % on the clean "
+           "test split unless named. 'unique' is the number of distinct images in the training set (mean over seeds; "
+           "'u of n' where the set repeats images).", ""]
 
-    def table(title, header, body):
-        out.extend([f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)])
+    def table(title, header, body, note=""):
+        out.extend([f"## {title}", ""] + ([note, ""] if note else []))
+        out.extend(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)])
         out.extend("| " + " | ".join(r) + " |" for r in body)
         out.append("")
 
-    table("Table 1: replacing real training data", ["arch", "source"] + [pct(r) for r in c.ratios],
-          [[a, s] + [_stat(rows, table="1", source=s, ratio=r, arch=a, test="clean") for r in c.ratios]
-           for a in c.archs for s in ("generated", "real control")])
-    table("Table 5: simple vs. diverse conditioning", ["arch", "conditioning"] + [pct(r) for r in c.ratios],
-          [[a, s] + [_stat(rows, table="5", source=s, ratio=r, arch=a, test="clean") for r in c.ratios]
-           for a in c.archs for s in ("simple", "diverse")])
-    tests = ["clean"] + list(c.shifts)
-    table("Table 6: shifted test sets (generated replacing real)", ["arch", "generated"] + tests,
-          [[a, pct(r)] + [_stat(rows, table="1", source="generated", ratio=r, arch=a, test=t) for t in tests]
-           for a in c.archs for r in c.ratios])
-    sources = [f"{c.small_fraction:.0%} real", "+ generated", "+ real"]
-    table(f"Table 7: {c.small_fraction:.0%} real data, alone or filled up to full size", ["arch"] + sources,
-          [[a] + [_stat(rows, table="7", source=s, arch=a, test="clean") for s in sources] for a in c.archs])
-    table("Table 8: all real data plus appended generated data", ["arch", "+0%"] + [f"+{pct(r)}" for r in c.append_ratios],
-          [[a, _stat(rows, table="1", source="generated", ratio=0.0, arch=a, test="clean")]
-           + [_stat(rows, table="8", ratio=r, arch=a, test="clean") for r in c.append_ratios] for a in c.archs])
-    def value(table_, source, ratio, metric):
-        v = [float(r["value"]) for r in rows if r["table"] == table_ and r["source"] == source
-             and str(r["ratio"]) == str(ratio) and r["metric"] == metric]
-        return f"{v[0]:.3f}" if v else "-"
+    def ratio_rows(table_, sources):
+        body = []
+        for a in c.archs:
+            body += [[a, s] + [_acc(rows, table=table_, source=s, ratio=r, arch=a, test="clean") for r in c.ratios]
+                     for s in sources]
+        body += [["unique", s] + [_unique(rows, table=table_, source=s, ratio=r) for r in c.ratios] for s in sources]
+        return body
 
-    table("Table 3: a generative model trained on each mixture, scored against the test split "
-          "(FID; precision@5, recall@5 in classifier features)", ["generated share", "FID", "precision", "recall"],
-          [[pct(r)] + [value("3", "generated", r, m) for m in ("fid", "precision", "recall")] for r in c.ratios])
-    table("Table 4: the training sets themselves against the test split (precision@5, recall@5)",
-          ["source", "share"] + ["precision", "recall", "FID"],
-          [[s_, pct(r)] + [value("4", s_, r, m) for m in ("precision", "recall", "fid")]
-           for s_ in ("generated", "real control") for r in c.ratios])
+    table("Table 1: replacing real training data", ["arch", "source"] + [pct(r) for r in c.ratios],
+          ratio_rows("1", ("generated", "real control")))
+    table("Table 5: simple vs. diverse conditioning", ["arch", "conditioning"] + [pct(r) for r in c.ratios],
+          ratio_rows("5", ("simple", "diverse")))
+    tests = ["clean"] + list(c.shifts)
+    table("Table 6: shifted test sets", ["arch", "source", "share"] + tests,
+          [[a, s, pct(r)] + [_acc(rows, table="1", source=s, ratio=r, arch=a, test=t) for t in tests]
+           for a in c.archs for s in ("generated", "real control") for r in c.ratios])
+    sources = [f"{c.small_fraction:.0%} real", "+ generated", "+ real"]
+    table(f"Table 7: {c.small_fraction:.0%} real data, alone or filled up to full size (the same subset per seed)",
+          ["arch"] + sources,
+          [[a] + [_acc(rows, table="7", source=s, arch=a, test="clean") for s in sources] for a in c.archs]
+          + [["unique"] + [_unique(rows, table="7", source=s) for s in sources]])
+    table("Table 8: all real data plus appended generated data", ["arch", "+0%"] + [f"+{pct(r)}" for r in c.append_ratios],
+          [[a, _acc(rows, table="1", source="generated", ratio=0.0, arch=a, test="clean")]
+           + [_acc(rows, table="8", ratio=r, arch=a, test="clean") for r in c.append_ratios] for a in c.archs]
+          + [["unique", _unique(rows, table="1", source="generated", ratio=0.0)]
+             + [_unique(rows, table="8", ratio=r) for r in c.append_ratios]])
+
+    def metric(table_, source, ratio, m):
+        return _summary(rows, m, table=table_, source=source, ratio=ratio).format(1, 2 if m == "fid" else 3)
+
+    note = ("Scored against the test split, which no model trains on, in the features of a classifier trained on "
+            "the generator split, which none of the scored sets contains (FID; precision@5 and recall@5 of "
+            "Kynkaanniemi et al.).")
+    table("Table 3: a diffusion model trained on each mixture, its samples scored against the test split",
+          ["training set", "share", "FID", "precision", "recall"],
+          [[s, pct(r)] + [metric("3", s, r, m) for m in ("fid", "precision", "recall")]
+           for s in ("generated", "real control") for r in c.ratios], note)
+    table("Table 4: the training sets themselves scored against the test split",
+          ["source", "share", "precision", "recall", "FID", "unique"],
+          [[s, pct(r)] + [metric("4", s, r, m) for m in ("precision", "recall", "fid")]
+           + [_unique(rows, table="1" if s != "diverse" else "5", source=s, ratio=r)]
+           for s in ("generated", "diverse", "real control") for r in c.ratios], note)
     table("Table 11: self-supervised pre-training (masked denoising autoencoder) + linear probe, "
           "vs. supervised training (cnn)", ["generated share", "supervised", "DAE + linear probe"],
-          [[pct(r), _stat(rows, table="1", source="generated", ratio=r, arch="cnn", test="clean"),
-            _stat(rows, table="11", ratio=r)] for r in c.ratios])
-    table("Detection (Sec. 6.1): real (held-out test split) vs. generated, probes on frozen classifier features; "
-          "test accuracy on disjoint halves (chance 0.5)", ["generated pool", "logistic regression", "2-layer MLP"],
-          [[name] + [f"{float(r['value']):.3f}" for probe in ("logistic", "mlp") for r in rows
-                     if r["table"] == "detection" and r["source"] == name and r["arch"] == probe]
+          [[pct(r), _acc(rows, table="1", source="generated", ratio=r, arch="cnn", test="clean"),
+            _acc(rows, table="11", ratio=r)] for r in c.ratios])
+    table("Detection (Sec. 6.1): held-out real (control split) vs. generated images, probes on frozen features; "
+          "accuracy on disjoint halves, % (chance 50)", ["generated pool", "logistic regression", "2-layer MLP"],
+          [[name] + [_acc(rows, table="detection", source=name, arch=probe) for probe in ("logistic", "mlp")]
            for name in ("simple", "diverse")])
+
+    claims = findings(rows, config)
+    counts = {v: sum(cl.verdict == v for cl in claims) for v in (HOLDS, REVERSED, NOT_RESOLVED)}
+    out += ["## Which of the paper's directions hold here", "",
+            f"From the 95% interval of each paired per-seed difference (a - b, same seeds): **holds** when the whole "
+            f"interval lies on the paper's side of 0, **reversed** when it lies on the other side, **not resolved** "
+            f"otherwise. Accuracy differences in percentage points; precision and recall as fractions. "
+            f"Of {len(claims)} directions: {counts[HOLDS]} hold, {counts[REVERSED]} reversed, "
+            f"{counts[NOT_RESOLVED]} not resolved at {len(c.seeds)} seeds.", ""]
+    for title, verdict_ in (("Holds", HOLDS), ("Reversed", REVERSED), ("Not resolved", NOT_RESOLVED)):
+        chosen = [cl for cl in claims if cl.verdict == verdict_]
+        if chosen:
+            table(f"{title} ({len(chosen)})", ["table", "the paper's direction", "paper", "difference here [95% CI]"],
+                  [[cl.table, cl.text, cl.paper, cl.diff.format_range(cl.scale, 1 if cl.scale == 100 else 3)]
+                   for cl in chosen])
     return "\n".join(out) + "\n"
 
 
@@ -262,24 +485,24 @@ def group_confusion(m: np.ndarray, class_names, groups) -> tuple[np.ndarray, lis
     return member @ m @ member.T, ["/".join(g) if len(g) <= 4 else f"{g[0]}.. ({len(g)})" for g in groups]
 
 
-def _figures(config, run_dir, splits, cells, runs, analysis, paths) -> None:
+def _figures(config, run_dir, splits, p: Plan, paths) -> None:
     """Fig. 6 (power spectra of real vs generated) and Fig. 3 (confusion matrices of a
-    classifier trained on clean vs fully generated data)."""
+    classifier trained on clean vs fully generated data), for the first seed."""
     from ouroboros.metrics.spectra import radial_power_spectra
     from ouroboros.report.plots import plot_confusions, plot_spectra
 
     c = config.contamination
+    seed = c.seeds[0]
     spectra = {"real (training split)": radial_power_spectra(splits["train"].images)}
-    for name in ("simple", "diverse"):
-        pool = analysis[("detection", name, "")].deps["generated"]
+    for name, pool in p.pools[seed].items():
         spectra[f"generated ({name})"] = radial_power_spectra(ImageSet.load(paths[pool.key]).images)
     plot_spectra(spectra, run_dir / "plots" / "spectra.png")
 
-    arch, seed = c.archs[0], c.seeds[0]
+    arch = c.archs[0]
     matrices, labels = {}, None
-    for cell in cells:
-        if cell.table == "1" and cell.source == "generated" and cell.ratio in (0.0, 1.0):
-            m = np.asarray(json.loads(paths[runs[(cell.mixture.key, arch, seed)].key].read_text())["confusion"])
+    for cell in p.cells:
+        if cell.seed == seed and cell.table == "1" and cell.source == "generated" and cell.ratio in (0.0, 1.0):
+            m = np.asarray(json.loads(paths[p.runs[(cell.mixture.key, arch, seed)].key].read_text())["confusion"])
             m, labels = group_confusion(m, splits["train"].class_names, c.class_groups)
             matrices[f"{arch}, trained on {cell.ratio:.0%} generated"] = m
     if matrices:
@@ -307,18 +530,20 @@ def run(config: StudyConfig, run_dir: Path, progress: bool = True, runner=None) 
     if progress:
         c = config.contamination
         print(f"ouroboros: {config.name}: contamination study, {len(c.archs)} archs x {len(c.seeds)} seeds, "
-              f"{len(splits['train'])} real training images -> {run_dir}", file=sys.stderr)
+              f"{len(splits['train'])} real training images, {len(splits['control'])} real control images -> "
+              f"{run_dir}", file=sys.stderr)
     run_dir = Path(run_dir)
     runner = open_run(config, run_dir, progress, runner)
-    cells, runs, analysis = plan(config, runner.cache, splits)
-    paths = runner.run(list(runs.values()) + list(analysis.values()))
-    rows = _rows(config, cells, runs, analysis, paths)
+    p = plan(config, runner.cache, splits)
+    paths = runner.run(p.targets())
+    rows = _rows(config, p, paths)
     write_results(run_dir / "results.csv", rows, PARAM_COLUMNS)
     write_timings(run_dir, runner)
     report(run_dir, config, rows)
-    _figures(config, run_dir, splits, cells, runs, analysis, paths)
-    for cell in cells:
-        if cell.table == "1" and cell.ratio == 1.0 and cell.mixture.key in paths:
+    _figures(config, run_dir, splits, p, paths)
+    first = config.contamination.seeds[0]
+    for cell in p.cells:
+        if cell.seed == first and cell.table == "1" and cell.ratio == 1.0:
             name = "generated" if cell.source == "generated" else "control"
             save_grid(ImageSet.load(paths[cell.mixture.key]), run_dir / "samples" / f"{name}.png",
                       config.output.grid_per_class, config.output.grid_scale)
