@@ -217,3 +217,26 @@ def test_loop_config_file_matches_the_demo_defaults():
     defaults = StudyConfig()
     for section in ("data", "loop", "generator", "classifier", "output", "executor"):
         assert getattr(from_file, section) == getattr(defaults, section), section
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+def test_the_diverse_pool_samples_with_the_configured_sampler(tmp_path, sampler):
+    """With one guidance and one step count to draw from, the diverse pool is exactly what
+    the configured sampler makes (it once fell back to DDPM whatever the config said)."""
+    from ouroboros.data.loaders import load_digits
+    from ouroboros.generators import DiffusionConfig, DiffusionGenerator
+    from ouroboros.stages import sample_diverse_stage
+
+    train = load_digits().subset(np.arange(60))
+    DiffusionGenerator(DiffusionConfig(train_steps=5, device="cpu")).fit(train, seed=0).save(tmp_path / "m")
+    params = {"n": 20, "guidance": [0.5], "sample_steps": [4], "seed": 7, "sampler": sampler, "sample_batch_size": 8}
+    sample_diverse_stage(params, {"model": tmp_path / "m"}, tmp_path / "pool.npz")
+    from ouroboros.generators import FittedDiffusion
+
+    model = FittedDiffusion.load(tmp_path / "m")
+    expected = model.sample(20, guidance=0.5, seed=7, sampler=sampler, sample_steps=4, batch_size=8)
+    other = model.sample(20, guidance=0.5, seed=7, sampler="ddpm" if sampler == "ddim" else "ddim", sample_steps=4,
+                         batch_size=8)
+    pool = ImageSet.load(tmp_path / "pool.npz")
+    np.testing.assert_array_equal(pool.images, expected.images)
+    assert not np.array_equal(pool.images, other.images)
