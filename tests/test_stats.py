@@ -32,11 +32,18 @@ def test_interval_of_one_or_no_value():
 def test_paired_difference_cancels_what_the_cells_share():
     # Seed effects of +-10 are shared by both cells; the paired difference is exactly 1.
     a = {0: 11.0, 1: -9.0, 2: 21.0}
-    b = {0: 10.0, 1: -10.0, 2: 20.0, 3: 99.0}  # seed 3 has no partner and is left out
+    b = {2: 20.0, 3: 99.0, 0: 10.0, 1: -10.0}  # another order; seed 3 has no partner and is left out
     d = paired_difference(a, b)
     assert d.n == 3 and d.mean == pytest.approx(1.0) and d.half == pytest.approx(0.0, abs=1e-12)
     unpaired = t_interval(list(a.values()))
     assert unpaired.half > 10  # the same data unpaired resolve nothing
+
+
+def test_paired_difference_pairs_by_seed_not_by_rank():
+    a = {"0": 10.5, "1": 10.0, "2": 30.0}
+    b = {"0": 10.0, "1": 11.0, "2": 29.0}
+    d = paired_difference(a, b)  # per seed: +0.5, -1.0, +1.0
+    assert d.mean == pytest.approx(0.5 / 3) and d.half == pytest.approx(t_interval([0.5, -1.0, 1.0]).half)
 
 
 @pytest.mark.parametrize("values, expected, result", [
