@@ -247,11 +247,13 @@ def test_stages_run_a_gaussian_loop_reproducibly(tmp_path):
             chain.append((fit, source))
         paths = runner.run([source])
         results.append([(paths[f.key], paths[s.key]) for f, s in chain])
-    for (fit_a, sample_a), (_, sample_b) in zip(*results):
+    for g, ((fit_a, sample_a), (_, sample_b)) in enumerate(zip(*results)):
         a, b = ImageSet.load(sample_a), ImageSet.load(sample_b)
         assert a.content_hash() == b.content_hash()
         # The stage passed the temperature and seed: same as sampling the saved model directly.
-        direct = FittedGaussianMixture.load(fit_a).sample(30, seed=int(a.seed[0]), temperature=0.5)
+        model = FittedGaussianMixture.load(fit_a)
+        assert model.config == GaussianConfig(space="pca", components=4)  # the stage's settings were used
+        direct = model.sample(30, seed=10 + g, temperature=0.5)
         assert direct.content_hash() == a.content_hash()
     last = ImageSet.load(results[0][1][1])
     assert set(last.generation) == {2} and set(last.source) == {"gen:gauss"}
