@@ -166,7 +166,7 @@ def test_mixture_temperature_scales_components_not_weights():
 # -- bad input -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("temperature", [-0.1, float("nan"), float("inf")])
+@pytest.mark.parametrize("temperature", [-0.1, float("nan"), float("inf"), "1.0", None])
 def test_bad_temperature_is_refused(temperature):
     fitted = GaussianGenerator().fit(blob_set(), seed=0)
     with pytest.raises(UserError, match="temperature must be a finite number >= 0"):
@@ -189,7 +189,10 @@ def test_bad_temperature_is_refused(temperature):
     (lambda: GaussianGenerator(GaussianConfig(space="latent")), "space must be pixels or pca"),
     (lambda: GaussianGenerator(GaussianConfig(space="pca", components=0)), "components"),
     (lambda: GaussianGenerator(GaussianConfig(ridge=-1e-3)), "ridge must be"),
+    (lambda: GaussianGenerator(GaussianConfig(ridge="1e-6")), r"ridge must be a finite number >= 0 \(e.g. 1.0e-6\); got '1e-6'"),
+    (lambda: GaussianGenerator(GaussianConfig(space="pca", components=2.5)), "components .* integer"),
     (lambda: GMMGenerator(GMMConfig(mixture_components=0)), "mixture_components"),
+    (lambda: GMMGenerator(GMMConfig(mixture_components=2.0)), "mixture_components and max_iter must be integers"),
     (lambda: get_family("gaussian").fit(blob_set(), {"temprature": 1.0}, seed=0), r"unknown gaussian .*temprature"),
     (lambda: get_family("vae"), "unknown generator family 'vae'; use one of diffusion, gaussian, gmm"),
 ])
@@ -281,6 +284,18 @@ def test_sample_stage_refuses_another_familys_knob(tmp_path):
     with pytest.raises(UserError, match="expects a gmm generator"):
         sample_stage({"n": 3, "seed": 0, "family": "gmm"}, {"model": tmp_path / "m"}, tmp_path / "out.npz")
     assert not (tmp_path / "out.npz").exists()
+
+
+def test_registering_a_family_adds_it_once(monkeypatch):
+    from ouroboros.generators import base
+
+    monkeypatch.setattr(base, "_FAMILIES", dict(families()))
+    extra = base.GeneratorFamily("gaussian2", GaussianConfig, GaussianGenerator, FittedGaussianMixture.load,
+                                 "x", bias="temperature", bias_default=1.0)
+    base.register_family(extra)
+    assert get_family("gaussian2") is extra
+    with pytest.raises(ValueError, match="already registered"):
+        base.register_family(extra)
 
 
 def test_every_family_has_a_bias_knob_its_sample_takes():

@@ -50,12 +50,19 @@ FORMAT = "ouroboros.FittedGaussianMixture"
 # -- math core ---------------------------------------------------------------------------
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1
+
+
 def check_temperature(temperature: float) -> float:
-    temperature = float(temperature)
-    if not np.isfinite(temperature) or temperature < 0:
+    if not _is_number(temperature) or not np.isfinite(temperature) or temperature < 0:
         raise UserError(f"temperature must be a finite number >= 0 (it scales the covariance; 1 samples the fit); "
-                        f"got {temperature}")
-    return temperature
+                        f"got {temperature!r}")
+    return float(temperature)
 
 
 def _as_rows(x: np.ndarray) -> np.ndarray:
@@ -131,17 +138,18 @@ def fit_pca(x: np.ndarray, components: int) -> tuple[np.ndarray, np.ndarray]:
 @dataclass
 class _SpaceConfig:
     space: Literal["pixels", "pca"] = "pixels"  # where the Gaussians live
-    components: int = 32  # PCA dimensions (space: pca only); at most the image's pixel count
+    # PCA dimensions (space: pca only), at most the pixel values per image. Pixel space keeps
+    # a D x D covariance per class: fine for digits (D = 64), large for colour images.
+    components: int = 32
     ridge: float = 1e-6  # added to every covariance's diagonal, in [-1, 1] pixel units squared
 
     def validate(self) -> None:
         if self.space not in ("pixels", "pca"):
             raise UserError(f"space must be pixels or pca; got {self.space!r}")
-        if self.space == "pca" and (isinstance(self.components, bool) or not isinstance(self.components, int)
-                                    or self.components < 1):
+        if self.space == "pca" and not _is_count(self.components):
             raise UserError(f"components (PCA dimensions) must be an integer >= 1; got {self.components!r}")
-        if not np.isfinite(self.ridge) or self.ridge < 0:
-            raise UserError(f"ridge must be a finite number >= 0; got {self.ridge}")
+        if not _is_number(self.ridge) or not np.isfinite(self.ridge) or self.ridge < 0:
+            raise UserError(f"ridge must be a finite number >= 0 (e.g. 1.0e-6); got {self.ridge!r}")
 
 
 @dataclass
@@ -165,9 +173,9 @@ class GMMConfig(_SpaceConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.mixture_components < 1 or self.max_iter < 1:
-            raise UserError(f"mixture_components and max_iter must be at least 1; "
-                            f"got {self.mixture_components} and {self.max_iter}")
+        if not _is_count(self.mixture_components) or not _is_count(self.max_iter):
+            raise UserError(f"mixture_components and max_iter must be integers >= 1; "
+                            f"got {self.mixture_components!r} and {self.max_iter!r}")
 
 
 # -- the fitted model --------------------------------------------------------------------
