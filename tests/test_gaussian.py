@@ -189,7 +189,8 @@ def test_bad_temperature_is_refused(temperature):
     (lambda: GaussianGenerator(GaussianConfig(space="latent")), "space must be pixels or pca"),
     (lambda: GaussianGenerator(GaussianConfig(space="pca", components=0)), "components"),
     (lambda: GaussianGenerator(GaussianConfig(ridge=-1e-3)), "ridge must be"),
-    (lambda: GaussianGenerator(GaussianConfig(ridge="1e-6")), r"ridge must be a finite number >= 0 \(e.g. 1.0e-6\); got '1e-6'"),
+    (lambda: GaussianGenerator(GaussianConfig(ridge="1e-6")),
+     r"ridge must be a finite number >= 0 \(e.g. 1.0e-6\); got '1e-6'"),
     (lambda: GaussianGenerator(GaussianConfig(space="pca", components=2.5)), "components .* integer"),
     (lambda: GMMGenerator(GMMConfig(mixture_components=0)), "mixture_components"),
     (lambda: GMMGenerator(GMMConfig(mixture_components=2.0)), "mixture_components and max_iter must be integers"),
@@ -223,8 +224,21 @@ def test_loading_something_else_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="no generator family reads"):
         load_fitted(tmp_path)
     (tmp_path / "model.safetensors").write_bytes(b"not safetensors")
-    with pytest.raises(UserError, match="not an ouroboros Gaussian generator|damaged"):
+    with pytest.raises(UserError, match="not an ouroboros Gaussian generator"):
         FittedGaussianMixture.load(tmp_path)
+    # A saved model with a file damaged or missing an entry: a user error, not a traceback.
+    GaussianGenerator().fit(blob_set(), seed=0).save(tmp_path / "m")
+    good = (tmp_path / "m" / "generator.json").read_text()
+    (tmp_path / "m" / "generator.json").write_text(good.replace('"class_names"', '"classes"'))
+    with pytest.raises(UserError, match="damaged Gaussian generator .*KeyError"):
+        load_fitted(tmp_path / "m")
+    (tmp_path / "m" / "generator.json").write_text(good.replace('"k2"', '"k2", "k3"'))
+    with pytest.raises(UserError, match="shapes do not match"):
+        load_fitted(tmp_path / "m")
+    (tmp_path / "m" / "generator.json").write_text(good)
+    (tmp_path / "m" / "model.safetensors").write_bytes(b"\x08" + b"\x00" * 7 + b"{}garbage")
+    with pytest.raises(UserError, match="damaged Gaussian generator"):
+        load_fitted(tmp_path / "m")
 
 
 # -- stages --------------------------------------------------------------------------
