@@ -260,23 +260,25 @@ class FittedGaussianMixture:
             raise UserError(f"{directory} is not a saved Gaussian generator (needs generator.json and model.safetensors)")
         try:
             meta = json.loads(meta_path.read_text())
-            t = load_file(weights_path)
-        except (ValueError, SafetensorError) as exc:
-            raise UserError(f"{directory} holds a damaged Gaussian generator ({exc})") from None
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            is_ours = isinstance(meta, dict) and meta.get("format") == FORMAT
+            if is_ours:
+                t = load_file(weights_path)
+                config = (GMMConfig if meta["family"] == "gmm" else GaussianConfig)(**meta["config"])
+                means, covs, weights = t["means"], t["covariances"], t["weights"]
+                pca = (t["pca_centre"], t["pca_basis"]) if "pca_basis" in t else None
+                class_names, image_shape = tuple(meta["class_names"]), tuple(meta["image_shape"])
+        except (KeyError, TypeError, ValueError, SafetensorError) as exc:
+            raise UserError(f"{directory} holds a damaged Gaussian generator ({type(exc).__name__}: {exc}); "
+                            f"fit it again") from None
+        if not is_ours:
             raise UserError(f"{meta_path} is not an ouroboros Gaussian generator")
-        config_cls = GMMConfig if meta.get("family") == "gmm" else GaussianConfig
-        n_classes = len(meta["class_names"])
-        means, covs, weights = t["means"], t["covariances"], t["weights"]
-        d = means.shape[-1]
-        pca = (t["pca_centre"], t["pca_basis"]) if "pca_basis" in t else None
-        pixels = int(np.prod(meta["image_shape"]))
-        if (means.ndim != 3 or len(means) != n_classes or covs.shape != (*means.shape, d)
+        d, pixels = means.shape[-1], int(np.prod(image_shape))
+        if (means.ndim != 3 or len(means) != len(class_names) or covs.shape != (*means.shape, d)
                 or weights.shape != means.shape[:2]
                 or (pca is None and d != pixels) or (pca is not None and pca[1].shape != (d, pixels))):
-            raise UserError(f"{weights_path} has arrays whose shapes do not match {meta_path}")
-        return cls(means, covs, weights, tuple(meta["class_names"]), tuple(meta["image_shape"]), meta["generation"],
-                   meta["name"], meta["family"], config_cls(**meta["config"]), pca, meta.get("info"))
+            raise UserError(f"{weights_path} has arrays whose shapes do not match {meta_path}; fit it again")
+        return cls(means, covs, weights, class_names, image_shape, meta["generation"], meta["name"], meta["family"],
+                   config, pca, meta.get("info"))
 
 
 # -- the families ------------------------------------------------------------------------
