@@ -257,7 +257,8 @@ class FittedGaussianMixture:
         directory = Path(directory)
         meta_path, weights_path = directory / "generator.json", directory / "model.safetensors"
         if not meta_path.is_file() or not weights_path.is_file():
-            raise UserError(f"{directory} is not a saved Gaussian generator (needs generator.json and model.safetensors)")
+            raise UserError(f"{directory} is not a saved Gaussian generator "
+                            "(needs generator.json and model.safetensors)")
         try:
             meta = json.loads(meta_path.read_text())
             is_ours = isinstance(meta, dict) and meta.get("format") == FORMAT
