@@ -10,7 +10,9 @@ from pathlib import Path
 
 from ouroboros.data.imageset import ImageSet
 from ouroboros.features.classifier import Classifier, ClassifierConfig
-from ouroboros.generators.diffusion import DiffusionConfig, DiffusionGenerator, FittedDiffusion
+from ouroboros.errors import UserError
+from ouroboros.generators.base import get_family, load_fitted
+from ouroboros.generators.diffusion import FittedDiffusion
 from ouroboros.io import write_json_atomic
 from ouroboros.metrics.classifier import classification_metrics
 from ouroboros.metrics.fid import fid
@@ -32,17 +34,32 @@ def classifier_stage(params: dict, deps: dict, out: Path) -> None:
 
 @stage_kind("fit", "")
 def fit_stage(params: dict, deps: dict, out: Path) -> None:
-    train = ImageSet.load(deps["train"])
-    generator = DiffusionGenerator(DiffusionConfig(**params["config"]), name=params["name"])
-    generator.fit(train, seed=params["seed"]).save(out)
+    """Fit the generator family `params["family"]` (diffusion when absent, so plans made
+    before families existed keep their keys) with settings `params["config"]`;
+    `params["name"]` is the provenance name of the images it will make (default: the family's)."""
+    family = get_family(params.get("family", "diffusion"))
+    fitted = family.fit(ImageSet.load(deps["train"]), params["config"], seed=params["seed"], name=params.get("name"))
+    fitted.save(out)
 
 
 @stage_kind("sample", ".npz")
 def sample_stage(params: dict, deps: dict, out: Path) -> None:
-    model = FittedDiffusion.load(deps["model"])
-    images = model.sample(params["n"], guidance=params["guidance"], seed=params["seed"], sampler=params["sampler"],
-                          sample_steps=params["sample_steps"], batch_size=params["sample_batch_size"])
-    images.save(out)
+    """Sample `params["n"]` images with `params["seed"]` from a fitted model of any family.
+    The family's sampling-bias knob is read under its own name (`guidance` for diffusion,
+    `temperature` for the Gaussians; the family's neutral value when absent), plus any
+    sampling settings the family has (diffusion: sampler, sample_steps, sample_batch_size)."""
+    family, model = load_fitted(deps["model"])
+    if params.get("family", family.name) != family.name:
+        raise UserError(f"sample stage expects a {params['family']} generator but {deps['model']} holds a "
+                        f"{family.name} one")
+    known = {"n", "seed", "family", family.bias, *family.sampling_params}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise UserError(f"the {family.name} generator does not take sampling parameter(s) {unknown}; "
+                        f"it takes {sorted(known)} (its sampling-bias knob is {family.bias!r})")
+    options = {kw: params[p] for p, kw in family.sampling_params.items() if p in params}
+    options[family.bias] = params.get(family.bias, family.bias_default)
+    model.sample(params["n"], seed=params["seed"], **options).save(out)
 
 
 @stage_kind("evaluate", ".json")

@@ -1,6 +1,13 @@
-"""What every generator shares: label layout, device choice and seeding helpers."""
+"""What every generator shares: label layout, device choice, and the registry of
+generator families that the fit and sample stages dispatch on."""
 
 from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -26,3 +33,101 @@ def resolve_device(device: str) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device {device!r} requested but CUDA is not available; use device: auto or cpu")
     return dev
+
+
+# -- the registry of generator families ------------------------------------------------
+#
+# A family is a config dataclass plus a generator class built as ``Generator(config,
+# name=...)`` whose ``fit(train: ImageSet, seed) -> fitted``. The fitted object has
+# ``sample(n, labels=None, seed=0, <bias>=...) -> ImageSet`` (uint8, provenance
+# ``gen:<name>``, generation = the training data's highest + 1), ``save(dir)`` and a
+# class method ``load(dir)``: safetensors + ``generator.json``, never pickle.
+# Each family has one sampling-bias knob, a keyword of ``sample()``: ``guidance`` for
+# diffusion, ``temperature`` for the Gaussians.
+
+
+@dataclass(frozen=True)
+class GeneratorFamily:
+    name: str
+    config: type  # dataclass of the family's settings (with a validate() method)
+    generator: type  # generator(config, name=...).fit(train, seed) -> fitted
+    load: Callable[[Path], Any]  # directory -> fitted
+    format: str  # the "format" a saved fitted model writes in its generator.json
+    bias: str  # the sample() keyword of the sampling-bias knob
+    bias_default: float  # the knob's neutral value (sampling the fit as it is)
+    # Sample-stage parameters the family also understands: stage param -> sample() keyword.
+    sampling_params: dict = field(default_factory=dict)
+
+    def make_config(self, settings: dict | None = None):
+        """The config dataclass from a dict; an unknown key is an error, not ignored."""
+        settings = dict(settings or {})
+        known = {f.name for f in dataclasses.fields(self.config)}
+        unknown = sorted(set(settings) - known)
+        if unknown:
+            raise UserError(f"unknown {self.name} generator setting(s) {unknown}; known: {sorted(known)}")
+        config = self.config(**settings)
+        config.validate()
+        return config
+
+    def fit(self, train, settings: dict | None, seed: int, name: str | None = None):
+        """Fit the family on an ImageSet; `name` is the provenance name (default: the family's)."""
+        return self.generator(self.make_config(settings), name=name or self.name).fit(train, seed=seed)
+
+
+_FAMILIES: dict[str, GeneratorFamily] = {}
+
+
+def register_family(family: GeneratorFamily) -> GeneratorFamily:
+    families()  # built-ins first, so a plug-in cannot be shadowed by them later
+    if family.name in _FAMILIES:
+        raise ValueError(f"generator family {family.name!r} is already registered")
+    _FAMILIES[family.name] = family
+    return family
+
+
+def families() -> dict[str, GeneratorFamily]:
+    """name -> family, the built-in ones registered on first use (they import torch and
+    scikit-learn, and diffusion.py imports this module)."""
+    if not _FAMILIES:
+        from ouroboros.generators.diffusion import DiffusionConfig, DiffusionGenerator, FittedDiffusion
+        from ouroboros.generators.gaussian import (
+            FORMAT as GAUSSIAN_FORMAT, FittedGaussianMixture, GaussianConfig, GaussianGenerator, GMMConfig,
+            GMMGenerator,
+        )
+
+        builtin = [
+            GeneratorFamily("diffusion", DiffusionConfig, DiffusionGenerator, FittedDiffusion.load,
+                            "ouroboros.FittedDiffusion", bias="guidance", bias_default=0.0,
+                            sampling_params={"sampler": "sampler", "sample_steps": "sample_steps",
+                                             "sample_batch_size": "batch_size"}),
+            GeneratorFamily("gaussian", GaussianConfig, GaussianGenerator, FittedGaussianMixture.load,
+                            GAUSSIAN_FORMAT, bias="temperature", bias_default=1.0),
+            GeneratorFamily("gmm", GMMConfig, GMMGenerator, FittedGaussianMixture.load,
+                            GAUSSIAN_FORMAT, bias="temperature", bias_default=1.0),
+        ]
+        _FAMILIES.update({f.name: f for f in builtin})
+    return _FAMILIES
+
+
+def get_family(name: str) -> GeneratorFamily:
+    known = families()
+    if name not in known:
+        raise UserError(f"unknown generator family {name!r}; use one of {', '.join(sorted(known))}")
+    return known[name]
+
+
+def load_fitted(directory: str | Path) -> tuple[GeneratorFamily, Any]:
+    """(family, fitted model) of a saved fitted generator, found from its generator.json."""
+    meta_path = Path(directory) / "generator.json"
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{directory} is not a saved generator: cannot read {meta_path} ({exc})") from None
+    if not isinstance(meta, dict):
+        raise UserError(f"{meta_path} is not a saved generator's description")
+    # Families that share a fitted class (gaussian, gmm) tell themselves apart by "family".
+    matches = [f for f in families().values()
+               if f.format == meta.get("format") and meta.get("family", f.name) == f.name]
+    if not matches:
+        raise UserError(f"{meta_path} has format {meta.get('format')!r}, which no generator family reads")
+    return matches[0], matches[0].load(directory)

@@ -1,0 +1,367 @@
+"""Analytic generator families: a per-class Gaussian and a per-class Gaussian mixture.
+
+They are fast, and theory knows what they do when they are trained on their own
+output (see tests/test_theory.py), which makes them the check on the simulator
+before it is trusted on images.
+
+The math core works on plain float arrays, so theory tests run the very code the
+image families run, without uint8 quantisation:
+
+- ``fit_gaussian(x, unbiased)``: mean and covariance of M samples, dividing the
+  scatter by M (maximum likelihood) or by M - 1 (unbiased).
+- ``sample_gaussian(mu, cov, n, rng, temperature)``: ``mu + sqrt(T) L z`` with
+  ``L L^T = cov`` (Cholesky) and z standard normal from the given numpy Generator.
+- ``sample_mixture(means, covs, weights, n, rng, temperature)``: component by weight,
+  then ``sample_gaussian``.
+
+The families (``gaussian``, ``gmm``) fit one model per class on images as float
+vectors in [-1, 1], either on the pixels or on a PCA space fitted on all the training
+images (``space: pca``, ``components`` dimensions). The stored covariance is the
+estimate plus ``ridge`` times the identity (scikit-learn's ``reg_covar`` convention),
+so classes whose covariance is singular (a pixel that is always black, fewer images
+than dimensions) still sample. The default ridge, 1e-6, is a standard deviation of
+0.001 in [-1, 1] units: far below one grey level (2/255 ~ 0.008), so it changes no
+image visibly.
+
+Sampling bias: ``temperature`` T >= 0 scales every covariance (1.0 samples the fit,
+0.0 returns the class means, or the component means of a mixture; mixture weights
+are not changed). Samples are mapped back to pixels and quantised to uint8 like any
+published image. A fitted model saves as ``model.safetensors`` + ``generator.json``;
+nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from ouroboros.data.imageset import ImageSet, quantize
+from ouroboros.errors import UserError
+from ouroboros.generators.base import balanced_labels
+from ouroboros.io import atomic_path
+
+FORMAT = "ouroboros.FittedGaussianMixture"
+
+
+# -- math core ---------------------------------------------------------------------------
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1
+
+
+def check_temperature(temperature: float) -> float:
+    if not _is_number(temperature) or not np.isfinite(temperature) or temperature < 0:
+        raise UserError(f"temperature must be a finite number >= 0 (it scales the covariance; 1 samples the fit); "
+                        f"got {temperature!r}")
+    return float(temperature)
+
+
+def _as_rows(x: np.ndarray) -> np.ndarray:
+    """M samples as an M x D float64 array (a 1-D array is M samples of one dimension)."""
+    x = np.asarray(x, dtype=np.float64)
+    return x[:, None] if x.ndim == 1 else x
+
+
+def fit_gaussian(x: np.ndarray, unbiased: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(mean (D,), covariance (D, D)) of M samples x (M x D, or M for one dimension).
+
+    The covariance divides the scatter by M (maximum likelihood, ``unbiased=False``) or by
+    M - 1 (unbiased): the same as ``np.cov(x.T, ddof=0 or 1)``.
+    """
+    x = _as_rows(x)
+    m = len(x)
+    if m < 2:
+        raise UserError(f"a covariance needs at least 2 samples; got {m}")
+    mu = x.mean(axis=0)
+    centred = x - mu
+    return mu, centred.T @ centred / (m - 1 if unbiased else m)
+
+
+def _cholesky(cov: np.ndarray) -> np.ndarray:
+    try:
+        return np.linalg.cholesky(cov)
+    except np.linalg.LinAlgError:
+        raise UserError("a fitted covariance is singular or not positive definite; "
+                        "set the generator's ridge above 0 (e.g. 1e-6)") from None
+
+
+def sample_gaussian(mu: np.ndarray, cov: np.ndarray, n: int, rng: np.random.Generator,
+                    temperature: float = 1.0) -> np.ndarray:
+    """n draws (n x D) from N(mu, temperature * cov), using `rng`'s standard normals."""
+    temperature = check_temperature(temperature)
+    mu = np.asarray(mu, dtype=np.float64)
+    factor = _cholesky(np.asarray(cov, dtype=np.float64))
+    z = rng.standard_normal((n, len(mu)))
+    return mu + np.sqrt(temperature) * (z @ factor.T)
+
+
+def sample_mixture(means: np.ndarray, covs: np.ndarray, weights: np.ndarray, n: int, rng: np.random.Generator,
+                   temperature: float = 1.0) -> np.ndarray:
+    """n draws (n x D) from sum_k w_k N(means[k], temperature * covs[k])."""
+    k = len(weights)
+    if k == 1:  # no component draw: a single Gaussian samples exactly as sample_gaussian does
+        return sample_gaussian(means[0], covs[0], n, rng, temperature)
+    component = rng.choice(k, size=n, p=np.asarray(weights, dtype=np.float64))
+    out = np.empty((n, means.shape[1]))
+    for j in range(k):
+        idx = np.flatnonzero(component == j)
+        if len(idx):
+            out[idx] = sample_gaussian(means[j], covs[j], len(idx), rng, temperature)
+    return out
+
+
+def fit_pca(x: np.ndarray, components: int) -> tuple[np.ndarray, np.ndarray]:
+    """(centre (D,), orthonormal components (k x D)) of the top-k principal directions.
+
+    Each component's sign is fixed (largest |entry| positive, as scikit-learn does) so
+    the space does not depend on the SVD routine's sign choice.
+    """
+    centre = x.mean(axis=0)
+    _, _, vt = np.linalg.svd(x - centre, full_matrices=False)
+    basis = vt[:components]
+    signs = np.sign(basis[np.arange(len(basis)), np.abs(basis).argmax(axis=1)])
+    return centre, basis * signs[:, None]
+
+
+# -- configs -----------------------------------------------------------------------------
+
+
+@dataclass
+class _SpaceConfig:
+    space: Literal["pixels", "pca"] = "pixels"  # where the Gaussians live
+    # PCA dimensions (space: pca only), at most the pixel values per image. Pixel space keeps
+    # a D x D covariance per class: fine for digits (D = 64), large for colour images.
+    components: int = 32
+    ridge: float = 1e-6  # added to every covariance's diagonal, in [-1, 1] pixel units squared
+
+    def validate(self) -> None:
+        if self.space not in ("pixels", "pca"):
+            raise UserError(f"space must be pixels or pca; got {self.space!r}")
+        if self.space == "pca" and not _is_count(self.components):
+            raise UserError(f"components (PCA dimensions) must be an integer >= 1; got {self.components!r}")
+        if not _is_number(self.ridge) or not np.isfinite(self.ridge) or self.ridge < 0:
+            raise UserError(f"ridge must be a finite number >= 0 (e.g. 1.0e-6); got {self.ridge!r}")
+
+
+@dataclass
+class GaussianConfig(_SpaceConfig):
+    """A per-class multivariate Gaussian."""
+
+    covariance: Literal["mle", "unbiased"] = "mle"  # divide the scatter by M, or by M - 1
+
+    def validate(self) -> None:
+        super().validate()
+        if self.covariance not in ("mle", "unbiased"):
+            raise UserError(f"covariance must be mle (divide by M) or unbiased (M - 1); got {self.covariance!r}")
+
+
+@dataclass
+class GMMConfig(_SpaceConfig):
+    """A per-class Gaussian mixture with full covariances, fitted by EM (scikit-learn)."""
+
+    mixture_components: int = 3  # Gaussians per class
+    max_iter: int = 100  # EM iterations
+
+    def validate(self) -> None:
+        super().validate()
+        if not _is_count(self.mixture_components) or not _is_count(self.max_iter):
+            raise UserError(f"mixture_components and max_iter must be integers >= 1; "
+                            f"got {self.mixture_components!r} and {self.max_iter!r}")
+
+
+# -- the fitted model --------------------------------------------------------------------
+
+
+class FittedGaussianMixture:
+    """Per class c: weights[c] (K), means[c] (K x d), covariances[c] (K x d x d), in pixel
+    space or, when `pca` = (centre, basis) is given, in the PCA space x = centre + z @ basis.
+    A single Gaussian is the case K = 1."""
+
+    def __init__(self, means: np.ndarray, covariances: np.ndarray, weights: np.ndarray,
+                 class_names: tuple[str, ...], image_shape: tuple[int, int, int], generation: int,
+                 name: str, family: str, config: _SpaceConfig, pca: tuple[np.ndarray, np.ndarray] | None = None,
+                 info: dict | None = None):
+        self.means, self.covariances, self.weights = means, covariances, weights
+        self.class_names = tuple(class_names)
+        self.image_shape = tuple(image_shape)
+        self.generation = generation  # provenance generation of the images it makes
+        self.name = name
+        self.family = family
+        self.config = config
+        self.pca = pca
+        self.info = dict(info or {})
+
+    def sample(self, n: int, labels: np.ndarray | None = None, seed: int = 0, temperature: float = 1.0) -> ImageSet:
+        """Draw n images (balanced over classes unless `labels` is given), quantised to uint8."""
+        temperature = check_temperature(temperature)
+        labels = balanced_labels(n, len(self.class_names)) if labels is None else np.asarray(labels, dtype=np.int64)
+        if len(labels) != n:
+            raise UserError(f"got {len(labels)} labels for {n} samples")
+        if n and (labels.min() < 0 or labels.max() >= len(self.class_names)):
+            raise UserError(f"labels must lie in [0, {len(self.class_names) - 1}]")
+        rng = np.random.default_rng(int(seed))
+        z = np.empty((n, self.means.shape[-1]))
+        for c in range(len(self.class_names)):  # class by class, in order, from one stream
+            idx = np.flatnonzero(labels == c)
+            if len(idx):
+                z[idx] = sample_mixture(self.means[c], self.covariances[c], self.weights[c], len(idx), rng,
+                                        temperature)
+        x = z if self.pca is None else self.pca[0] + z @ self.pca[1]
+        conditions = [f"class={self.class_names[c]};temperature={temperature:g}" for c in labels]
+        return ImageSet.create(
+            quantize(x.reshape(n, *self.image_shape)), labels, self.class_names, source=f"gen:{self.name}",
+            generation=self.generation, seed=int(seed), condition=conditions,
+        )
+
+    # -- persistence --------------------------------------------------------------
+
+    def _tensors(self) -> dict[str, np.ndarray]:
+        tensors = {"means": self.means, "covariances": self.covariances, "weights": self.weights}
+        if self.pca is not None:
+            tensors.update(pca_centre=self.pca[0], pca_basis=self.pca[1])
+        return {k: np.ascontiguousarray(v, dtype=np.float64) for k, v in tensors.items()}
+
+    def save(self, directory: str | Path) -> Path:
+        from safetensors.numpy import save_file
+
+        directory = Path(directory)
+        with atomic_path(directory, is_dir=True) as tmp:
+            save_file(self._tensors(), tmp / "model.safetensors")
+            meta = {
+                "format": FORMAT,
+                "family": self.family,
+                "config": asdict(self.config),
+                "class_names": list(self.class_names),
+                "image_shape": list(self.image_shape),
+                "generation": self.generation,
+                "name": self.name,
+                "info": self.info,
+            }
+            (tmp / "generator.json").write_text(json.dumps(meta, indent=2))
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "FittedGaussianMixture":
+        from safetensors import SafetensorError
+        from safetensors.numpy import load_file
+
+        directory = Path(directory)
+        meta_path, weights_path = directory / "generator.json", directory / "model.safetensors"
+        if not meta_path.is_file() or not weights_path.is_file():
+            raise UserError(f"{directory} is not a saved Gaussian generator "
+                            "(needs generator.json and model.safetensors)")
+        try:
+            meta = json.loads(meta_path.read_text())
+            is_ours = isinstance(meta, dict) and meta.get("format") == FORMAT
+            if is_ours:
+                t = load_file(weights_path)
+                config = (GMMConfig if meta["family"] == "gmm" else GaussianConfig)(**meta["config"])
+                means, covs, weights = t["means"], t["covariances"], t["weights"]
+                pca = (t["pca_centre"], t["pca_basis"]) if "pca_basis" in t else None
+                class_names, image_shape = tuple(meta["class_names"]), tuple(meta["image_shape"])
+        except (KeyError, TypeError, ValueError, SafetensorError) as exc:
+            raise UserError(f"{directory} holds a damaged Gaussian generator ({type(exc).__name__}: {exc}); "
+                            f"fit it again") from None
+        if not is_ours:
+            raise UserError(f"{meta_path} is not an ouroboros Gaussian generator")
+        d, pixels = means.shape[-1], int(np.prod(image_shape))
+        if (means.ndim != 3 or len(means) != len(class_names) or covs.shape != (*means.shape, d)
+                or weights.shape != means.shape[:2]
+                or (pca is None and d != pixels) or (pca is not None and pca[1].shape != (d, pixels))):
+            raise UserError(f"{weights_path} has arrays whose shapes do not match {meta_path}; fit it again")
+        return cls(means, covs, weights, class_names, image_shape, meta["generation"], meta["name"], meta["family"],
+                   config, pca, meta.get("info"))
+
+
+# -- the families ------------------------------------------------------------------------
+
+
+def _prepare(train: ImageSet, config: _SpaceConfig, family: str, need: int):
+    """Training images as float vectors in the model's space, plus the PCA (or None).
+    Every class needs at least `need` images."""
+    if len(train) < 1:
+        raise UserError("cannot fit a generator on an empty training set")
+    counts = train.class_counts()
+    short = [f"{train.class_names[c]!r} ({counts[c]})" for c in range(train.num_classes) if counts[c] < need]
+    if short:
+        raise UserError(f"the {family} generator needs at least {need} training images per class to estimate a "
+                        f"covariance; too few in class(es) {', '.join(short)}: add images or drop the class")
+    x = train.to_float().reshape(len(train), -1).astype(np.float64)
+    if config.space == "pixels":
+        return x, None
+    if config.components > x.shape[1]:
+        raise UserError(f"components ({config.components}) exceeds the {x.shape[1]} pixel values per image; "
+                        f"use at most {x.shape[1]}")
+    if config.components > len(x):
+        raise UserError(f"components ({config.components}) exceeds the {len(x)} training images the PCA is "
+                        f"fitted on; use at most {len(x)}")
+    centre, basis = fit_pca(x, config.components)
+    return (x - centre) @ basis.T, (centre, basis)
+
+
+def _info(train: ImageSet, seed: int) -> dict:
+    return {"train_hash": train.content_hash(), "seed": int(seed)}
+
+
+class GaussianGenerator:
+    """``GaussianGenerator(config).fit(train, seed) -> FittedGaussianMixture`` (one
+    Gaussian per class; the fit is deterministic, `seed` is only recorded)."""
+
+    def __init__(self, config: GaussianConfig | None = None, name: str = "gaussian"):
+        self.config = config or GaussianConfig()
+        self.config.validate()
+        self.name = name
+
+    def fit(self, train: ImageSet, seed: int) -> FittedGaussianMixture:
+        cfg = self.config
+        x, pca = _prepare(train, cfg, "gaussian", need=2)
+        d = x.shape[1]
+        means, covs = np.empty((train.num_classes, 1, d)), np.empty((train.num_classes, 1, d, d))
+        for c in range(train.num_classes):
+            mu, cov = fit_gaussian(x[train.labels == c], unbiased=cfg.covariance == "unbiased")
+            means[c, 0], covs[c, 0] = mu, cov + cfg.ridge * np.eye(d)
+        generation = int(train.generation.max()) + 1
+        return FittedGaussianMixture(means, covs, np.ones((train.num_classes, 1)), train.class_names, train.shape,
+                                     generation, self.name, "gaussian", cfg, pca, _info(train, seed))
+
+
+class GMMGenerator:
+    """``GMMGenerator(config).fit(train, seed) -> FittedGaussianMixture`` (a Gaussian
+    mixture per class, fitted by scikit-learn's EM with k-means initialisation seeded
+    by `seed`; only its weights, means and covariances are kept)."""
+
+    def __init__(self, config: GMMConfig | None = None, name: str = "gmm"):
+        self.config = config or GMMConfig()
+        self.config.validate()
+        self.name = name
+
+    def fit(self, train: ImageSet, seed: int) -> FittedGaussianMixture:
+        from sklearn.mixture import GaussianMixture
+
+        cfg = self.config
+        k = cfg.mixture_components
+        x, pca = _prepare(train, cfg, "gmm", need=max(2, k))
+        d = x.shape[1]
+        means, covs, weights = np.empty((train.num_classes, k, d)), np.empty((train.num_classes, k, d, d)), \
+            np.empty((train.num_classes, k))
+        for c in range(train.num_classes):
+            gmm = GaussianMixture(k, covariance_type="full", reg_covar=cfg.ridge, max_iter=cfg.max_iter,
+                                  random_state=int(seed) + c)
+            try:
+                gmm.fit(x[train.labels == c])
+            except ValueError as exc:  # EM hit a singular covariance
+                raise UserError(f"the gmm generator could not fit class {train.class_names[c]!r} ({exc}); "
+                                f"raise ridge or lower mixture_components") from None
+            means[c], covs[c], weights[c] = gmm.means_, gmm.covariances_, gmm.weights_
+        generation = int(train.generation.max()) + 1
+        return FittedGaussianMixture(means, covs, weights, train.class_names, train.shape, generation, self.name,
+                                     "gmm", cfg, pca, _info(train, seed))
