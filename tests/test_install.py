@@ -47,7 +47,8 @@ def test_a_file_of_that_name_wins_over_the_shipped_config(tmp_path, monkeypatch)
                                   "loop-digits.yml"])
 def test_an_unknown_config_lists_the_shipped_names(tmp_path, monkeypatch, capsys, name):
     monkeypatch.chdir(tmp_path)
-    assert main(["run", name, "--quiet"]) == 2
+    # An invalid override, so that a config found by mistake fails at once instead of running.
+    assert main(["run", name, "--quiet", "--set", "loop.generations=0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: config file not found"), err
     assert "contamination-digits, loop-digits" in err[0]
