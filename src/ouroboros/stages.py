@@ -2,6 +2,10 @@
 
 They run in worker processes, so they take plain JSON parameters and paths, and
 rebuild configs and objects from them.
+
+Each registration carries the version of its output (`version=`): bump it in the same
+change that alters what a stage writes, so existing caches recompute that kind (and all
+that depends on it) instead of mixing old and new artifacts.
 """
 
 from __future__ import annotations
