@@ -4,6 +4,7 @@ another folder, with the study configs that ship inside the package."""
 import csv
 import os
 import shutil
+import site
 import subprocess
 import sys
 import sysconfig
@@ -62,8 +63,12 @@ def test_the_configs_folder_is_the_packaged_one():
 
 
 def _site_dirs() -> list[str]:
-    """Where the running interpreter's dependencies live (pure and platform-specific)."""
-    return sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+    """Where the running interpreter's dependencies may live (its site-packages folders,
+    pure and platform-specific, and the user's); never our source tree."""
+    dirs = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"], *site.getsitepackages()}
+    if site.ENABLE_USER_SITE:
+        dirs.add(site.getusersitepackages())
+    return sorted(d for d in dirs if Path(d).is_dir())
 
 
 @pytest.mark.slow
@@ -103,10 +108,11 @@ def test_the_built_wheel_runs_the_studies_from_another_folder(tmp_path):
     assert Path(where).resolve().is_relative_to(venv.resolve()), where
 
     ouroboros = str(python.with_name("ouroboros"))  # the console script the wheel installed
-    one_chain = ["loop.seeds=[0]", "loop.guidance=[1.0]"]
+    one_chain = sum((["--set", s] for s in TINY + ["loop.generations=1", "loop.seeds=[0]", "loop.guidance=[1.0]",
+                                                   "loop.samples_per_generation=50", "generator.train_steps=10"]), [])
     runs = {
-        "demo": [ouroboros, "demo"] + sum((["--set", s] for s in TINY + one_chain), []),
-        "loop-digits": [ouroboros, "run", "loop-digits"] + sum((["--set", s] for s in TINY + one_chain), []),
+        "demo": [ouroboros, "demo", *one_chain],
+        "loop-digits": [ouroboros, "run", "loop-digits", *one_chain],
         "contamination-digits": [ouroboros, "run", "contamination-digits"]
         + sum((["--set", s] for s in CONTAMINATION_TINY), []),
     }
