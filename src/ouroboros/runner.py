@@ -27,7 +27,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import ouroboros
 from ouroboros.errors import UserError
@@ -140,6 +140,12 @@ def _execute(kind: str, params: dict, deps: dict[str, str], out: str, record: st
     return time.perf_counter() - start
 
 
+class _Made(NamedTuple):
+    torch: str
+    device: str
+    ouroboros: str
+
+
 def made_elsewhere_warning(records: list[dict]) -> str | None:
     """One warning line when cached artifacts were made with another torch or ouroboros
     version, or on a GPU this machine does not have; None when all match.
@@ -150,31 +156,30 @@ def made_elsewhere_warning(records: list[dict]) -> str | None:
     """
     import torch
 
-    now_gpu: list[str] = []  # looked up only when a record names a GPU
+    now_device: list[str] = []  # looked up only when needed: naming the GPU initialises CUDA
 
-    def gpu_now() -> str:
-        if not now_gpu:
-            now_gpu.append(_gpu_name() if torch.cuda.is_available() else "cpu")
-        return now_gpu[0]
+    def device_now() -> str:
+        if not now_device:
+            now_device.append(_gpu_name() if torch.cuda.is_available() else "cpu")
+        return now_device[0]
 
-    groups: dict[tuple[str, str, str], int] = {}
+    groups: dict[_Made, int] = {}
     for r in records:
-        made = (str(r.get("torch")), str(r.get("device")), str(r.get("ouroboros")))
-        if made[0] != torch.__version__ or made[2] != ouroboros.__version__ or (
-                made[1] != "cpu" and made[1] != gpu_now()):
+        made = _Made(str(r.get("torch")), str(r.get("device")), str(r.get("ouroboros")))
+        if (made.torch != torch.__version__ or made.ouroboros != ouroboros.__version__
+                or made.device != "cpu" and made.device != device_now()):
             groups[made] = groups.get(made, 0) + 1
     if not groups:
         return None
 
-    def describe(made: tuple[str, str, str]) -> str:
-        other = f"ouroboros {made[2]}, " if made[2] != ouroboros.__version__ else ""
-        return f"{other}torch {made[0]} on {made[1]}"
+    def describe(made: _Made) -> str:
+        other = f"ouroboros {made.ouroboros}, " if made.ouroboros != ouroboros.__version__ else ""
+        return f"{other}torch {made.torch} on {made.device}"
 
-    ordered = sorted(groups.items(), key=lambda item: -item[1])
-    (first, n), rest = ordered[0], ordered[1:]
+    (first, n), *rest = sorted(groups.items(), key=lambda item: -item[1])  # the most common first
     text = f"{n} cached stage{'s were' if n > 1 else ' was'} made with {describe(first)}"
     text += "".join(f", {m} with {describe(made)}" for made, m in rest)
-    return f"warning: {text}; now torch {torch.__version__} on {gpu_now()}"
+    return f"warning: {text}; now torch {torch.__version__} on {device_now()}"
 
 
 class Runner:
