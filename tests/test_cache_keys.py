@@ -11,6 +11,7 @@ import ouroboros
 from conftest import TINY
 from ouroboros import runner as runner_module
 from ouroboros.cli import main
+from ouroboros.io import write_json_atomic
 from ouroboros.config import load_config
 from ouroboros.runner import STAGE_KINDS, Runner, Stage, _kinds, made_elsewhere_warning
 from ouroboros.studies import loop
@@ -144,3 +145,21 @@ def test_on_a_gpu_machine_only_another_gpu_is_a_different_device(gpu):
     assert made_elsewhere_warning([_record(device="cuda (NVIDIA H100)")]) == (
         f"warning: 1 cached stage was made with torch {torch.__version__} on cuda (NVIDIA H100); "
         f"now torch {torch.__version__} on cuda (NVIDIA H200)")
+
+
+def test_the_record_names_the_gpu_only_when_the_stage_allocated_on_it(tmp_path, monkeypatch):
+    """Stages pick their own device; the runner tells from CUDA allocations (faked here)."""
+    allocations = [0]
+
+    def stage(params, deps, out):
+        allocations[0] += params["gpu_allocations"]
+        write_json_atomic(out, {})
+
+    _kinds()
+    monkeypatch.setitem(STAGE_KINDS, "probe", runner_module.StageKind(".json", stage, 1))
+    monkeypatch.setattr(runner_module, "_cuda_allocations", lambda: allocations[0])
+    monkeypatch.setattr(runner_module, "_gpu_name", lambda: "cuda (Fake GPU)")
+    on_gpu, on_cpu = Stage("probe", {"gpu_allocations": 3}), Stage("probe", {"gpu_allocations": 0})
+    Runner(tmp_path, workers=1, progress=False).run([on_gpu, on_cpu])
+    assert json.loads(on_gpu.record(tmp_path / "cache").read_text())["device"] == "cuda (Fake GPU)"
+    assert json.loads(on_cpu.record(tmp_path / "cache").read_text())["device"] == "cpu"
