@@ -1,3 +1,5 @@
 """ouroboros: simulate generated images flowing back into training data, and measure the damage."""
 
+# The one place the version lives (pyproject.toml reads it). It is part of every cache
+# key, so a new release recomputes artifacts instead of reusing what older code made.
 __version__ = "0.1.0"

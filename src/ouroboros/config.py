@@ -239,13 +239,25 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
+def _shipped_config(path: Path) -> Path:
+    """A config that ships in the package, named `NAME`, `NAME.yaml` or `configs/NAME.yaml`
+    (so the documented paths work from any folder, installed or not)."""
+    shipped = Path(__file__).with_name("configs")
+    names = sorted(p.stem for p in shipped.glob("*.yaml"))
+    parts = path.parts[1:] if path.parts[:1] == ("configs",) else path.parts
+    name = parts[0].removesuffix(".yaml") if len(parts) == 1 else None
+    if name in names:
+        return shipped / f"{name}.yaml"
+    raise UserError(f"config file not found: {path}; give a YAML file or a shipped config: {', '.join(names)}")
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None, base: dict | None = None) -> StudyConfig:
     """Read a YAML study config (or start from `base`), apply overrides, validate."""
     raw: dict = dict(base or {})
     if path is not None:
         path = Path(path)
         if not path.is_file():
-            raise UserError(f"config file not found: {path}")
+            path = _shipped_config(path)
         try:
             loaded = yaml.safe_load(path.read_text())
         except yaml.YAMLError as exc:

@@ -6,8 +6,8 @@ import contextlib
 import hashlib
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -17,21 +17,22 @@ def atomic_path(path: str | os.PathLike, is_dir: bool = False) -> Iterator[Path]
     """Yield a temporary path beside `path`; move it into place only if the block succeeds.
 
     A killed process leaves at most a `.tmp-*` sibling, never a half-written `path`.
+    What the block wrote is on disk (fsync) before the rename, and the rename is on
+    disk after it, so a power cut cannot leave `path` empty or missing either. The
+    result has ordinary permissions: 0o666 (files) or 0o777 (folders) less the umask,
+    like any file a user's tools write.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if is_dir:
-        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{path.name}-", dir=path.parent))
-    else:
-        fd, name = tempfile.mkstemp(prefix=f".tmp-{path.name}-", suffix=path.suffix, dir=path.parent)
-        os.close(fd)
-        tmp = Path(name)
+    tmp = _create_temp(path, is_dir)
     try:
         yield tmp
+        _fsync_tree(tmp)
         if is_dir and path.exists():
             _replace_dir(tmp, path)
         else:
             os.replace(tmp, path)
+        _fsync_dir(path.parent)
     except BaseException:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -40,9 +41,58 @@ def atomic_path(path: str | os.PathLike, is_dir: bool = False) -> Iterator[Path]
         raise
 
 
+def _create_temp(path: Path, is_dir: bool) -> Path:
+    """An empty file or folder beside `path` with a fresh name. Not tempfile.mkstemp /
+    mkdtemp: they create 0o600 / 0o700 whatever the umask, and those modes would end
+    up on the artifact. Here the kernel applies the umask to 0o666 / 0o777."""
+    while True:
+        tmp = path.with_name(f".tmp-{path.name}-{secrets.token_hex(4)}{'' if is_dir else path.suffix}")
+        try:
+            if is_dir:
+                os.mkdir(tmp, 0o777)
+            else:
+                os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:  # another writer drew the same name: draw again
+            continue
+
+
+def _fsync_tree(path: Path) -> None:
+    """Flush a written file, or every file and folder under a written folder, to disk."""
+    if path.is_dir():
+        for root, _, files in os.walk(path):
+            for name in files:
+                _fsync_file(Path(root) / name)
+            _fsync_dir(Path(root))
+    else:
+        _fsync_file(path)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename in `path` durable, where the platform can open folders (not Windows)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text)  # atomic_path flushes it to disk before the rename
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:

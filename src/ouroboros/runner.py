@@ -10,31 +10,51 @@ again resumes.
 Independent stages run in parallel worker processes (``executor.workers``). Each
 worker uses ``threads_per_worker`` torch threads, so results do not depend on how
 many workers there are.
+
+A key also covers the code that makes the artifact: the stage kind's `version` and the
+package version, so an upgrade never reuses artifacts older code made. Beside each
+artifact, ``cache/.made/<kind>/<key>.json`` records the torch and ouroboros versions
+and the device it was made on; a resume that reuses artifacts made elsewhere says so.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import json
 import multiprocessing
 import os
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
+import ouroboros
 from ouroboros.errors import UserError
-from ouroboros.io import stable_hash
-
-# kind -> (artifact suffix, function(params, deps: dict[name, Path], out: Path))
-STAGE_KINDS: dict[str, tuple[str, Callable[[dict, dict, Path], None]]] = {}
+from ouroboros.io import stable_hash, write_json_atomic
 
 
-def stage_kind(kind: str, suffix: str):
-    """Register the function that produces artifacts of `kind` (suffix '' = a folder)."""
+@dataclass(frozen=True)
+class StageKind:
+    suffix: str  # of the artifact; '' = a folder
+    fn: Callable[[dict, dict, Path], None]  # fn(params, deps: dict[name, Path], out: Path)
+    version: int  # of fn's output; part of every key of this kind
+
+
+STAGE_KINDS: dict[str, StageKind] = {}
+
+
+def stage_kind(kind: str, suffix: str, version: int = 1):
+    """Register the function that produces artifacts of `kind` (suffix '' = a folder).
+
+    `version` is part of every key of this kind: bump it whenever a change to the code
+    changes the artifact (different numbers, fields or format), so that existing caches
+    recompute it instead of mixing old and new outputs. Refactors that keep the output
+    byte-for-byte keep the version.
+    """
 
     def register(fn):
-        STAGE_KINDS[kind] = (suffix, fn)
+        STAGE_KINDS[kind] = StageKind(suffix, fn, version)
         return fn
 
     return register
@@ -49,12 +69,18 @@ class Stage:
 
     @property
     def key(self) -> str:
-        return stable_hash({"kind": self.kind, "params": self.params,
+        # The package version too: code that changed without a bumped stage version must
+        # still not reuse what an older release made.
+        return stable_hash({"kind": self.kind, "version": _kinds()[self.kind].version,
+                            "ouroboros": ouroboros.__version__, "params": self.params,
                             "deps": {k: d.key for k, d in sorted(self.deps.items())}})
 
     def artifact(self, cache: Path) -> Path:
-        suffix = _kinds()[self.kind][0]
-        return cache / self.kind / f"{self.key}{suffix}"
+        return cache / self.kind / f"{self.key}{_kinds()[self.kind].suffix}"
+
+    def record(self, cache: Path) -> Path:
+        """Where what the artifact was made with is recorded (see `write_record`)."""
+        return cache / ".made" / self.kind / f"{self.key}.json"
 
 
 def _kinds() -> dict:
@@ -81,11 +107,79 @@ def _worker_init(threads: int) -> None:
     _set_threads(threads)
 
 
-def _execute(kind: str, params: dict, deps: dict[str, str], out: str) -> float:
-    """Run one stage (in a worker or in process); returns its wall time."""
+def _cuda_allocations() -> int:
+    """How many CUDA allocations this process has made so far (0 without CUDA)."""
+    import torch
+
+    if not torch.cuda.is_initialized():  # never initialise CUDA just to ask
+        return 0
+    return int(torch.cuda.memory_stats().get("allocation.all.allocated", 0))
+
+
+def _gpu_name() -> str:
+    import torch
+
+    return f"cuda ({torch.cuda.get_device_name()})"
+
+
+def write_record(path: Path, device: str) -> None:
+    """Record what an artifact was made with: torch and ouroboros versions, device."""
+    import torch
+
+    write_json_atomic(path, {"torch": torch.__version__, "ouroboros": ouroboros.__version__, "device": device})
+
+
+def _execute(kind: str, params: dict, deps: dict[str, str], out: str, record: str) -> float:
+    """Run one stage (in a worker or in process) and record what made it; returns its wall time."""
     start = time.perf_counter()
-    _kinds()[kind][1](params, {k: Path(v) for k, v in deps.items()}, Path(out))
+    # Each stage picks its own device (config `device: auto` and the like); whether it
+    # allocated CUDA memory says where it actually ran.
+    allocations = _cuda_allocations()
+    _kinds()[kind].fn(params, {k: Path(v) for k, v in deps.items()}, Path(out))
+    write_record(Path(record), _gpu_name() if _cuda_allocations() > allocations else "cpu")
     return time.perf_counter() - start
+
+
+class _Made(NamedTuple):
+    torch: str
+    device: str
+    ouroboros: str
+
+
+def made_elsewhere_warning(records: list[dict]) -> str | None:
+    """One warning line when cached artifacts were made with another torch or ouroboros
+    version, or on a GPU this machine does not have; None when all match.
+
+    Artifacts made on the CPU are not flagged on a GPU machine: many stages (data,
+    mixing) run on the CPU everywhere, and a CPU/GPU switch of the same torch release
+    shows in its version's build tag (2.13.0+cpu, 2.13.0+cu126).
+    """
+    import torch
+
+    now_device: list[str] = []  # looked up only when needed: naming the GPU initialises CUDA
+
+    def device_now() -> str:
+        if not now_device:
+            now_device.append(_gpu_name() if torch.cuda.is_available() else "cpu")
+        return now_device[0]
+
+    groups: dict[_Made, int] = {}
+    for r in records:
+        made = _Made(str(r.get("torch")), str(r.get("device")), str(r.get("ouroboros")))
+        if (made.torch != torch.__version__ or made.ouroboros != ouroboros.__version__
+                or made.device != "cpu" and made.device != device_now()):
+            groups[made] = groups.get(made, 0) + 1
+    if not groups:
+        return None
+
+    def describe(made: _Made) -> str:
+        other = f"ouroboros {made.ouroboros}, " if made.ouroboros != ouroboros.__version__ else ""
+        return f"{other}torch {made.torch} on {made.device}"
+
+    (first, n), *rest = sorted(groups.items(), key=lambda item: -item[1])  # the most common first
+    text = f"{n} cached stage{'s were' if n > 1 else ' was'} made with {describe(first)}"
+    text += "".join(f", {m} with {describe(made)}" for made, m in rest)
+    return f"warning: {text}; now torch {torch.__version__} on {device_now()}"
 
 
 class Runner:
@@ -96,6 +190,7 @@ class Runner:
         self.threads = threads_per_worker
         self.progress = progress
         self.timings: list[tuple[str, str, float]] = []  # (kind, label, seconds) of stages run now
+        self.warned = False  # about cached artifacts made elsewhere: once per runner
 
     def run(self, targets: list[Stage]) -> dict[str, Path]:
         """Run every stage the targets need; return key -> artifact path."""
@@ -113,6 +208,7 @@ class Runner:
         paths = {k: s.artifact(self.cache) for k, s in order.items()}
         todo = {k: s for k, s in order.items() if not paths[k].exists()}
         done_before = len(order) - len(todo)
+        self._check_records([s for k, s in order.items() if k not in todo])
         bar = self._bar(len(order), done_before)
         try:
             if todo:
@@ -121,6 +217,19 @@ class Runner:
             if bar is not None:
                 bar.close()
         return paths
+
+    def _check_records(self, cached: list[Stage]) -> None:
+        """Warn (once, one line) when cached artifacts were made elsewhere."""
+        records = []
+        for stage in cached:
+            try:
+                records.append(json.loads(stage.record(self.cache).read_text()))
+            except (OSError, ValueError):
+                pass  # unrecorded: the run was killed between artifact and record
+        warning = made_elsewhere_warning(records)
+        if warning is not None and not self.warned:
+            self.warned = True
+            print(warning, file=sys.stderr)
 
     def _bar(self, total: int, initial: int):
         if not self.progress:
@@ -145,7 +254,7 @@ class Runner:
 
         def args(stage: Stage):
             return (stage.kind, stage.params, {n: str(paths[d.key]) for n, d in stage.deps.items()},
-                    str(paths[stage.key]))
+                    str(paths[stage.key]), str(stage.record(self.cache)))
 
         def finished(stage: Stage, seconds: float) -> None:
             self.timings.append((stage.kind, stage.label, seconds))

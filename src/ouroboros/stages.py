@@ -2,6 +2,10 @@
 
 They run in worker processes, so they take plain JSON parameters and paths, and
 rebuild configs and objects from them.
+
+Each registration carries the version of its output (`version=`): bump it in the same
+change that alters what a stage writes, so existing caches recompute that kind (and all
+that depends on it) instead of mixing old and new artifacts.
 """
 
 from __future__ import annotations
@@ -20,19 +24,19 @@ from ouroboros.metrics.prdc import prdc
 from ouroboros.runner import stage_kind
 
 
-@stage_kind("data", ".npz")
+@stage_kind("data", ".npz", version=1)
 def data_stage(params: dict, deps: dict, out: Path) -> None:
     # Data artifacts are written by the planner, which has the loaded set in hand.
     raise RuntimeError(f"data artifact {out} is missing; it is written when the study is planned")
 
 
-@stage_kind("classifier", "")
+@stage_kind("classifier", "", version=1)
 def classifier_stage(params: dict, deps: dict, out: Path) -> None:
     train = ImageSet.load(deps["train"])
     Classifier.train(train, ClassifierConfig(**params["config"]), seed=params["seed"]).save(out)
 
 
-@stage_kind("fit", "")
+@stage_kind("fit", "", version=1)
 def fit_stage(params: dict, deps: dict, out: Path) -> None:
     """Fit the generator family `params["family"]` (diffusion when absent, so plans made
     before families existed keep their keys) with settings `params["config"]`;
@@ -42,7 +46,7 @@ def fit_stage(params: dict, deps: dict, out: Path) -> None:
     fitted.save(out)
 
 
-@stage_kind("sample", ".npz")
+@stage_kind("sample", ".npz", version=1)
 def sample_stage(params: dict, deps: dict, out: Path) -> None:
     """Sample `params["n"]` images with `params["seed"]` from a fitted model of any family.
     The family's sampling-bias knob is read under its own name (`guidance` for diffusion,
@@ -62,7 +66,7 @@ def sample_stage(params: dict, deps: dict, out: Path) -> None:
     model.sample(params["n"], seed=params["seed"], **options).save(out)
 
 
-@stage_kind("evaluate", ".json")
+@stage_kind("evaluate", ".json", version=1)
 def evaluate_stage(params: dict, deps: dict, out: Path) -> None:
     """Classifier accuracy / cross-entropy of the images, and FID + PRDC (k = params["k"])
     of their classifier features against the real training split's."""
@@ -76,7 +80,7 @@ def evaluate_stage(params: dict, deps: dict, out: Path) -> None:
     write_json_atomic(out, metrics)
 
 
-@stage_kind("sample_diverse", ".npz")
+@stage_kind("sample_diverse", ".npz", version=1)
 def sample_diverse_stage(params: dict, deps: dict, out: Path) -> None:
     """Samples whose guidance and number of sampling steps are drawn per image (the
     contamination study's "diverse conditioning", in place of its complex prompts),
@@ -105,7 +109,7 @@ def sample_diverse_stage(params: dict, deps: dict, out: Path) -> None:
     merged.subset(np.argsort(np.concatenate(order), kind="stable")).save(out)
 
 
-@stage_kind("mix", ".npz")
+@stage_kind("mix", ".npz", version=1)
 def mix_stage(params: dict, deps: dict, out: Path) -> None:
     """A mixture (ouroboros.data.mixtures); mode `fill` tops `real` up to the class counts
     of `target`."""
@@ -122,7 +126,7 @@ def mix_stage(params: dict, deps: dict, out: Path) -> None:
     mixed.save(out)
 
 
-@stage_kind("classify", ".json")
+@stage_kind("classify", ".json", version=1)
 def classify_stage(params: dict, deps: dict, out: Path) -> None:
     """Train a classifier from scratch on the mixture; score it on the clean test split
     and on each shifted copy of it."""
@@ -139,7 +143,7 @@ def classify_stage(params: dict, deps: dict, out: Path) -> None:
     write_json_atomic(out, {"scores": scores, "confusion": confusion.tolist()})
 
 
-@stage_kind("score_set", ".json")
+@stage_kind("score_set", ".json", version=1)
 def score_set_stage(params: dict, deps: dict, out: Path) -> None:
     """FID and precision/recall (Kynkäänniemi, k = params["k"]) of a set of images against
     a reference set, in the features of a classifier trained on real data."""
@@ -151,7 +155,7 @@ def score_set_stage(params: dict, deps: dict, out: Path) -> None:
     write_json_atomic(out, {"fid": fid(reference, images), **precision_recall(reference, images, k=params["k"])})
 
 
-@stage_kind("detect", ".json")
+@stage_kind("detect", ".json", version=1)
 def detect_stage(params: dict, deps: dict, out: Path) -> None:
     """Real-vs-generated detection probes on frozen classifier features (Hataya et al.
     Sec. 6.1): logistic regression and a 2-layer MLP, trained on one half of each set
@@ -182,7 +186,7 @@ def detect_stage(params: dict, deps: dict, out: Path) -> None:
     write_json_atomic(out, {name: float(p.fit(x_train, y_train).score(x_test, y_test)) for name, p in probes.items()})
 
 
-@stage_kind("ssl", ".json")
+@stage_kind("ssl", ".json", version=1)
 def ssl_stage(params: dict, deps: dict, out: Path) -> None:
     """Denoising-autoencoder pre-training on the mixture, then a linear probe."""
     from ouroboros.tasks.ssl import pretrain_and_probe

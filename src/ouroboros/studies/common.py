@@ -9,7 +9,7 @@ from pathlib import Path
 from ouroboros.config import StudyConfig
 from ouroboros.data.imageset import ImageSet
 from ouroboros.io import stable_hash, write_json_atomic, write_text_atomic
-from ouroboros.runner import Runner, Stage
+from ouroboros.runner import Runner, Stage, write_record
 
 # Generator settings that only sampling reads: fit keys leave them out, so changing the
 # sampler reuses the fitted models.
@@ -27,6 +27,7 @@ def data_stage(imageset: ImageSet, role: str, cache: Path) -> Stage:
     path = stage.artifact(cache)
     if not path.exists():
         imageset.save(path)
+        write_record(stage.record(cache), "cpu")
     return stage
 
 
