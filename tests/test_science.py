@@ -274,3 +274,254 @@ def test_ddim_is_deterministic_given_the_start_noise_and_ddpm_is_not():
     ddpm = fitted.sample(n, seed=seed, sampler="ddpm")
     assert np.abs(ddpm.images.astype(int) - expected.astype(int)).mean() > 5
     assert not np.array_equal(fitted.sample(n, seed=seed + 1, sampler="ddim").images, ddim.images)
+
+
+# -- the feedback loop: each generation trains on its predecessor's samples ---------------
+
+
+def _loop_config(*extra):
+    from ouroboros.config import load_config
+
+    return load_config(None, ["loop.generations=3", "loop.guidance=[0.5]", "loop.seeds=[0]",
+                              "loop.samples_per_generation=30", "generator.hidden=16", "generator.depth=1",
+                              "generator.train_steps=3", "generator.batch_size=16", "generator.sample_steps=2",
+                              "executor.workers=1", *extra], base={"name": "science"})
+
+
+@pytest.fixture(scope="module")
+def loop_chain(tmp_path_factory, small_digits):
+    """A 3-generation chain, run through the real planner and runner (fit and sample only)."""
+    from ouroboros.runner import Runner
+    from ouroboros.studies import loop
+
+    run_dir = tmp_path_factory.mktemp("loop")
+    runner = Runner(run_dir, workers=1, progress=False)
+    plan = loop.plan(_loop_config(), runner.cache, small_digits)
+    (chain,) = plan.chains.values()
+    paths = runner.run([chain[-1][1]])
+    return plan, chain, paths
+
+
+def test_each_generation_is_fitted_on_exactly_the_previous_generations_samples(loop_chain, small_digits):
+    plan, chain, paths = loop_chain
+    real_train = small_digits[0]
+    assert len(chain) == 3
+    expected = real_train.content_hash()  # generation 0 trains on the real training split
+    for g, (fit, sample, _) in enumerate(chain):
+        meta = json.loads((paths[fit.key] / "generator.json").read_text())
+        assert meta["info"]["train_hash"] == expected, f"generation {g} was not trained on its predecessor's output"
+        assert meta["generation"] == g + 1
+        expected = ImageSet.load(paths[sample.key]).content_hash()
+
+
+def test_each_generations_samples_are_sized_balanced_and_carry_provenance(loop_chain):
+    plan, chain, paths = loop_chain
+    sample_seeds = set()
+    for g, (_, sample, _) in enumerate(chain):
+        images = ImageSet.load(paths[sample.key])
+        assert len(images) == 30
+        assert images.class_counts().tolist() == [3] * 10
+        assert set(images.generation.tolist()) == {g + 1}  # provenance generation increments
+        assert set(images.source.tolist()) == {"gen:diffusion"}
+        assert all(c.endswith("guidance=0.5") for c in images.condition)
+        sample_seeds |= set(images.seed.tolist())
+    assert len(sample_seeds) == 3  # fresh sampling noise every generation
+
+
+def test_the_loop_scores_every_generation_with_one_classifier_trained_on_real_data(loop_chain, small_digits):
+    plan, chain, _ = loop_chain
+    assert plan.classifier.deps["train"].params["content_hash"] == small_digits[0].content_hash()
+    for _, sample, ev in chain:
+        assert ev.deps["images"] is sample
+        assert ev.deps["classifier"] is plan.classifier
+        assert ev.deps["real"].params["content_hash"] == small_digits[0].content_hash()
+    assert plan.reference.deps["images"].params["content_hash"] == small_digits[1].content_hash()
+
+
+def test_samples_per_generation_defaults_to_the_real_training_set_size(tmp_path, small_digits):
+    from ouroboros.config import load_config
+    from ouroboros.studies import loop
+
+    config = load_config(None, ["loop.generations=2", "loop.seeds=[0]"], base={"name": "science"})
+    plan = loop.plan(config, tmp_path / "cache", small_digits)
+    for chain in plan.chains.values():
+        assert [sample.params["n"] for _, sample, _ in chain] == [len(small_digits[0])] * 2
+
+
+# -- the runner: keys, skipping, failures and order ---------------------------------------
+
+CALLS: list = []  # (kind, params) of every test stage executed, in order
+
+
+def _register_test_stages():
+    """Stage kinds for these tests: `t_text` writes its param `text` plus its inputs'
+    contents; `t_fail` fails half-way through writing. They run in-process (workers=1)."""
+    from ouroboros.io import atomic_path
+    from ouroboros.runner import stage_kind
+
+    @stage_kind("t_text", ".txt")
+    def text_stage(params, deps, out):
+        inputs = {name: path.read_text() for name, path in sorted(deps.items())}  # inputs exist already
+        CALLS.append(("t_text", params["text"]))
+        with atomic_path(out) as tmp:
+            tmp.write_text(params["text"] + "".join(f"|{k}={v}" for k, v in inputs.items()))
+
+    @stage_kind("t_fail", ".txt")
+    def fail_stage(params, deps, out):
+        CALLS.append(("t_fail", params["text"]))
+        with atomic_path(out) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("stage failed half-way")
+
+
+_register_test_stages()
+
+
+def _graph(a="a", b="b", c="c"):
+    """a -> b -> c, and a -> c."""
+    from ouroboros.runner import Stage
+
+    sa = Stage("t_text", {"text": a})
+    sb = Stage("t_text", {"text": b}, {"up": sa})
+    sc = Stage("t_text", {"text": c}, {"first": sa, "second": sb})
+    return sa, sb, sc
+
+
+def _run(run_dir, targets):
+    from ouroboros.runner import Runner
+
+    CALLS.clear()
+    return Runner(run_dir, workers=1, progress=False).run(targets)
+
+
+def test_runner_runs_dependencies_first_and_passes_their_artifacts(tmp_path):
+    sa, sb, sc = _graph()
+    paths = _run(tmp_path, [sc])
+    assert CALLS == [("t_text", "a"), ("t_text", "b"), ("t_text", "c")]
+    assert paths[sc.key].read_text() == "c|first=a|second=b|up=a"
+
+
+def test_runner_skips_done_stages_and_reruns_exactly_what_a_change_reaches(tmp_path):
+    _run(tmp_path, [_graph()[2]])
+    _run(tmp_path, [_graph()[2]])
+    assert CALLS == []  # all done: nothing runs
+    _run(tmp_path, [_graph(c="c2")[2]])
+    assert CALLS == [("t_text", "c2")]  # a leaf's param: only that stage
+    _run(tmp_path, [_graph(b="b2")[2]])
+    assert CALLS == [("t_text", "b2"), ("t_text", "c")]  # a middle stage's param: it and its dependents
+    _run(tmp_path, [_graph(a="a2")[2]])
+    assert CALLS == [("t_text", "a2"), ("t_text", "b"), ("t_text", "c")]
+
+
+def test_stage_keys_change_with_any_param_or_input_and_nothing_else():
+    from ouroboros.runner import Stage
+
+    sa, sb, sc = _graph()
+    assert Stage("t_text", {"text": "b"}, {"up": Stage("t_text", {"text": "a"})}).key == sb.key  # rebuilt: same
+    assert Stage("t_text", {"text": "b", "extra": 1}, {"up": sa}).key != sb.key
+    assert Stage("t_text", {"text": "b"}, {"up": Stage("t_text", {"text": "z"})}).key != sb.key
+    assert Stage("t_text", {"text": "b"}, {"other": sa}).key != sb.key  # the input's role matters
+    assert Stage("t_fail", {"text": "b"}, {"up": sa}).key != sb.key
+    assert Stage("t_text", {"text": "b"}, {"up": sa}, label="another label").key == sb.key
+
+
+def test_a_failing_stage_leaves_no_artifact_and_nothing_after_it_runs(tmp_path):
+    from ouroboros.runner import Stage
+
+    sa = Stage("t_text", {"text": "a"})
+    bad = Stage("t_fail", {"text": "x"}, {"up": sa})
+    after = Stage("t_text", {"text": "after"}, {"up": bad})
+    with pytest.raises(RuntimeError, match="half-way"):
+        _run(tmp_path, [after])
+    assert CALLS == [("t_text", "a"), ("t_fail", "x")]
+    assert sa.artifact(tmp_path / "cache").is_file()
+    assert not bad.artifact(tmp_path / "cache").exists()
+    assert sorted(p.name for p in (tmp_path / "cache" / "t_fail").iterdir()) == []  # no temporary left either
+    with pytest.raises(RuntimeError):
+        _run(tmp_path, [after])
+    assert CALLS == [("t_fail", "x")]  # tried again; the finished input is reused
+
+
+# -- metrics outside k-NN: FID and the classifier's scores ---------------------------------
+
+
+def test_fid_closed_forms():
+    """FID(x, x) = 0; a shift by d adds |d|^2; scaling by a gives (1 - a)^2 tr(S)."""
+    from ouroboros.metrics import fid
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(500, 6)) @ rng.normal(size=(6, 6))
+    trace = np.trace(np.cov(x, rowvar=False))
+    assert abs(fid(x, x)) < 1e-8 * trace
+    d = rng.normal(size=6)
+    np.testing.assert_allclose(fid(x, x + d), d @ d, rtol=1e-7)
+    np.testing.assert_allclose(fid(x, 0.5 * x), 0.25 * trace + 0.25 * np.sum(x.mean(0) ** 2), rtol=1e-7)
+    # Independent Gaussians with diagonal covariances: sum (sqrt(s1) - sqrt(s2))^2 per axis.
+    a, b = rng.normal(size=(40_000, 3)) * [1.0, 2.0, 0.5], rng.normal(size=(40_000, 3)) * [2.0, 2.0, 1.0]
+    np.testing.assert_allclose(fid(a, b), 1.0 + 0.0 + 0.25, atol=0.06)
+
+
+def test_classification_metrics_against_a_direct_computation():
+    from ouroboros.metrics import classification_metrics
+
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(60, 4)) * 3
+    labels = rng.integers(0, 4, 60)
+    labels[:3] = 3
+    m = classification_metrics(logits, labels, ["w", "x", "y", "z"])
+    ce = torch.nn.functional.cross_entropy(torch.as_tensor(logits), torch.as_tensor(labels)).item()
+    assert m["cross_entropy"] == pytest.approx(ce, rel=1e-12)
+    assert m["accuracy"] == pytest.approx(np.mean(logits.argmax(1) == labels))
+    for c, name in enumerate("wxyz"):
+        sel = labels == c
+        assert m[f"accuracy/{name}"] == pytest.approx(np.mean(logits[sel].argmax(1) == c))
+    # Cross-entropy is of the *intended* class, not the predicted one.
+    assert m["cross_entropy"] == pytest.approx(-np.mean(log_softmax(logits, 1)[np.arange(60), labels]))
+    assert "accuracy/w" in m and set(m) == {"accuracy", "cross_entropy", *(f"accuracy/{n}" for n in "wxyz")}
+
+
+@pytest.fixture(scope="module")
+def tiny_classifier(small_digits):
+    from ouroboros.features.classifier import Classifier, ClassifierConfig
+
+    return Classifier.train(small_digits[0], ClassifierConfig(width=8, feature_dim=16, epochs=3, device="cpu"), seed=0)
+
+
+def test_classifier_features_are_the_penultimate_layer(tiny_classifier, small_digits):
+    test = small_digits[1]
+    logits, feats = tiny_classifier.logits_and_features(test)
+    np.testing.assert_allclose(logits, tiny_classifier.logits(test), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(feats, tiny_classifier.features(test), rtol=1e-6, atol=1e-6)
+    head = tiny_classifier.model.head
+    by_hand = feats @ head.weight.detach().double().numpy().T + head.bias.detach().double().numpy()
+    np.testing.assert_allclose(logits, by_hand, rtol=1e-5, atol=1e-5)
+    assert feats.shape == (len(test), 16)
+    # Batch size does not change features (eval mode: BatchNorm uses running statistics).
+    small_batches = tiny_classifier._apply(test, tiny_classifier.model.features, batch_size=7)
+    np.testing.assert_allclose(small_batches, feats, rtol=1e-5, atol=1e-6)
+
+
+def test_evaluate_stage_scores_images_against_the_real_split(tmp_path, tiny_classifier, small_digits):
+    """The loop's evaluate stage: classifier scores of the images, and FID / PRDC of their
+    features against the *real* split's features (not against themselves)."""
+    from ouroboros.metrics import fid, prdc
+    from ouroboros.metrics import classification_metrics
+    from ouroboros.stages import evaluate_stage
+
+    real, test = small_digits
+    # Inverted test digits: labelled images whose features are far from the real ones.
+    images = ImageSet.create(255 - test.images, test.labels, test.class_names, source="gen:inverted", generation=1)
+    clf_dir = tiny_classifier.save(tmp_path / "clf")
+    real.save(tmp_path / "real.npz")
+    images.save(tmp_path / "images.npz")
+    evaluate_stage({"k": 3}, {"images": tmp_path / "images.npz", "classifier": clf_dir, "real": tmp_path / "real.npz"},
+                   tmp_path / "m.json")
+    got = json.loads((tmp_path / "m.json").read_text())
+    want = classification_metrics(tiny_classifier.logits(images), images.labels, images.class_names)
+    fr, ff = tiny_classifier.features(real), tiny_classifier.features(images)
+    want["fid"] = fid(fr, ff)
+    want.update(prdc(fr, ff, k=3))
+    assert set(got) == set(want)
+    for key, value in want.items():
+        assert got[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
+    assert got["fid"] > 1e-3, got["fid"]  # far from the ~1e-12 of FID(x, x): the comparison has teeth
