@@ -93,8 +93,8 @@ def test_saved_and_loaded_model_keeps_the_ema_weights(tmp_path, small_digits):
 # -- the diffusion generator: label dropout ---------------------------------------------
 
 
-class LabelRecorder(torch.nn.Module):
-    """Wraps a denoiser and records the class labels it is trained on."""
+class InputRecorder(torch.nn.Module):
+    """Wraps a denoiser and records the inputs (x_t, t, labels) it is trained on."""
 
     def __init__(self, inner):
         super().__init__()
@@ -103,21 +103,25 @@ class LabelRecorder(torch.nn.Module):
 
     def forward(self, x, t, labels):
         if torch.is_grad_enabled():  # training calls, not sampling
-            self.seen.append(labels.detach().cpu().clone())
+            self.seen.append((x.detach().clone(), t.detach().clone(), labels.detach().clone()))
         return self.inner(x, t, labels)
 
 
-def _labels_seen_in_training(monkeypatch, train, **cfg):
+def _fit_recording_inputs(monkeypatch, train, **cfg):
     built = []
     build = diffusion_module.build_denoiser
 
     def recording_build(*args, **kwargs):
-        built.append(LabelRecorder(build(*args, **kwargs)))
+        built.append(InputRecorder(build(*args, **kwargs)))
         return built[-1]
 
     monkeypatch.setattr(diffusion_module, "build_denoiser", recording_build)
     DiffusionGenerator(_tiny_generator(**cfg)).fit(train, seed=0)
-    return torch.cat(built[0].seen).numpy()
+    return built[0].seen
+
+
+def _labels_seen_in_training(monkeypatch, train, **cfg):
+    return torch.cat([labels for _, _, labels in _fit_recording_inputs(monkeypatch, train, **cfg)]).numpy()
 
 
 @pytest.mark.parametrize("rate", [0.0, 0.3])
@@ -135,6 +139,27 @@ def test_label_dropout_replaces_labels_with_the_null_label_at_its_rate(monkeypat
     # The kept labels are the training labels' classes, roughly balanced (10 per class here).
     kept = np.bincount(seen[seen < k], minlength=k) / (seen < k).sum()
     assert np.abs(kept - 0.1).max() < 0.03, kept
+
+
+def test_training_regresses_the_noise_added_at_the_drawn_timestep(monkeypatch, small_digits):
+    """DDPM's objective: x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps with the training
+    schedule, and the network regresses eps. With one image as the whole training set,
+    x0 is known, so the target can be recovered from (x_t, t) and checked."""
+    one = small_digits[0].subset([0] * 4)
+    targets = []
+    mse = torch.nn.functional.mse_loss
+    monkeypatch.setattr(torch.nn.functional, "mse_loss", lambda pred, target: targets.append(target) or mse(pred, target))
+    cfg = dict(train_steps=3, batch_size=32)
+    seen = _fit_recording_inputs(monkeypatch, one, **cfg)
+    abar = _alphas_cumprod(_tiny_generator(**cfg))
+    x0 = torch.as_tensor(one.to_float()[:1])
+    assert len(seen) == len(targets) == 3
+    for (x_t, t, _), target in zip(seen, targets):
+        a = abar[t].view(-1, 1, 1, 1)
+        torch.testing.assert_close(target, (x_t - a.sqrt() * x0) / (1 - a).sqrt(), rtol=1e-4, atol=1e-4)
+        assert 0.9 < target.std().item() < 1.1  # standard normal noise
+    t_all = torch.cat([t for _, t, _ in seen])
+    assert t_all.min() >= 0 and t_all.max() < 1000 and t_all.float().std() > 200  # uniform over [0, T)
 
 
 # -- the diffusion generator: samplers and guidance against an analytic denoiser ------
