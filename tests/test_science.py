@@ -552,3 +552,22 @@ def test_evaluate_stage_scores_images_against_the_real_split(tmp_path, tiny_clas
     for key, value in want.items():
         assert got[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
     assert got["fid"] > 1e-3, got["fid"]  # far from the ~1e-12 of FID(x, x): the comparison has teeth
+
+
+# -- mixtures: the control source when it is short ------------------------------------------
+
+
+def test_a_short_control_source_is_used_whole_before_any_image_repeats():
+    """Replace with allow_repeats: when a class of the second source has fewer images than
+    needed, every one of them is used once before any is drawn again."""
+    from ouroboros.data.mixtures import replace
+
+    real = ImageSet.create(np.zeros((20, 1, 2, 2), np.uint8), np.repeat([0, 1], 10), ["a", "b"], "real:a")
+    pixels = np.arange(1, 8, dtype=np.uint8)[:, None, None, None] * np.ones((1, 1, 2, 2), np.uint8)
+    short = ImageSet.create(pixels, [0, 0, 0, 1, 1, 1, 1], ["a", "b"], "real:b")  # 3 and 4 images
+    for seed in range(5):
+        out = replace(real, short, 0.8, seed=seed, allow_repeats=True)  # needs 8 per class
+        from_b = out.images[out.source == "real:b", 0, 0, 0]
+        counts = np.bincount(from_b, minlength=8)[1:]
+        assert counts.sum() == 16 and (counts >= 1).all(), counts
+        assert out.class_counts().tolist() == [10, 10]
