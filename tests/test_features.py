@@ -99,7 +99,8 @@ def test_registry_and_defaults(toy_set):
     big = ImageSet.create(np.zeros((2, 3, 64, 64), np.uint8), [0, 1], ["a", "b"], "real:x")
     assert default_features(big) == "inception"
     pixels = get_extractor("pixels")(toy_set)
-    assert pixels.shape == (30, 64) and pixels.max() <= 1.0
+    assert pixels.shape == (30, 64)
+    np.testing.assert_array_equal(pixels, toy_set.images.reshape(30, 64) / 255.0)  # raw pixels in [0, 1]
 
 
 def test_metrics_cli_on_feature_files_and_datasets(tmp_path):

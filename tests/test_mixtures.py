@@ -43,8 +43,7 @@ def test_replace_properties(counts, ratio, seed):
     assert set(ids) <= set(_real_ids(real))
     for c, n in enumerate(counts):
         n_gen = int(((out.labels == c) & (out.generation == 1)).sum())
-        assert n_gen == round(ratio * n)
-        assert abs(n_gen / n - ratio) <= 0.5 / n + 1e-12  # exact up to rounding one image
+        assert n_gen == round(ratio * n)  # exact up to rounding one image
     generated = out.images[out.generation == 1]
     assert len({bytes(im) for im in generated}) == len(generated)  # drawn without replacement
     assert set(out.source[out.generation == 1]) <= {"gen:diffusion"}  # provenance survives

@@ -32,7 +32,13 @@ def test_tiny_loop_writes_the_run_folder(tmp_path):
     assert {r["generation"] for r in loop_rows} == {"0", "1"}
     for r in rows:
         value = float(r["value"])
-        assert value >= 0.0 and (value <= 1.0 or r["metric"] in ("cross_entropy", "fid", "density")), r
+        assert value >= 0.0 and (value <= 1.0 or r["metric"] in ("cross_entropy", "fid", "density")), r  # and not NaN
+    # Each generation's 200 samples are balanced (20 per class), so its accuracy is exactly the
+    # mean of its per-class accuracies.
+    for key in {(r["cell"], r["seed"], r["generation"]) for r in loop_rows}:
+        cell = {r["metric"]: float(r["value"]) for r in loop_rows if (r["cell"], r["seed"], r["generation"]) == key}
+        per_class = [v for m, v in cell.items() if m.startswith("accuracy/")]
+        assert len(per_class) == 10 and abs(cell["accuracy"] - sum(per_class) / 10) < 1e-9, cell
     for w in ["1", "0"]:
         for g in [0, 1]:
             assert (tmp_path / "samples" / f"guidance={w}" / f"gen{g}.png").is_file()

@@ -48,8 +48,15 @@ def test_blur_keeps_constants_and_lowers_the_variation(digits):
 def test_contrast_and_noise_change_the_spread(digits):
     low = apply_shift("contrast", digits, factor=0.3)
     assert low.images.std() < digits.images.std()
-    noisy = apply_shift("noise", digits, sigma=0.3, seed=1)
-    assert noisy.images.astype(float).std() != digits.images.astype(float).std()
+    # Contrast scales each image's deviation from its own mean by the factor.
+    x = digits.images.astype(float)
+    dev = x - x.mean(axis=(1, 2, 3), keepdims=True)
+    y = low.images.astype(float)
+    np.testing.assert_allclose(y - y.mean(axis=(1, 2, 3), keepdims=True), 0.3 * dev, atol=1.0)  # uint8 rounding
+    # Noise is N(0, sigma^2) in [-1, 1] units: 0.3 * 127.5 = 38.25 grey levels on a flat grey image.
+    grey = ImageSet.create(np.full((50, 1, 8, 8), 128, np.uint8), np.zeros(50, np.int64), ["a"], "real:x")
+    added = apply_shift("noise", grey, sigma=0.3, seed=1).images.astype(float) - 128
+    assert abs(added.mean()) < 2 and 36 < added.std() < 40.5, (added.mean(), added.std())
 
 
 def test_bad_parameters(digits):
