@@ -53,6 +53,7 @@ def test_contrast_and_noise_change_the_spread(digits):
     dev = x - x.mean(axis=(1, 2, 3), keepdims=True)
     y = low.images.astype(float)
     np.testing.assert_allclose(y - y.mean(axis=(1, 2, 3), keepdims=True), 0.3 * dev, atol=1.0)  # uint8 rounding
+    np.testing.assert_allclose(y.mean(axis=(1, 2, 3)), x.mean(axis=(1, 2, 3)), atol=0.5)  # each image's mean kept
     # Noise is N(0, sigma^2) in [-1, 1] units: 0.3 * 127.5 = 38.25 grey levels on a flat grey image.
     grey = ImageSet.create(np.full((50, 1, 8, 8), 128, np.uint8), np.zeros(50, np.int64), ["a"], "real:x")
     added = apply_shift("noise", grey, sigma=0.3, seed=1).images.astype(float) - 128
