@@ -29,6 +29,14 @@ def test_hash_sees_pixels_labels_and_provenance(toy_set):
     assert ImageSet.create(toy_set.images, toy_set.labels, toy_set.class_names, "real:other").content_hash() != h
     assert ImageSet.create(toy_set.images, toy_set.labels, toy_set.class_names, "real:toy", generation=1).content_hash() != h
     assert ImageSet.create(toy_set.images, toy_set.labels, toy_set.class_names, "real:toy").content_hash() == h
+    # Every field that identifies a training set: labels, seed, condition, class names.
+    labels = toy_set.labels.copy()
+    labels[[0, 1]] = labels[[1, 0]]
+    assert ImageSet.create(toy_set.images, labels, toy_set.class_names, "real:toy").content_hash() != h
+    assert ImageSet.create(toy_set.images, toy_set.labels, toy_set.class_names, "real:toy", seed=0).content_hash() != h
+    assert ImageSet.create(toy_set.images, toy_set.labels, toy_set.class_names, "real:toy",
+                           condition="c").content_hash() != h
+    assert ImageSet.create(toy_set.images, toy_set.labels, ["a", "b", "d"], "real:toy").content_hash() != h
 
 
 def test_load_never_unpickles(tmp_path):
