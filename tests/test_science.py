@@ -311,6 +311,7 @@ def _loop_config(*extra):
     return load_config(None, ["loop.generations=3", "loop.guidance=[0.5]", "loop.seeds=[0]",
                               "loop.samples_per_generation=30", "generator.hidden=16", "generator.depth=1",
                               "generator.train_steps=3", "generator.batch_size=16", "generator.sample_steps=2",
+                              "generator.sampler=ddim",
                               "executor.workers=1", *extra], base={"name": "science"})
 
 
@@ -352,6 +353,18 @@ def test_each_generations_samples_are_sized_balanced_and_carry_provenance(loop_c
         assert all(c.endswith("guidance=0.5") for c in images.condition)
         sample_seeds |= set(images.seed.tolist())
     assert len(sample_seeds) == 3  # fresh sampling noise every generation
+
+
+def test_each_generations_samples_are_what_its_model_draws_with_the_configured_sampler(loop_chain):
+    """The sample stage honours the study's sampling settings (DDIM, 2 steps here; the
+    fitted model's own config says DDPM, since sampling settings are not fit settings)."""
+    plan, chain, paths = loop_chain
+    for fit, sample, _ in chain:
+        model = FittedDiffusion.load(paths[fit.key])
+        direct = model.sample(30, guidance=0.5, seed=sample.params["seed"], sampler="ddim", sample_steps=2)
+        np.testing.assert_array_equal(ImageSet.load(paths[sample.key]).images, direct.images)
+        ddpm = model.sample(30, guidance=0.5, seed=sample.params["seed"], sampler="ddpm", sample_steps=2)
+        assert not np.array_equal(ddpm.images, direct.images)
 
 
 def test_the_loop_scores_every_generation_with_one_classifier_trained_on_real_data(loop_chain, small_digits):
