@@ -236,6 +236,9 @@ def _reference_sample(model, cfg, labels, w, seed, sampler):
         for t in sched.timesteps:
             tt = t.expand(len(y))
             eps = (1 + w) * model(x, tt, y) - w * model(x, tt, null)
+            # DDIM steps with the unclipped eps here, as the code does today; fixing the bug
+            # test_strong_guidance_keeps_samples_in_their_class pins means passing
+            # use_clipped_model_output=True here too.
             x = sched.step(eps, t, x, generator=gen).prev_sample
     return quantize(x)
 
