@@ -396,11 +396,15 @@ def test_samples_per_generation_defaults_to_the_real_training_set_size(tmp_path,
 CALLS: list = []  # (kind, params) of every test stage executed, in order
 
 
-def _register_test_stages():
-    """Stage kinds for these tests: `t_text` writes its param `text` plus its inputs'
-    contents; `t_fail` fails half-way through writing. They run in-process (workers=1)."""
+@pytest.fixture(scope="module")
+def runner_test_kinds():
+    """Stage kinds for these tests, registered for this module only: `t_text` writes its
+    param `text` plus its inputs' contents; `t_fail` fails half-way through writing.
+    They run in-process (workers=1)."""
     from ouroboros.io import atomic_path
-    from ouroboros.runner import stage_kind
+    from ouroboros.runner import STAGE_KINDS, _kinds, stage_kind
+
+    _kinds()  # the real kinds first, so removing ours below leaves them intact
 
     @stage_kind("t_text", ".txt")
     def text_stage(params, deps, out):
@@ -416,8 +420,9 @@ def _register_test_stages():
             tmp.write_text("half")
             raise RuntimeError("stage failed half-way")
 
-
-_register_test_stages()
+    yield
+    for kind in ("t_text", "t_fail"):
+        STAGE_KINDS.pop(kind, None)
 
 
 def _graph(a="a", b="b", c="c"):
@@ -437,14 +442,14 @@ def _run(run_dir, targets):
     return Runner(run_dir, workers=1, progress=False).run(targets)
 
 
-def test_runner_runs_dependencies_first_and_passes_their_artifacts(tmp_path):
+def test_runner_runs_dependencies_first_and_passes_their_artifacts(tmp_path, runner_test_kinds):
     sa, sb, sc = _graph()
     paths = _run(tmp_path, [sc])
     assert CALLS == [("t_text", "a"), ("t_text", "b"), ("t_text", "c")]
     assert paths[sc.key].read_text() == "c|first=a|second=b|up=a"
 
 
-def test_runner_skips_done_stages_and_reruns_exactly_what_a_change_reaches(tmp_path):
+def test_runner_skips_done_stages_and_reruns_exactly_what_a_change_reaches(tmp_path, runner_test_kinds):
     _run(tmp_path, [_graph()[2]])
     _run(tmp_path, [_graph()[2]])
     assert CALLS == []  # all done: nothing runs
@@ -456,7 +461,7 @@ def test_runner_skips_done_stages_and_reruns_exactly_what_a_change_reaches(tmp_p
     assert CALLS == [("t_text", "a2"), ("t_text", "b"), ("t_text", "c")]
 
 
-def test_stage_keys_change_with_any_param_or_input_and_nothing_else():
+def test_stage_keys_change_with_any_param_or_input_and_nothing_else(runner_test_kinds):
     from ouroboros.runner import Stage
 
     sa, sb, sc = _graph()
@@ -468,7 +473,7 @@ def test_stage_keys_change_with_any_param_or_input_and_nothing_else():
     assert Stage("t_text", {"text": "b"}, {"up": sa}, label="another label").key == sb.key
 
 
-def test_a_failing_stage_leaves_no_artifact_and_nothing_after_it_runs(tmp_path):
+def test_a_failing_stage_leaves_no_artifact_and_nothing_after_it_runs(tmp_path, runner_test_kinds):
     from ouroboros.runner import Stage
 
     sa = Stage("t_text", {"text": "a"})
