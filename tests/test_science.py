@@ -148,7 +148,12 @@ def test_training_regresses_the_noise_added_at_the_drawn_timestep(monkeypatch, s
     one = small_digits[0].subset([0] * 4)
     targets = []
     mse = torch.nn.functional.mse_loss
-    monkeypatch.setattr(torch.nn.functional, "mse_loss", lambda pred, target: targets.append(target) or mse(pred, target))
+
+    def recording_mse(pred, target):
+        targets.append(target.detach().clone())
+        return mse(pred, target)
+
+    monkeypatch.setattr(torch.nn.functional, "mse_loss", recording_mse)
     cfg = dict(train_steps=3, batch_size=32)
     seen = _fit_recording_inputs(monkeypatch, one, **cfg)
     abar = _alphas_cumprod(_tiny_generator(**cfg))
