@@ -156,12 +156,16 @@ class FittedDiffusion:
         gen = torch.Generator(device=device).manual_seed(int(seed))
         out = []
         bs = batch_size or self.config.sample_batch_size
+        # DDIM clips its estimate of x0 to [-1, 1]; it must then step with the noise that
+        # estimate implies, not the raw guided prediction, or strong guidance (whose eps
+        # leaves the data range) pushes samples across to the other side of the data.
+        step_options = {"use_clipped_model_output": True} if (sampler or self.config.sampler) == "ddim" else {}
         for start in range(0, n, bs):
             y = torch.as_tensor(labels[start : start + bs], device=device)
             x = torch.randn((len(y), *self.image_shape), generator=gen, device=device)
             for t in scheduler.timesteps:
                 eps = self.eps(x, t.to(device), y, guidance)
-                x = scheduler.step(eps, t, x, generator=gen).prev_sample
+                x = scheduler.step(eps, t, x, generator=gen, **step_options).prev_sample
             out.append(quantize(x))
         images = np.concatenate(out) if out else np.zeros((0, *self.image_shape), np.uint8)
         conditions = [f"class={self.class_names[c]};guidance={guidance:g}" for c in labels]
