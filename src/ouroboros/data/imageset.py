@@ -260,8 +260,8 @@ class ImageSet:
         arrays = _read_npz(path, ARRAYS)
         meta = _parse_metadata(path, arrays["metadata"])
         images = arrays["images"]
-        if images.dtype != np.uint8 or images.ndim != 4 or 0 in images.shape:
-            raise UserError(f"{path}: 'images' must be a non-empty uint8 array N x C x H x W; "
+        if images.dtype != np.uint8 or images.ndim != 4:
+            raise UserError(f"{path}: 'images' must be a uint8 array N x C x H x W; "
                             f"got {images.dtype} with shape {images.shape}")
         n = len(images)
         for name, kinds, what in (("labels", "iu", "integer"), ("generation", "iu", "integer"),
