@@ -47,8 +47,7 @@ def printable(text) -> str:
     Library messages and user file names can hold newlines or undecodable bytes; those
     are shown escaped (``\\n``, ``\\udcff``) instead of breaking the line or the print.
     """
-    out = "".join(repr(ch)[1:-1] if unicodedata.category(ch) in _UNSAFE_CATEGORIES else ch for ch in str(text))
-    return out.encode("utf-8", "backslashreplace").decode("utf-8")
+    return "".join(repr(ch)[1:-1] if unicodedata.category(ch) in _UNSAFE_CATEGORIES else ch for ch in str(text))
 
 
 def check_class_names(names, where: str = "an ImageSet") -> tuple[str, ...]:

@@ -66,7 +66,6 @@ def _read_idx(path: Path, expected_dims: int) -> np.ndarray:
     header promising more than this machine's memory is refused before reading."""
     gz = path.suffix == ".gz"
     try:
-        file_size = path.stat().st_size
         with (gzip.open if gz else open)(path, "rb") as f:
             magic = _read_exact(f, 4, path, "magic number")
             if magic[:2] == b"\x1f\x8b":
@@ -81,11 +80,9 @@ def _read_idx(path: Path, expected_dims: int) -> np.ndarray:
                                 f"({'N x H x W images' if expected_dims == 3 else 'N labels'})")
             shape = struct.unpack(f">{expected_dims}I", _read_exact(f, 4 * expected_dims, path, "header"))
             nbytes = math.prod(shape)  # a Python int: a huge header cannot overflow
-            if not gz and nbytes > file_size - f.tell():
-                raise UserError(f"{path} is truncated: header says {shape}, found {file_size - f.tell()} bytes of data")
             check_fits_in_memory(nbytes, str(path))
             chunks, got = [], 0
-            while got < nbytes:  # in chunks: never ask the decompressor for more than the header promised
+            while got < nbytes:  # in chunks: memory follows the data really there, up to what the header promised
                 chunk = f.read(min(nbytes - got, 1 << 24))
                 if not chunk:
                     break
