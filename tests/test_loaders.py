@@ -1,6 +1,7 @@
 import gzip
 import json
 import os
+import pathlib
 import re
 import struct
 import tracemalloc
@@ -292,6 +293,31 @@ def test_imagefolder_unreadable(tmp_path, target):
             load_dataset(f"imagefolder:{tmp_path / 'r'}")
     finally:
         path.chmod(0o755)
+
+
+@pytest.mark.parametrize("target", ["folder", "file", "root"])
+def test_imagefolder_permission_denied_simulated(tmp_path, monkeypatch, target):
+    # The chmod test above cannot run as root; here the OS's refusal is simulated.
+    import builtins
+
+    _write_folder(tmp_path / "r", ["a", "b"])
+    denied = {"folder": tmp_path / "r" / "b", "file": tmp_path / "r" / "b" / "1.png", "root": tmp_path / "r"}[target]
+    real_iterdir, real_open = pathlib.Path.iterdir, builtins.open
+
+    def iterdir(self):
+        if self == denied:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_iterdir(self)
+
+    def open_(file, *args, **kwargs):
+        if isinstance(file, (str, pathlib.Path)) and pathlib.Path(file) == denied:
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "iterdir", iterdir)
+    monkeypatch.setattr(builtins, "open", open_)
+    with pytest.raises(UserError, match="cannot .*Permission denied"):
+        load_dataset(f"imagefolder:{tmp_path / 'r'}")
 
 
 def test_imagefolder_tiny_images(tmp_path):
