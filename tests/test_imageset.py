@@ -238,3 +238,24 @@ def test_empty_set_still_round_trips(tmp_path, toy_set):
     # Mixtures can be empty on the way; a saved empty set must load again.
     empty = toy_set.subset([])
     assert len(ImageSet.load(empty.save(tmp_path / "empty.npz"))) == 0
+
+
+def test_read_npy_checks_the_header_first(tmp_path, capsys):
+    from ouroboros import cli
+    from ouroboros.data.imageset import read_npy
+
+    good = np.arange(12, dtype=np.float32).reshape(4, 3)
+    np.save(tmp_path / "ok.npy", good)
+    np.testing.assert_array_equal(read_npy(tmp_path / "ok.npy"), good)
+    (tmp_path / "huge.npy").write_bytes(_npy_header((10**6, 10**6), "<f4") + bytes(100))
+    with pytest.raises(UserError, match=r"declares shape \(1000000, 1000000\)"):
+        read_npy(tmp_path / "huge.npy")
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(UserError, match="never unpickled"):
+        read_npy(tmp_path / "obj.npy")
+    (tmp_path / "cut.npy").write_bytes((tmp_path / "ok.npy").read_bytes()[:30])
+    with pytest.raises(UserError, match="cannot read"):
+        read_npy(tmp_path / "cut.npy")
+    # through `ouroboros metrics`, which reads .npy feature files with it
+    assert cli.main(["metrics", str(tmp_path / "huge.npy"), str(tmp_path / "ok.npy")]) == 2
+    assert capsys.readouterr().err.startswith("error: ")

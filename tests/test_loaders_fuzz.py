@@ -98,6 +98,9 @@ def _valid_arrays() -> dict:
 
 
 VALID_NPZ = _npz_bytes(_valid_arrays())
+_buf = io.BytesIO()
+np.savez_compressed(_buf, **_valid_arrays())
+VALID_NPZ_DEFLATED = _buf.getvalue()  # not what ImageSet.save writes, but a user's tool might
 
 # -- random headers --------------------------------------------------------------------------
 
@@ -158,7 +161,7 @@ def random_idx(draw):
 
 
 @FUZZ
-@given(raw=st.one_of(damaged(VALID_NPZ), random_npz()))
+@given(raw=st.one_of(damaged(VALID_NPZ), damaged(VALID_NPZ_DEFLATED), random_npz()))
 def test_npz_fuzz(capsys, raw):
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "set.npz"
@@ -278,6 +281,8 @@ def test_fuzz_baselines_load(capsys, suffix, tmp_path):
     assert assert_contract(capsys, f"imagefolder:{root}", tmp_path) == 0
     (tmp_path / "set.npz").write_bytes(VALID_NPZ)
     assert assert_contract(capsys, str(tmp_path / "set.npz"), tmp_path / "n") == 0
+    (tmp_path / "deflated.npz").write_bytes(VALID_NPZ_DEFLATED)
+    assert assert_contract(capsys, str(tmp_path / "deflated.npz"), tmp_path / "d") == 0
     mnist = tmp_path / "mnist"
     mnist.mkdir()
     (mnist / "t-images-idx3-ubyte").write_bytes(VALID_IDX_IMAGES)

@@ -288,13 +288,51 @@ class ImageSet:
             raise UserError(f"{path}: {exc}") from None
 
 
-def _read_npz(path: Path, names: Sequence[str]) -> dict[str, np.ndarray]:
-    """The named arrays of an .npz, read without trusting the file.
+def _npy_header(f, size: int, what: str) -> int:
+    """Check the .npy header at the start of `f` (`size` bytes in all); returns the data size.
 
-    `np.load` allocates whatever shape a member's header declares before it reads any
-    data, so a 200-byte file could ask for terabytes. Each member's .npy header is read
-    first and must account for exactly the member's size; object arrays are refused
-    (never unpickled)."""
+    `np.load` allocates whatever shape a header declares before it reads any data, so a
+    200-byte file could ask for terabytes: the declared shape must account for exactly
+    the bytes that follow. Object arrays are refused (never unpickled)."""
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+    elif version == (2, 0):
+        shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+    else:
+        raise UserError(f"{what} has .npy format version {version}; only 1.0 and 2.0 are read")
+    if dtype.hasobject:
+        raise UserError(f"{what} holds Python objects, which are never unpickled; save plain arrays")
+    nbytes = math.prod(shape) * dtype.itemsize  # Python ints: no overflow
+    if nbytes != size - f.tell():
+        raise UserError(f"{what} declares shape {shape} of {dtype} ({nbytes:,} bytes) but holds "
+                        f"{size - f.tell():,} bytes; the file is truncated or corrupt")
+    return nbytes
+
+
+# Every way the zip, gzip or .npy layers can fail on a damaged file: bad CRC, truncated
+# stream, unsupported compression or encryption, malformed header.
+_CORRUPT = (zipfile.BadZipFile, zlib.error, struct.error, OSError, EOFError, ValueError, NotImplementedError,
+            RuntimeError, OverflowError)
+
+
+def read_npy(path: str | Path) -> np.ndarray:
+    """A plain .npy array, its header checked before anything is allocated."""
+    try:
+        with open(path, "rb") as f:
+            nbytes = _npy_header(f, os.fstat(f.fileno()).st_size, f"{path}")
+            check_fits_in_memory(nbytes, str(path))
+            f.seek(0)
+            return np.lib.format.read_array(f, allow_pickle=False)
+    except UserError:
+        raise
+    except _CORRUPT as exc:
+        raise UserError(f"cannot read {path} as a plain .npy array ({exc.__class__.__name__}: {printable(exc)})") from None
+
+
+def _read_npz(path: Path, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """The named arrays of an .npz, each member's header checked (`_npy_header`) before
+    anything is allocated, and their total against this machine's memory."""
     unreadable = f"{path} is not a readable ouroboros .npz"
     try:
         with zipfile.ZipFile(path) as zf:
@@ -307,23 +345,7 @@ def _read_npz(path: Path, names: Sequence[str]) -> dict[str, np.ndarray]:
             for name in names:
                 info = members[f"{name}.npy"]
                 with zf.open(info) as f:
-                    version = np.lib.format.read_magic(f)
-                    if version == (1, 0):
-                        shape, _, dtype = np.lib.format.read_array_header_1_0(f)
-                    elif version == (2, 0):
-                        shape, _, dtype = np.lib.format.read_array_header_2_0(f)
-                    else:
-                        raise UserError(f"{unreadable}: array {name!r} has .npy format version {version}; "
-                                        "write it with ImageSet.save")
-                    header = f.tell()
-                if dtype.hasobject:
-                    raise UserError(f"{path}: array {name!r} holds Python objects, which are never unpickled; "
-                                    "write the file with ImageSet.save")
-                nbytes = math.prod(shape) * dtype.itemsize  # Python ints: no overflow
-                if nbytes != info.file_size - header:
-                    raise UserError(f"{unreadable}: array {name!r} declares shape {shape} of {dtype} ({nbytes:,} bytes) "
-                                    f"but holds {info.file_size - header:,} bytes; the file is truncated or corrupt")
-                total += nbytes
+                    total += _npy_header(f, info.file_size, f"{unreadable}: array {name!r}")
             check_fits_in_memory(total, str(path))
             arrays = {}
             for name in names:
@@ -332,10 +354,7 @@ def _read_npz(path: Path, names: Sequence[str]) -> dict[str, np.ndarray]:
             return arrays
     except UserError:
         raise
-    except (zipfile.BadZipFile, zlib.error, struct.error, OSError, EOFError, ValueError, NotImplementedError,
-            RuntimeError, OverflowError) as exc:
-        # Every way the zip or .npy layer can fail on a damaged file: bad CRC, truncated
-        # stream, unsupported compression or encryption, malformed header.
+    except _CORRUPT as exc:
         raise UserError(f"{unreadable} ({exc.__class__.__name__}: {printable(exc)}); write it with ImageSet.save") from None
 
 
