@@ -277,7 +277,8 @@ class ImageSet:
         try:
             return cls(
                 images=images,
-                labels=arrays["labels"].astype(np.int64),  # uint64 beyond int64 wraps negative: refused by __post_init__
+                # uint64 beyond the int64 range wraps to negative: __post_init__ refuses it
+                labels=arrays["labels"].astype(np.int64),
                 class_names=class_names,
                 source=arrays["source"],
                 generation=arrays["generation"].astype(np.int64),
@@ -327,7 +328,8 @@ def read_npy(path: str | Path) -> np.ndarray:
     except UserError:
         raise
     except _CORRUPT as exc:
-        raise UserError(f"cannot read {path} as a plain .npy array ({exc.__class__.__name__}: {printable(exc)})") from None
+        raise UserError(f"cannot read {path} as a plain .npy array "
+                        f"({exc.__class__.__name__}: {printable(exc)})") from None
 
 
 def _read_npz(path: Path, names: Sequence[str]) -> dict[str, np.ndarray]:
@@ -355,7 +357,8 @@ def _read_npz(path: Path, names: Sequence[str]) -> dict[str, np.ndarray]:
     except UserError:
         raise
     except _CORRUPT as exc:
-        raise UserError(f"{unreadable} ({exc.__class__.__name__}: {printable(exc)}); write it with ImageSet.save") from None
+        raise UserError(f"{unreadable} ({exc.__class__.__name__}: {printable(exc)}); "
+                        "write it with ImageSet.save") from None
 
 
 def _parse_metadata(path: Path, arr: np.ndarray) -> dict:
@@ -364,7 +367,8 @@ def _parse_metadata(path: Path, arr: np.ndarray) -> dict:
     try:
         meta = json.loads(str(arr))
     except (ValueError, RecursionError) as exc:
-        raise UserError(f"{path}: 'metadata' is not valid JSON ({printable(exc)}); write the file with ImageSet.save") from None
+        raise UserError(f"{path}: 'metadata' is not valid JSON ({printable(exc)}); "
+                        "write the file with ImageSet.save") from None
     if not isinstance(meta, dict) or meta.get("format") != "ouroboros.ImageSet":
         raise UserError(f"{path} is not an ouroboros ImageSet file (its metadata has no format 'ouroboros.ImageSet')")
     version = meta.get("version")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import gzip
 import math
-import os
 import re
 import struct
 import warnings
@@ -74,7 +73,8 @@ def _read_idx(path: Path, expected_dims: int) -> np.ndarray:
                 raise UserError(f"{path} is not an IDX file (bad magic number {magic.hex()}; expected 0000 08 0N)")
             if magic[2] != 0x08:
                 kind = IDX_TYPES.get(magic[2], f"unknown type 0x{magic[2]:02x}")
-                raise UserError(f"{path} holds {kind} elements; only unsigned-byte IDX files (type 0x08, as MNIST) are read")
+                raise UserError(f"{path} holds {kind} elements; only unsigned-byte IDX files "
+                                "(type 0x08, as MNIST) are read")
             if magic[3] != expected_dims:
                 raise UserError(f"{path} has {magic[3]} dimensions; expected {expected_dims} "
                                 f"({'N x H x W images' if expected_dims == 3 else 'N labels'})")
@@ -273,8 +273,8 @@ def load_imagefolder(spec: str, size: int | None = None, source: str | None = No
     if any(a.ndim == 3 for a in arrays):  # any colour image: all become RGB
         arrays = [np.repeat(a[:, :, None], 3, axis=2) if a.ndim == 2 else a for a in arrays]
     if size is not None:
-        arrays = [a if a.shape[:2] == (size, size) else np.asarray(Image.fromarray(a).resize((size, size), Image.BILINEAR))
-                  for a in arrays]
+        arrays = [a if a.shape[:2] == (size, size)
+                  else np.asarray(Image.fromarray(a).resize((size, size), Image.BILINEAR)) for a in arrays]
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
         raise UserError(f"images in {root} have different sizes {sorted(shapes)[:3]}...; set a size to resize them")
