@@ -10,7 +10,8 @@ Provenance travels with every image through every mixture and generation:
 - ``condition``: the class name, prompt or condition used to generate it ("" for real)
 
 On disk an ImageSet is one ``.npz`` holding only plain arrays plus a JSON string with
-the metadata; it loads with ``allow_pickle=False``.
+the metadata. Loading never unpickles, reads each array's header before allocating it,
+and checks every field, so a damaged file is a `UserError`, not a crash.
 """
 
 from __future__ import annotations

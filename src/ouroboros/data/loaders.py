@@ -12,6 +12,12 @@ A dataset is named by a spec string:
 - ``npz:PATH`` or any path ending in ``.npz``: an ImageSet written by ouroboros.
 
 A bare path is recognised by what it holds. ``LOADERS`` maps the names to functions.
+
+Files are not trusted: a corrupt or hostile one (a truncated stream, a header that
+declares terabytes, a gzip or PNG decompression bomb, a name that is not UTF-8) gives
+one `UserError` whose message is a single printable line, never a traceback, a
+MemoryError or a printed library warning. Headers are checked against the data really
+there before anything is allocated. tests/test_loaders_fuzz.py fuzzes every loader.
 """
 
 from __future__ import annotations
