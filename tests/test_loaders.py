@@ -406,6 +406,8 @@ def test_imagefolder_root_not_utf8_loads_and_saves(tmp_path, capsys):
     root = os.path.join(os.fsencode(tmp_path), b"data-\xff")
     os.mkdir(root)
     _write_folder(tmp_path / os.fsdecode(root), ["a", "b"])
+    # file names are not kept, so one that is not UTF-8 is just another image
+    Image.fromarray(np.zeros((6, 6), np.uint8)).save(os.path.join(root, b"a", b"\xfe.png"))
     code, lines = _mix(capsys, f"imagefolder:{os.fsdecode(root)}", tmp_path / "out.npz")
     assert code == 0 and not lines
     from ouroboros.data.imageset import ImageSet
@@ -413,7 +415,7 @@ def test_imagefolder_root_not_utf8_loads_and_saves(tmp_path, capsys):
     back = ImageSet.load(tmp_path / "out.npz")
     text = json.dumps({"classes": list(back.class_names), "source": sorted(set(back.source))}, ensure_ascii=False)
     text.encode("utf-8")  # what results files and reports would write
-    assert back.source[0] == "real:data-\\udcff"
+    assert back.source[0] == "real:data-\\udcff" and len(back) == 7
 
 
 @pytest.mark.parametrize("name", ["b\nc", "tab\there"])
