@@ -4,7 +4,9 @@ Each example writes a damaged variant of a valid dataset (random bytes, truncati
 bit flips, overwritten runs, random headers) and runs `ouroboros mix` in-process on it.
 The contract: exit 0 with the output written (the damage left a loadable dataset), or
 exit 2 with exactly one `error:` line and nothing written. Any other exception, a
-second line, or a warning escaping the loader fails the test.
+second line, or a warning escaping the loader fails the test. For images there is an
+oracle too: whatever Pillow decodes cleanly must load. (`--ratio 1`, because a ratio
+of 0 keeps no images and is refused whatever the data.)
 """
 
 import gzip
