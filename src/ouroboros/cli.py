@@ -55,17 +55,13 @@ def cmd_run(args) -> int:
 
 def _load_features_or_images(path: str):
     """A .npy feature array (N x D), or anything a dataset loader reads."""
-    import numpy as np
-
+    from ouroboros.data.imageset import read_npy
     from ouroboros.data.loaders import load_dataset
 
     if path.endswith(".npy"):
         if not Path(path).is_file():
             raise UserError(f"feature file not found: {path}")
-        try:
-            return np.load(path, allow_pickle=False)
-        except ValueError as exc:
-            raise UserError(f"cannot read {path} as a plain numeric .npy array ({exc})") from None
+        return read_npy(path)  # checks the header first: a corrupt one cannot ask for terabytes
     return load_dataset(path)
 
 

@@ -10,14 +10,20 @@ Provenance travels with every image through every mixture and generation:
 - ``condition``: the class name, prompt or condition used to generate it ("" for real)
 
 On disk an ImageSet is one ``.npz`` holding only plain arrays plus a JSON string with
-the metadata; it loads with ``allow_pickle=False``.
+the metadata. Loading never unpickles, reads each array's header before allocating it,
+and checks every field, so a damaged file is a `UserError`, not a crash.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
+import os
+import struct
+import unicodedata
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -28,6 +34,53 @@ from ouroboros.errors import UserError
 from ouroboros.io import atomic_path
 
 FORMAT_VERSION = 1
+ARRAYS = ("images", "labels", "source", "generation", "seed", "condition", "metadata")
+
+# Characters that would break a one-line message, a CSV row or a JSON/text file written
+# as UTF-8: control characters, line separators, and lone surrogates (what Python makes
+# of file-name bytes that are not UTF-8).
+_UNSAFE_CATEGORIES = ("Cc", "Cs", "Zl", "Zp")
+
+
+def printable(text) -> str:
+    """`text` on one line and encodable as UTF-8, for an `error:` line.
+
+    Library messages and user file names can hold newlines or undecodable bytes; those
+    are shown escaped (``\\n``, ``\\udcff``) instead of breaking the line or the print.
+    """
+    return "".join(repr(ch)[1:-1] if unicodedata.category(ch) in _UNSAFE_CATEGORIES else ch for ch in str(text))
+
+
+def check_class_names(names, where: str = "an ImageSet") -> tuple[str, ...]:
+    """Class names end up in JSON, CSV and report files and in per-class metric names:
+    each must be a non-empty string of printable UTF-8, and no two alike."""
+    names = tuple(names)
+    if not names:
+        raise UserError(f"{where} needs at least one class name")
+    for name in names:
+        if not isinstance(name, str) or not name:
+            raise UserError(f"{where}: class names must be non-empty strings; got {name!r}")
+        if any(unicodedata.category(ch) in _UNSAFE_CATEGORIES for ch in name):
+            raise UserError(
+                f"{where}: class name {name!r} holds control characters or bytes that are not UTF-8; "
+                "class names must be printable UTF-8 text (rename it)"
+            )
+    if len(set(names)) != len(names):
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        raise UserError(f"{where}: class names must be distinct; {dupes} appear more than once")
+    return names
+
+
+def check_fits_in_memory(nbytes: int, what: str) -> None:
+    """Refuse to allocate what a file's header declares when it exceeds this machine's
+    memory: a corrupt or hostile header must give an error, not a MemoryError or a hang."""
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # not a POSIX system: no limit known
+        return
+    if nbytes > total:
+        raise UserError(f"{what} declares {nbytes:,} bytes, more than this machine's memory ({total:,} bytes); "
+                        "the file is corrupt, or too large to load here")
 
 
 @dataclass(frozen=True, eq=False)
@@ -43,9 +96,9 @@ class ImageSet:
 
     def __post_init__(self) -> None:
         imgs = self.images
-        if not isinstance(imgs, np.ndarray) or imgs.dtype != np.uint8 or imgs.ndim != 4:
+        if not isinstance(imgs, np.ndarray) or imgs.dtype != np.uint8 or imgs.ndim != 4 or 0 in imgs.shape[1:]:
             raise UserError(
-                "images must be a uint8 array of shape N x C x H x W; "
+                "images must be a uint8 array of shape N x C x H x W with at least one pixel; "
                 f"got {getattr(imgs, 'dtype', type(imgs))} with shape {getattr(imgs, 'shape', None)}"
             )
         n = len(imgs)
@@ -53,8 +106,7 @@ class ImageSet:
             arr = getattr(self, name)
             if len(arr) != n:
                 raise UserError(f"ImageSet field {name!r} has {len(arr)} entries for {n} images")
-        if len(self.class_names) == 0:
-            raise UserError("an ImageSet needs at least one class name")
+        check_class_names(self.class_names)
         if n and (self.labels.min() < 0 or self.labels.max() >= len(self.class_names)):
             raise UserError(
                 f"labels must lie in [0, {len(self.class_names) - 1}] for {len(self.class_names)} classes; "
@@ -200,28 +252,133 @@ class ImageSet:
 
     @classmethod
     def load(cls, path: str | Path) -> "ImageSet":
+        """Read a file written by `save`, checking everything before trusting it: a
+        corrupt or hostile file gives a `UserError`, never a crash or a huge allocation."""
         path = Path(path)
         if not path.is_file():
             raise UserError(f"ImageSet file not found: {path}")
+        arrays = _read_npz(path, ARRAYS)
+        meta = _parse_metadata(path, arrays["metadata"])
+        images = arrays["images"]
+        if images.dtype != np.uint8 or images.ndim != 4:
+            raise UserError(f"{path}: 'images' must be a uint8 array N x C x H x W; "
+                            f"got {images.dtype} with shape {images.shape}")
+        n = len(images)
+        for name, kinds, what in (("labels", "iu", "integer"), ("generation", "iu", "integer"),
+                                  ("seed", "iu", "integer"), ("source", "U", "string"),
+                                  ("condition", "U", "string")):
+            arr = arrays[name]
+            if arr.dtype.kind not in kinds or arr.shape != (n,):
+                raise UserError(f"{path}: {name!r} must hold one {what} per image ({n}); "
+                                f"got {arr.dtype} with shape {arr.shape}")
+        for name in ("source", "condition"):
+            if any(unicodedata.category(ch) == "Cs" for ch in "".join(np.unique(arrays[name]).tolist())):
+                raise UserError(f"{path}: {name!r} holds text that is not valid UTF-8; the file is corrupt")
+        class_names = check_class_names(meta["class_names"], str(path))
         try:
-            with np.load(path, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-        except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
-            raise UserError(f"{path} is not a readable ouroboros .npz ({exc}); write it with ImageSet.save") from None
-        if "metadata" not in arrays or "images" not in arrays:
-            raise UserError(f"{path} is an .npz but not an ouroboros ImageSet (no 'metadata'/'images' arrays)")
-        meta = json.loads(str(arrays["metadata"]))
-        if meta.get("format") != "ouroboros.ImageSet":
-            raise UserError(f"{path} is not an ouroboros ImageSet file")
-        return cls(
-            images=arrays["images"],
-            labels=arrays["labels"].astype(np.int64),
-            class_names=tuple(meta["class_names"]),
-            source=arrays["source"],
-            generation=arrays["generation"].astype(np.int64),
-            seed=arrays["seed"].astype(np.int64),
-            condition=arrays["condition"],
-        )
+            return cls(
+                images=images,
+                # uint64 beyond the int64 range wraps to negative: __post_init__ refuses it
+                labels=arrays["labels"].astype(np.int64),
+                class_names=class_names,
+                source=arrays["source"],
+                generation=arrays["generation"].astype(np.int64),
+                seed=arrays["seed"].astype(np.int64),
+                condition=arrays["condition"],
+            )
+        except UserError as exc:
+            raise UserError(f"{path}: {exc}") from None
+
+
+def _npy_header(f, size: int, what: str) -> int:
+    """Check the .npy header at the start of `f` (`size` bytes in all); returns the data size.
+
+    `np.load` allocates whatever shape a header declares before it reads any data, so a
+    200-byte file could ask for terabytes: the declared shape must account for exactly
+    the bytes that follow. Object arrays are refused (never unpickled)."""
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+    elif version == (2, 0):
+        shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+    else:
+        raise UserError(f"{what} has .npy format version {version}; only 1.0 and 2.0 are read")
+    if dtype.hasobject:
+        raise UserError(f"{what} holds Python objects, which are never unpickled; save plain arrays")
+    nbytes = math.prod(shape) * dtype.itemsize  # Python ints: no overflow
+    if nbytes != size - f.tell():
+        raise UserError(f"{what} declares shape {shape} of {dtype} ({nbytes:,} bytes) but holds "
+                        f"{size - f.tell():,} bytes; the file is truncated or corrupt")
+    return nbytes
+
+
+# Every way the zip, gzip or .npy layers can fail on a damaged file: bad CRC, truncated
+# stream, unsupported compression or encryption, malformed header.
+_CORRUPT = (zipfile.BadZipFile, zlib.error, struct.error, OSError, EOFError, ValueError, NotImplementedError,
+            RuntimeError, OverflowError)
+
+
+def read_npy(path: str | Path) -> np.ndarray:
+    """A plain .npy array, its header checked before anything is allocated."""
+    try:
+        with open(path, "rb") as f:
+            nbytes = _npy_header(f, os.fstat(f.fileno()).st_size, f"{path}")
+            check_fits_in_memory(nbytes, str(path))
+            f.seek(0)
+            return np.lib.format.read_array(f, allow_pickle=False)
+    except UserError:
+        raise
+    except _CORRUPT as exc:
+        raise UserError(f"cannot read {path} as a plain .npy array "
+                        f"({exc.__class__.__name__}: {printable(exc)})") from None
+
+
+def _read_npz(path: Path, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """The named arrays of an .npz, each member's header checked (`_npy_header`) before
+    anything is allocated, and their total against this machine's memory."""
+    unreadable = f"{path} is not a readable ouroboros .npz"
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = {info.filename: info for info in zf.infolist()}
+            missing = [n for n in names if f"{n}.npy" not in members]
+            if missing:
+                raise UserError(f"{path} is an .npz but not an ouroboros ImageSet: arrays {missing} are missing; "
+                                "write it with ImageSet.save")
+            total = 0
+            for name in names:
+                info = members[f"{name}.npy"]
+                with zf.open(info) as f:
+                    total += _npy_header(f, info.file_size, f"{unreadable}: array {name!r}")
+            check_fits_in_memory(total, str(path))
+            arrays = {}
+            for name in names:
+                with zf.open(members[f"{name}.npy"]) as f:
+                    arrays[name] = np.lib.format.read_array(f, allow_pickle=False)
+            return arrays
+    except UserError:
+        raise
+    except _CORRUPT as exc:
+        raise UserError(f"{unreadable} ({exc.__class__.__name__}: {printable(exc)}); "
+                        "write it with ImageSet.save") from None
+
+
+def _parse_metadata(path: Path, arr: np.ndarray) -> dict:
+    if arr.dtype.kind != "U" or arr.shape != ():
+        raise UserError(f"{path}: 'metadata' must be one JSON string; got {arr.dtype} with shape {arr.shape}")
+    try:
+        meta = json.loads(str(arr))
+    except (ValueError, RecursionError) as exc:
+        raise UserError(f"{path}: 'metadata' is not valid JSON ({printable(exc)}); "
+                        "write the file with ImageSet.save") from None
+    if not isinstance(meta, dict) or meta.get("format") != "ouroboros.ImageSet":
+        raise UserError(f"{path} is not an ouroboros ImageSet file (its metadata has no format 'ouroboros.ImageSet')")
+    version = meta.get("version")
+    if type(version) is not int or not 1 <= version <= FORMAT_VERSION:
+        raise UserError(f"{path} has ImageSet format version {version!r}; this ouroboros reads versions "
+                        f"1..{FORMAT_VERSION} (a newer file needs a newer ouroboros)")
+    if not isinstance(meta.get("class_names"), list):
+        raise UserError(f"{path}: its metadata needs 'class_names', a list of strings; write it with ImageSet.save")
+    return meta
 
 
 def quantize(x) -> np.ndarray:

@@ -12,18 +12,28 @@ A dataset is named by a spec string:
 - ``npz:PATH`` or any path ending in ``.npz``: an ImageSet written by ouroboros.
 
 A bare path is recognised by what it holds. ``LOADERS`` maps the names to functions.
+
+Files are not trusted: a corrupt or hostile one (a truncated stream, a header that
+declares terabytes, a gzip or PNG decompression bomb, a name that is not UTF-8) gives
+one `UserError` whose message is a single printable line, never a traceback, a
+MemoryError or a printed library warning. Headers are checked against the data really
+there before anything is allocated. tests/test_loaders_fuzz.py fuzzes every loader.
 """
 
 from __future__ import annotations
 
 import gzip
+import math
 import re
+import struct
+import warnings
+import zlib
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from ouroboros.data.imageset import ImageSet
+from ouroboros.data.imageset import ImageSet, check_class_names, check_fits_in_memory, printable
 from ouroboros.errors import UserError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
@@ -41,25 +51,58 @@ def load_digits() -> ImageSet:
 
 # -- MNIST-format IDX ---------------------------------------------------------------
 
+IDX_TYPES = {0x08: "unsigned byte", 0x09: "signed byte", 0x0B: "16-bit integer", 0x0C: "32-bit integer",
+             0x0D: "float32", 0x0E: "float64"}
+
+
+def _read_exact(f, n: int, path: Path, what: str) -> bytes:
+    data = f.read(n)
+    if len(data) < n:
+        raise UserError(f"{path} is truncated: it ends inside its {what}")
+    return data
+
 
 def _read_idx(path: Path, expected_dims: int) -> np.ndarray:
-    opener = gzip.open if path.suffix == ".gz" else open
+    """An unsigned-byte IDX file, its header checked before its body is read.
+
+    The header declares the shape and the body must hold exactly that many bytes. A
+    .gz file is decompressed only up to that size plus one byte, so a tiny file that
+    expands to gigabytes (a gzip bomb) costs no more than its header promised, and a
+    header promising more than this machine's memory is refused before reading."""
+    gz = path.suffix == ".gz"
     try:
-        with opener(path, "rb") as f:
-            data = f.read()
-    except (OSError, EOFError) as exc:
-        raise UserError(f"cannot read IDX file {path}: {exc}") from None
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
-        raise UserError(f"{path} is not an unsigned-byte IDX file (bad magic number)")
-    dims = data[3]
-    if dims != expected_dims:
-        raise UserError(f"{path} has {dims} dimensions; expected {expected_dims}")
-    header = 4 + 4 * dims
-    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims))
-    body = np.frombuffer(data, dtype=np.uint8, offset=header)
-    if body.size != int(np.prod(shape)):
-        raise UserError(f"{path} is truncated: header says {shape}, found {body.size} bytes of data")
-    return body.reshape(shape)
+        with (gzip.open if gz else open)(path, "rb") as f:
+            magic = _read_exact(f, 4, path, "magic number")
+            if magic[:2] == b"\x1f\x8b":
+                raise UserError(f"{path} is gzip-compressed but not named .gz; rename it to {path.name}.gz")
+            if magic[:2] != b"\0\0":
+                raise UserError(f"{path} is not an IDX file (bad magic number {magic.hex()}; expected 0000 08 0N)")
+            if magic[2] != 0x08:
+                kind = IDX_TYPES.get(magic[2], f"unknown type 0x{magic[2]:02x}")
+                raise UserError(f"{path} holds {kind} elements; only unsigned-byte IDX files "
+                                "(type 0x08, as MNIST) are read")
+            if magic[3] != expected_dims:
+                raise UserError(f"{path} has {magic[3]} dimensions; expected {expected_dims} "
+                                f"({'N x H x W images' if expected_dims == 3 else 'N labels'})")
+            shape = struct.unpack(f">{expected_dims}I", _read_exact(f, 4 * expected_dims, path, "header"))
+            nbytes = math.prod(shape)  # a Python int: a huge header cannot overflow
+            check_fits_in_memory(nbytes, str(path))
+            chunks, got = [], 0
+            while got < nbytes:  # in chunks: memory follows the data really there, up to what the header promised
+                chunk = f.read(min(nbytes - got, 1 << 24))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                got += len(chunk)
+            if got < nbytes:
+                raise UserError(f"{path} is truncated: header says {shape}, found {got} bytes of data")
+            if f.read(1):  # also makes gzip check its CRC and length trailer
+                raise UserError(f"{path} holds more data than its header's shape {shape}; the header is corrupt")
+    except UserError:
+        raise
+    except (OSError, EOFError, zlib.error) as exc:  # missing or unreadable file, bad gzip stream or CRC
+        raise UserError(f"cannot read IDX file {path}: {exc.__class__.__name__}: {printable(exc)}") from None
+    return np.frombuffer(b"".join(chunks), dtype=np.uint8).reshape(shape)
 
 
 def load_idx(spec: str) -> ImageSet:
@@ -78,99 +121,173 @@ def load_idx(spec: str) -> ImageSet:
             )
         img_path, lbl_path = imgs[0], lbls[0]
     images = _read_idx(img_path, 3)
+    if 0 in images.shape:
+        raise UserError(f"{img_path} holds {images.shape[0]} images of {images.shape[1]} x {images.shape[2]} pixels; "
+                        "it needs at least one image of at least one pixel")
     labels = _read_idx(lbl_path, 1).astype(np.int64)
     if len(images) != len(labels):
         raise UserError(f"{img_path} has {len(images)} images but {lbl_path} has {len(labels)} labels")
-    num_classes = max(int(labels.max()) + 1, 2) if len(labels) else 2
-    return ImageSet.create(images[:, None], labels, [str(i) for i in range(num_classes)], source=f"real:{img_path.stem}")
+    num_classes = max(int(labels.max()) + 1, 2)
+    return ImageSet.create(images[:, None], labels, [str(i) for i in range(num_classes)],
+                           source=f"real:{printable(img_path.stem)}")
 
 
 # -- CIFAR-10 binary ----------------------------------------------------------------
 
 
+def _cifar10_class_names(meta: Path) -> tuple[str, ...]:
+    """The names in ``batches.meta.txt`` (one a line, UTF-8), or the standard ten."""
+    if not meta.is_file():
+        return CIFAR10_CLASSES
+    try:
+        text = meta.read_bytes().decode("utf-8-sig")  # a UTF-8 byte-order mark is harmless
+    except OSError as exc:
+        raise UserError(f"cannot read {meta}: {printable(exc)}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{meta} is not UTF-8 text; save it as UTF-8 (one class name a line) "
+                        "or remove it to use the standard CIFAR-10 names") from None
+    names = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(names) != 10:
+        raise UserError(f"{meta} lists {len(names)} class names; CIFAR-10 has 10 (one a line): "
+                        "fix it or remove it to use the standard names")
+    return check_class_names(names, str(meta))  # UTF-16 without a byte-order mark decodes to NULs: refused here
+
+
 def load_cifar10(spec: str) -> ImageSet:
     path = Path(spec)
-    if path.is_dir():
-        files = sorted(path.glob("data_batch_*.bin")) + sorted(path.glob("test_batch.bin"))
+    try:
+        if path.is_dir():
+            files = sorted(path.glob("data_batch_*.bin")) + sorted(path.glob("test_batch.bin"))
+            if not files:
+                files = sorted(path.glob("*.bin"))
+        elif path.is_file():
+            files = [path]
+        else:
+            raise UserError(f"CIFAR-10 path not found: {path}")
         if not files:
-            files = sorted(path.glob("*.bin"))
-    elif path.is_file():
-        files = [path]
-    else:
-        raise UserError(f"CIFAR-10 path not found: {path}")
-    if not files:
-        raise UserError(f"no CIFAR-10 binary batches (*.bin) in {path}; the pickled 'python' version is not read")
-    record = 1 + 3 * 32 * 32
-    chunks = []
-    for f in files:
-        raw = np.fromfile(f, dtype=np.uint8)
-        if raw.size == 0 or raw.size % record:
-            raise UserError(f"{f} is not a CIFAR-10 binary batch (size {raw.size} is not a multiple of {record})")
-        chunks.append(raw.reshape(-1, record))
+            raise UserError(f"no CIFAR-10 binary batches (*.bin) in {path}; the pickled 'python' version is not read")
+        record = 1 + 3 * 32 * 32
+        chunks = []
+        for f in files:
+            raw = np.fromfile(f, dtype=np.uint8)  # the file's real size: nothing to over-allocate
+            if raw.size == 0 or raw.size % record:
+                raise UserError(f"{f} is not a CIFAR-10 binary batch (size {raw.size} is not a multiple of {record})")
+            rows = raw.reshape(-1, record)
+            if rows[:, 0].max() >= 10:
+                bad = int(np.argmax(rows[:, 0] >= 10))
+                raise UserError(f"{f}: record {bad} has label {rows[bad, 0]}, outside 0..9; this is not a CIFAR-10 "
+                                "binary batch (CIFAR-100 batches hold two label bytes per record)")
+            chunks.append(rows)
+    except OSError as exc:
+        raise UserError(f"cannot read CIFAR-10 batches at {path}: {printable(exc)}") from None
     rows = np.concatenate(chunks)
-    labels = rows[:, 0].astype(np.int64)
-    if labels.max() >= 10:
-        raise UserError(f"{path}: label {labels.max()} out of range for CIFAR-10")
-    names = CIFAR10_CLASSES
-    meta = (path if path.is_dir() else path.parent) / "batches.meta.txt"
-    if meta.is_file():
-        listed = [line.strip() for line in meta.read_text().splitlines() if line.strip()]
-        if len(listed) == 10:
-            names = tuple(listed)
+    names = _cifar10_class_names((path if path.is_dir() else path.parent) / "batches.meta.txt")
     images = rows[:, 1:].reshape(-1, 3, 32, 32)
-    return ImageSet.create(images, labels, names, source="real:cifar10")
+    return ImageSet.create(images, rows[:, 0].astype(np.int64), names, source="real:cifar10")
 
 
 # -- ImageFolder --------------------------------------------------------------------
+
+# Formats are chosen by content, not by suffix; only the ones the suffixes name are read.
+IMAGE_FORMATS = ["PNG", "JPEG", "BMP"]
+COLOUR_MODES = ("RGB", "RGBA", "RGBX", "RGBa", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV")
+
+
+def _to_uint8(im) -> np.ndarray:
+    """A PIL image -> H x W (grey) or H x W x 3 (colour) uint8 array.
+
+    16-bit grey (modes I;16*, or I from older Pillow) is scaled 0..65535 -> 0..255, as
+    round(v / 257); values outside 0..65535 are refused rather than clipped. Alpha is
+    dropped, as torchvision's loader does; palette images become RGB.
+    """
+    if im.mode.startswith("I"):
+        a = np.asarray(im).astype(np.int64)
+        if a.min() < 0 or a.max() > 65535:
+            raise UserError(f"pixel values {a.min()}..{a.max()} lie outside 16-bit 0..65535")
+        return np.round(a / 257.0).astype(np.uint8)  # 65535 / 257 = 255 exactly
+    if im.mode in ("1", "L", "LA", "La"):
+        return np.asarray(im.convert("L"))
+    if im.mode in COLOUR_MODES:
+        if im.mode in ("P", "PA"):
+            im = im.convert("RGBA")  # palette transparency given as bytes can only become alpha
+        return np.asarray(im.convert("RGB"))
+    raise UserError(f"pixel mode {im.mode} is not read (use 8- or 16-bit grey, RGB, RGBA or palette images)")
+
+
+def _read_image(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        # A warning from PIL or numpy here (decompression bomb, damaged chunk) means a
+        # bad file: it becomes the one error line instead of being printed beside it.
+        warnings.simplefilter("error")
+        for category in (DeprecationWarning, PendingDeprecationWarning, ResourceWarning):
+            warnings.simplefilter("ignore", category)  # about code or garbage collection, not this file
+        try:
+            with Image.open(path, formats=IMAGE_FORMATS) as im:
+                im.load()
+                return _to_uint8(im)
+        except UserError as exc:
+            raise UserError(f"cannot read image {path}: {exc} (remove or replace the file)") from None
+        except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, MemoryError,
+                Image.DecompressionBombError, Warning) as exc:
+            raise UserError(f"cannot read image {path}: {exc.__class__.__name__}: {printable(exc)} "
+                            "(remove or replace the file)") from None
+
+
+def _listdir(folder: Path) -> list[Path]:
+    """Entries of a folder, sorted, hidden ones left out; an unreadable folder is a UserError."""
+    try:
+        return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    except OSError as exc:
+        raise UserError(f"cannot list folder {folder}: {printable(exc)}") from None
 
 
 def load_imagefolder(spec: str, size: int | None = None, source: str | None = None) -> ImageSet:
     """``root/<class>/*.png|jpg``: classes are sub-folder names in sorted order.
 
-    Images are converted to greyscale if every image is greyscale, else to RGB. All
-    images must share one size unless `size` is given, which resizes (bilinear) to
-    size x size.
+    Images are converted to greyscale if every image is greyscale (8- or 16-bit), else
+    to RGB. All images must share one size unless `size` is given, which resizes
+    (bilinear) to size x size. Class folder names must be printable UTF-8 (they end up
+    in JSON and CSV files); a folder inside a class folder is refused, not skipped.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     root = Path(spec)
     if not root.is_dir():
         raise UserError(f"ImageFolder root not found: {root}")
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    classes = [p.name for p in _listdir(root) if p.is_dir()]
     if len(classes) < 2:
         raise UserError(
             f"ImageFolder {root} has {len(classes)} class folder(s); it needs at least 2 (root/<class>/*.png)"
         )
+    check_class_names(classes, f"ImageFolder {root}")
     files: list[tuple[Path, int]] = []
     for c, name in enumerate(classes):
-        found = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        found = []
+        for p in _listdir(root / name):
+            if p.is_dir():
+                raise UserError(f"{p} is a folder inside class folder {root / name}; images are read one level "
+                                "deep (root/<class>/*.png): move its images up or remove it")
+            if p.suffix.lower() in IMAGE_SUFFIXES:
+                found.append(p)
         if not found:
             raise UserError(f"class folder {root / name} has no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         files.extend((p, c) for p in found)
 
-    pil_images = []
-    for p, _ in files:
-        try:
-            with Image.open(p) as im:
-                im.load()
-                pil_images.append(im.copy())
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-            raise UserError(f"cannot read image {p}: {exc.__class__.__name__}: {exc} (remove or replace the file)") from None
-    grey = all(im.mode in ("L", "1", "I;16", "I") for im in pil_images)
-    mode = "L" if grey else "RGB"
-    arrays = []
-    for (p, _), im in zip(files, pil_images):
-        im = im.convert(mode)
-        if size is not None and im.size != (size, size):
-            im = im.resize((size, size), Image.BILINEAR)
-        arrays.append(np.asarray(im, dtype=np.uint8))
+    arrays = [_read_image(p) for p, _ in files]
+    if any(a.ndim == 3 for a in arrays):  # any colour image: all become RGB
+        arrays = [np.repeat(a[:, :, None], 3, axis=2) if a.ndim == 2 else a for a in arrays]
+    if size is not None:
+        arrays = [a if a.shape[:2] == (size, size)
+                  else np.asarray(Image.fromarray(a).resize((size, size), Image.BILINEAR)) for a in arrays]
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
         raise UserError(f"images in {root} have different sizes {sorted(shapes)[:3]}...; set a size to resize them")
     images = np.stack(arrays)
-    images = images[:, None] if grey else images.transpose(0, 3, 1, 2)
+    images = images[:, None] if images.ndim == 3 else images.transpose(0, 3, 1, 2)
     labels = [c for _, c in files]
-    return ImageSet.create(images, labels, classes, source=source or f"real:{root.name}")
+    return ImageSet.create(images, labels, classes, source=source or f"real:{printable(root.name)}")
 
 
 # -- registry -----------------------------------------------------------------------
@@ -190,7 +307,7 @@ def _detect(path: Path) -> str:
     if path.is_file() and path.suffix == ".bin":
         return "cifar10"
     if path.is_dir():
-        names = [p.name for p in path.iterdir()]
+        names = [p.name for p in _listdir(path)]
         if any(re.search(r"idx3-ubyte", n) for n in names):
             return "idx"
         if any(n.endswith(".bin") and ("batch" in n) for n in names):
@@ -200,12 +317,18 @@ def _detect(path: Path) -> str:
 
 
 def load_dataset(spec: str) -> ImageSet:
-    """Load a dataset named by `spec` (see the module docstring)."""
+    """Load a dataset named by `spec` (see the module docstring).
+
+    Anything wrong with the files is a `UserError` whose message is one printable line.
+    """
     if not isinstance(spec, str) or not spec:
         raise UserError(f"a dataset spec must be a non-empty string; got {spec!r}")
-    name, sep, rest = spec.partition(":")
-    if sep and name in LOADERS:
-        return LOADERS[name](rest)
-    if spec in LOADERS and spec == "digits":
-        return load_digits()
-    return LOADERS[_detect(Path(spec))](spec)
+    try:
+        name, sep, rest = spec.partition(":")
+        if sep and name in LOADERS:
+            return LOADERS[name](rest)
+        if spec in LOADERS and spec == "digits":
+            return load_digits()
+        return LOADERS[_detect(Path(spec))](spec)
+    except UserError as exc:  # file names and library messages may hold newlines or undecodable bytes
+        raise UserError(printable(exc)) from None
