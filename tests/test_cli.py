@@ -31,7 +31,7 @@ def test_unknown_key(tmp_path):
 
 @pytest.mark.parametrize("override, fragment", [
     ("loop.guidance=[1.0,-0.5]", "guidance must be a finite number >= 0"),
-    ("loop.generations=0", "generations must be at least 1"),
+    ("loop.generations=0", "loop.generations must lie in [1, 1000]"),
     ("loop.generations=abc", "must be an integer"),
 ])
 def test_bad_values(tmp_path, override, fragment):

@@ -25,7 +25,7 @@ def test_yaml_and_overrides(tmp_path):
         ("loop:\n  generatoins: 3\n", "loop.generatoins"),
         ("bogus: 1\n", "'bogus'"),
         ("loop:\n  generations: three\n", "loop.generations must be an integer"),
-        ("loop:\n  generations: 0\n", "generations must be at least 1"),
+        ("loop:\n  generations: 0\n", "loop.generations must lie in [1, 1000]"),
         ("loop:\n  guidance: [1.0, -0.1]\n", "guidance must be a finite number >= 0"),
         ("generator:\n  sampler: euler\n", "generator.sampler must be one of"),
         ("loop: [1, 2]\n", "loop must be a mapping"),
