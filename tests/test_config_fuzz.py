@@ -1,0 +1,140 @@
+"""Malformed values for every config field fail up front: exit 2, one `error:` line
+naming the key, and no run folder.
+
+The fields are read from the dataclasses, so a field added later is fuzzed too. Only
+values that are invalid for *every* field of a type are generated (wrong types, NaN,
+infinities, negatives, absurd sizes, empty or junk text, nested junk); the tiny
+settings make an accidentally valid value finish fast, and such a value fails the
+test as a generator bug.
+"""
+
+import dataclasses
+import types
+import typing
+from typing import Literal
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ouroboros.cli import main
+from ouroboros.config import StudyConfig, load_config
+from ouroboros.errors import UserError
+
+TINY = ["loop.generations=1", "loop.guidance=[0.0]", "loop.seeds=[0]", "loop.samples_per_generation=20",
+        "generator.train_steps=5", "generator.sample_steps=2", "classifier.epochs=1", "executor.workers=1"]
+
+# Lists that may be empty: no Table 8 (append_ratios), no Table 6 (shifts), no superclasses.
+EMPTY_OK = {"contamination.append_ratios", "contamination.shifts", "contamination.class_groups"}
+
+
+def leaf_fields(cls=StudyConfig, prefix=""):
+    """(dotted key, type) of every non-dataclass field, recursively."""
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            out += leaf_fields(tp, f"{prefix}{f.name}.")
+        else:
+            out.append((prefix + f.name, tp))
+    return out
+
+
+FIELDS = leaf_fields()
+
+NAN, INF = float("nan"), float("inf")
+junk = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=5)),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
+    max_leaves=6,
+)
+not_a_number = st.one_of(st.booleans(), st.text(max_size=5), st.lists(junk, max_size=2),
+                         st.dictionaries(st.text(max_size=3), junk, min_size=1, max_size=2))
+bad_text = st.one_of(st.just(""), st.just("a\x00b"), st.just("x" * 5000),
+                     st.integers(), st.floats(), st.booleans(), st.lists(junk, max_size=2),
+                     st.dictionaries(st.text(max_size=3), junk, min_size=1, max_size=2))
+
+
+def invalid(tp, key):
+    """Values that no field of type `tp` accepts (as Python objects, or raw strings)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):  # Optional[T]: null is valid, T's junk is not
+        return invalid([a for a in args if a is not type(None)][0], key)
+    if origin is Literal:
+        return st.one_of(st.text(max_size=8).filter(lambda s: s not in args), st.integers(), st.none(),
+                         st.lists(st.sampled_from(args), min_size=1, max_size=2))
+    if origin is list:
+        wrong = st.one_of(st.integers(), st.floats(), st.text(max_size=5), st.booleans(), st.none(),
+                          st.dictionaries(st.text(max_size=3), junk, min_size=1, max_size=2))
+        bad_item = invalid(args[0], key).map(lambda v: [v])
+        return st.one_of(wrong, bad_item) if key in EMPTY_OK else st.one_of(wrong, bad_item, st.just([]))
+    if tp is int:
+        return st.one_of(not_a_number, st.none(), st.integers(max_value=-1), st.integers(min_value=2**32),
+                         st.floats(), st.sampled_from([NAN, INF, -INF, 3.0]))  # YAML 3.0 is a float
+    if tp is float:
+        return st.one_of(not_a_number, st.none(), st.floats(max_value=-1e-6), st.floats(min_value=1e3),
+                         st.sampled_from([NAN, INF, -INF]))
+    if tp is str:
+        return bad_text
+    raise AssertionError(f"no junk for config type {tp} of {key}: extend invalid()")
+
+
+def as_override(value) -> str:
+    """The --set text whose YAML parse is `value`."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=10**9)
+    return text.removesuffix("\n...\n").strip()
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_invalid_values_fail_up_front_with_one_line(tmp_path, capsys, data):
+    key, tp = data.draw(st.sampled_from(FIELDS), label="key")
+    value = data.draw(invalid(tp, key), label="value")
+    text = as_override(value)
+    assert as_override(yaml.safe_load(text)) == text, (value, text)  # the override says what we mean
+    out = tmp_path / "out"
+    code = main(["demo", "--out", str(out), "--quiet", *sum((["--set", t] for t in TINY), []),
+                 "--set", f"{key}={text}"])
+    err = capsys.readouterr().err
+    assert code != 0, f"the generator made a valid value: {key}={text}"
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), (key, text, err)
+    assert key in lines[0], (key, lines[0])
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("text", ["\udcff", "caf\udce9", "a\ud800b"])  # undecodable argv bytes arrive as surrogates
+@pytest.mark.parametrize("key", [k for k, tp in FIELDS if tp in (str, typing.Optional[str])])
+def test_text_that_is_not_utf8(tmp_path, capsys, key, text):
+    out = tmp_path / "out"
+    assert main(["demo", "--out", str(out), "--set", f"{key}={text}"]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and key in lines[0] and "UTF-8" in lines[0], lines
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("key, tp", FIELDS, ids=[k for k, _ in FIELDS])
+def test_every_field_is_bounded(key, tp):
+    """Each field rejects a wrong type and an absurd value of its own type, naming itself."""
+    base = typing.get_args(tp)[0] if typing.get_origin(tp) in (typing.Union, types.UnionType) else tp
+    inner = typing.get_args(base)[0] if typing.get_origin(base) is list else None
+    huge = {int: 2**40, float: 1e12, str: "x" * 5000}
+    values = [{"junk": [1]}]
+    if base in huge:
+        values += [huge[base]]
+    if base in (int, float):
+        values += [-1, NAN] if base is float else [-1]
+    if inner in huge:
+        values += [[huge[inner]]]
+    for value in values:
+        with pytest.raises(UserError) as info:
+            load_config(None, [f"{key}={as_override(value)}"])
+        assert key in str(info.value), (value, str(info.value))
+
+
+def test_lists_that_may_be_empty_are_accepted_empty():
+    # EMPTY_OK must not hide a list that really must be non-empty.
+    for key in EMPTY_OK:
+        load_config(None, [f"{key}=[]"])
