@@ -82,6 +82,13 @@ def test_study_config_checks_types_of_python_values():
     config.loop.guidance = (1.0, 0.5)  # a tuple where YAML gives a list
     with pytest.raises(UserError, match="loop.guidance must be a list"):
         config.validate()
+    config = StudyConfig(study="loops")  # Literal fields have no section validate() of their own
+    with pytest.raises(UserError, match="study must be one of loop, contamination"):
+        config.validate()
+    config = StudyConfig()
+    config.executor.kind = "ray"
+    with pytest.raises(UserError, match="executor.kind must be one of local"):
+        config.validate()
     config = StudyConfig(name="a\udcffb")  # undecodable bytes from argv
     with pytest.raises(UserError, match="name is not valid UTF-8"):
         config.validate()
