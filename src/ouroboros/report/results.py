@@ -35,11 +35,13 @@ def read_results(path: Path) -> list[dict]:
         raise UserError(f"{path} is not UTF-8 text; {rerun}") from None
     if not text.strip():
         raise UserError(f"{path} is empty; {rerun}")
+    if "\x00" in text:  # csv reads NUL bytes as text; they only come from damage
+        raise UserError(f"{path} contains NUL bytes, so it is damaged; {rerun}")
     # write_results ends every row with a newline, so a file without one was cut short.
     if not text.endswith("\n"):
         raise UserError(f"{path} is truncated (its last row is incomplete); {rerun}")
     try:
-        records = list(csv.reader(io.StringIO(text, newline="")))
+        records = list(csv.reader(io.StringIO(text, newline=""), strict=True))
     except csv.Error as exc:
         raise UserError(f"{path} is not a readable CSV table ({exc}); {rerun}") from None
     header, body = records[0], records[1:]
