@@ -123,6 +123,18 @@ def test_output_probe_failures(tmp_path, capsys, monkeypatch, target, exc, fragm
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.fixture
+def tripwire(monkeypatch):
+    """Fail fast where a study would start writing, instead of running it."""
+    from ouroboros.studies import contamination, loop
+
+    def open_run(*args, **kwargs):
+        raise AssertionError("reached open_run: the up-front checks let this through")
+
+    for module in (loop, contamination):
+        monkeypatch.setattr(module, "open_run", open_run)
+
+
 def _old_run(root):
     run = root / "run"
     (run / "cache").mkdir(parents=True)
@@ -152,14 +164,14 @@ def test_full_disk_keeps_an_existing_run_intact(tmp_path, capsys, monkeypatch):
      "classifier.shift (8) must be smaller"),
     (["demo", "--set", "classifier.device=cuda:99"], "classifier.device"),
 ])
-def test_components_are_built_before_anything_is_written(tmp_path, capsys, args, fragment):
+def test_components_are_built_before_anything_is_written(tmp_path, capsys, tripwire, args, fragment):
     run = _old_run(tmp_path)
     before = _snapshot(run)
     assert_user_error(_main(capsys, *args, "--out", run, "--quiet"), fragment)
     assert _snapshot(run) == before
 
 
-def test_test_set_with_another_image_size(tmp_path, capsys):
+def test_test_set_with_another_image_size(tmp_path, capsys, tripwire):
     rng = np.random.default_rng(0)
     other = ImageSet.create(rng.integers(0, 256, (20, 1, 16, 16), dtype=np.uint8), np.arange(20) % 10,
                             [str(i) for i in range(10)], source="real:big")

@@ -150,3 +150,15 @@ def test_output_probe_creates_nothing(tmp_path):
     (tmp_path / "run").mkdir()
     check_output_dir(tmp_path / "run")
     assert list((tmp_path / "run").iterdir()) == []
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA machine")
+def test_preflight_cuda_device_index_beyond_the_gpus():
+    import torch
+
+    from ouroboros.preflight import check_components
+
+    with pytest.raises(UserError, match="classifier.device: 'cuda:99' requested but this machine has"):
+        check_components(load_config(None, ["classifier.device=cuda:99"]), (1, 8, 8), 10)
+    check_components(load_config(None, ["generator.device=cuda", "classifier.device=cuda:0"]), (1, 8, 8), 10)
+    assert torch.cuda.is_available()
