@@ -275,3 +275,11 @@ def test_preflight_in_a_real_process(tmp_path):
                    "--set", "generator.depth=5")
     assert_user_error(proc, "generator.depth 5")
     assert _snapshot(run) == before
+
+
+def test_mix_output_under_a_file(tmp_path, capsys):
+    (tmp_path / "file.txt").write_text("keep me")
+    proc = _main(capsys, "mix", "--real", "digits", "--ratio", "0.5", "--mode", "subsample",
+                 "--out", tmp_path / "file.txt" / "mixed.npz")
+    assert_user_error(proc, "file.txt", "a file is in the way")
+    assert (tmp_path / "file.txt").read_text() == "keep me"

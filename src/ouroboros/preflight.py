@@ -5,7 +5,8 @@ show once the data is known or the components exist: a device that is not there,
 U-Net too deep for the image size, a classifier shift as wide as the image. Rather
 than meet them inside a worker, after config.yaml and cache/ are written, a study
 builds every component once here, for the data's image shape and class count, and
-runs one forward pass on a batch of two (no training).
+runs one forward pass on a batch of two (no training), after checking that the
+configured devices exist.
 """
 
 from __future__ import annotations
@@ -103,8 +104,8 @@ def check_components(config, image_shape: tuple[int, int, int], num_classes: int
     gen, clf = config.generator, config.classifier
     if num_classes < 2:
         raise UserError(f"the data has {num_classes} class(es); a study needs at least 2")
-    gen_device = resolve_device("generator.device", gen.device)
-    clf_device = resolve_device("classifier.device", clf.device)
+    resolve_device("generator.device", gen.device)
+    resolve_device("classifier.device", clf.device)
     if gen.denoiser == "unet":
         factor = 2 ** (gen.depth - 1)  # each U-Net level but the last halves the image
         if h % factor or w % factor:
@@ -118,16 +119,18 @@ def check_components(config, image_shape: tuple[int, int, int], num_classes: int
     if config.study == "contamination":
         steps += list(config.contamination.diverse_sample_steps)
         archs = list(config.contamination.archs)
-    # Building initialises weights from torch's global generator; fork it so that a
-    # dry run leaves the seeded training that follows unchanged.
+    # The dry build runs on the CPU: shapes fail the same way everywhere, and the parent
+    # process of a multi-worker run should not hold a GPU context of its own. Building
+    # initialises weights from torch's global generator; fork it so that a dry run
+    # leaves the seeded training that follows unchanged.
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         x = torch.zeros((2, c, h, w))
         what = f"generator (denoiser {gen.denoiser}, hidden {gen.hidden}, depth {gen.depth})"
         try:
-            model = build_denoiser(gen.denoiser, image_shape, num_classes, gen.hidden, gen.depth).to(gen_device)
-            t = torch.tensor([0, gen.num_train_timesteps - 1], device=gen_device)
-            y = torch.tensor([0, num_classes], device=gen_device)  # a class and the null label
-            out = model(x.to(gen_device), t, y)
+            model = build_denoiser(gen.denoiser, image_shape, num_classes, gen.hidden, gen.depth)
+            t = torch.tensor([0, gen.num_train_timesteps - 1])
+            y = torch.tensor([0, num_classes])  # a class and the null label
+            out = model(x, t, y)
             if out.shape != x.shape:
                 raise ValueError(f"it predicts noise of shape {tuple(out.shape[1:])} for images {image_shape}")
             what = f"sampler {gen.sampler}"
@@ -136,8 +139,8 @@ def check_components(config, image_shape: tuple[int, int, int], num_classes: int
                     _scheduler(gen, kind).set_timesteps(n)
             for arch in archs:
                 what = f"classifier (arch {arch}, width {clf.width}, feature_dim {clf.feature_dim})"
-                net = build_classifier(dataclasses.replace(clf, arch=arch), c, num_classes).to(clf_device).train()
-                logits = net(x.to(clf_device))  # train mode: BatchNorm needs the batch of two
+                net = build_classifier(dataclasses.replace(clf, arch=arch), c, num_classes).train()
+                logits = net(x)  # train mode: BatchNorm needs the batch of two
                 if logits.shape != (2, num_classes):
                     raise ValueError(f"it gives logits of shape {tuple(logits.shape)}")
         except UserError:
