@@ -162,3 +162,21 @@ def test_preflight_cuda_device_index_beyond_the_gpus():
         check_components(load_config(None, ["classifier.device=cuda:99"]), (1, 8, 8), 10)
     check_components(load_config(None, ["generator.device=cuda", "classifier.device=cuda:0"]), (1, 8, 8), 10)
     assert torch.cuda.is_available()
+
+
+def test_yaml_alias_bomb_is_refused_quickly_in_one_short_line(tmp_path):
+    # Each level repeats the one below ten times: 10**7 strings if walked or printed in full.
+    levels = ['&l0 ["x","x","x","x","x","x","x","x","x","x"]']
+    for i in range(1, 7):
+        levels.append(f"&l{i} [{levels[-1]}" + f",*l{i - 1}" * 9 + "]")
+    p = tmp_path / "bomb.yaml"
+    p.write_text(f"name: {levels[-1]}\n")
+    with pytest.raises(UserError, match="name must be a string") as info:
+        load_config(p)
+    assert len(str(info.value)) < 200
+
+
+def test_long_lists_are_refused_before_they_are_walked():
+    seeds = "[" + ",".join(["x"] * 5000) + "]"  # junk items: refused on length, not on the first item
+    with pytest.raises(UserError, match=r"loop.seeds has 5000 values; at most 1000"):
+        load_config(None, [f"loop.seeds={seeds}"])

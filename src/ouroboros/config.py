@@ -8,7 +8,7 @@ naming the key. ``--set a.b=value`` overrides parse `value` as YAML.
 from __future__ import annotations
 
 import dataclasses
-import math
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -28,6 +28,7 @@ from ouroboros.generators.diffusion import DiffusionConfig, check_guidance
 MAX_SEED = 2**31 - 1
 MAX_GUIDANCE = 100.0
 MAX_LIST = 100  # values in any config list (each value multiplies the work)
+MAX_CONVERT = 1000  # values in any list at all (class_groups can name many classes)
 
 
 def _seeds(where: str, seeds) -> None:
@@ -149,10 +150,10 @@ class ContaminationConfig:
         for i, st in enumerate(self.diverse_sample_steps):
             check_int(f"{where}.diverse_sample_steps[{i}]", st, 1, 10_000)  # and <= num_train_timesteps
         if self.class_groups is not None:
-            check_list(f"{where}.class_groups", self.class_groups, 1000, nonempty=False)
+            check_list(f"{where}.class_groups", self.class_groups, MAX_CONVERT, nonempty=False)
             seen: set = set()
             for i, group in enumerate(self.class_groups):
-                check_list(f"{where}.class_groups[{i}]", group, 10_000)
+                check_list(f"{where}.class_groups[{i}]", group, MAX_CONVERT)
                 for name in group:
                     check_text(f"{where}.class_groups[{i}]", name, 1000)
                     if name in seen:
@@ -237,10 +238,15 @@ def _type_name(tp) -> str:
     return getattr(tp, "__name__", str(tp).replace("typing.", ""))
 
 
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 2, 4, 4, 50, 50
+
+
 def _show(value: Any) -> str:
-    """A short repr for messages: a huge or nested value must not flood the error line."""
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    """A short repr for messages: a huge or nested value (YAML aliases can make one
+    enormous) must neither flood the error line nor take long to print."""
+    text = _REPR.repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _convert(value: Any, tp, where: str) -> Any:
@@ -258,6 +264,8 @@ def _convert(value: Any, tp, where: str) -> Any:
     if origin is list:
         if not isinstance(value, list):
             raise UserError(f"{where} must be a list; got {_show(value)}")
+        if len(value) > MAX_CONVERT:  # before walking it: YAML aliases can nest huge lists cheaply
+            raise UserError(f"{where} has {len(value)} values; at most {MAX_CONVERT} are allowed")
         return [_convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, where)
@@ -272,10 +280,7 @@ def _convert(value: Any, tp, where: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise UserError(f"{where} must be a number; got {_show(value)}")
-        # No config number means anything as NaN or infinity (YAML's .nan, .inf).
-        if not math.isfinite(value):
-            raise UserError(f"{where} must be a finite number; got {value}")
-        return float(value)
+        return float(value)  # NaN and infinities are ranged out by each section's validate()
     if tp is str:
         if not isinstance(value, str):
             raise UserError(f"{where} must be a string; got {_show(value)}")

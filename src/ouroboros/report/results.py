@@ -24,7 +24,9 @@ def write_results(path: Path, rows: list[dict], param_columns: list[str]) -> Non
 
 def read_results(path: Path) -> list[dict]:
     """The rows of a results table, checked: a truncated or hand-edited file is a
-    UserError here rather than a traceback while plotting."""
+    UserError here rather than a traceback while plotting. The numeric columns
+    (value, generation, seed and the numeric parameters guidance and ratio) must
+    parse; value may be nan."""
     path = Path(path)
     rerun = "run the study again with the same --out to rewrite it (finished stages are cached)"
     if not path.is_file():
@@ -55,11 +57,12 @@ def read_results(path: Path) -> list[dict]:
         if len(record) != len(header):
             raise UserError(f"{path} line {line} has {len(record)} fields, the header {len(header)}; {rerun}")
         row = dict(zip(header, record))
-        for column, required in (("value", True), ("generation", False), ("seed", False)):
-            if row[column] == "" and not required:
+        for column, required in (("value", True), ("generation", False), ("seed", False),
+                                 ("guidance", False), ("ratio", False)):
+            if column not in row or (row[column] == "" and not required):
                 continue
             try:
-                number = float(row[column]) if column == "value" else int(row[column])
+                number = int(row[column]) if column in ("generation", "seed") else float(row[column])
             except ValueError:
                 raise UserError(f"{path} line {line}: {column} {row[column][:30]!r} is not a number; {rerun}") from None
             if column == "generation" and number < 0:
