@@ -197,6 +197,7 @@ def _results(path):
     (lambda text: text.replace("metric", "measure", 1), "not an ouroboros results table"),
     (lambda text: text.replace("0.25", "lots"), "line 3: value 'lots' is not a number"),
     (lambda text: text.replace(",0,0,", ",0,zero,"), "generation 'zero' is not a number"),
+    (lambda text: text.replace("0.25,1.0", "0.25,strong"), "guidance 'strong' is not a number"),
     (lambda text: text.replace("accuracy,0.5", "accuracy,0.5,extra"), "line 2 has 8 fields"),
     (lambda text: text.replace("s,ref", "s\x00,ref"), "contains NUL bytes"),
     (lambda text: text.replace("s,ref", "s,\"ref"), "not a readable CSV"),  # an unclosed quote
