@@ -229,6 +229,7 @@ _USER_OS_ERRORS = {
     errno.ENAMETOOLONG: "choose a shorter path",
     errno.ENOTDIR: "a part of the path is a file, not a folder; choose another path",
     errno.EISDIR: "it is a folder, not a file; choose another path",
+    errno.EEXIST: "a file is in the way of a folder; choose another path",
 }
 
 
