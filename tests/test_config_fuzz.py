@@ -24,7 +24,6 @@ from ouroboros.config import StudyConfig, load_config
 from ouroboros.errors import UserError
 
 
-
 class Accepted(Exception):
     """Raised where a study would start writing: every up-front check let the value through."""
 
@@ -38,6 +37,7 @@ def tripwire(monkeypatch):
 
     for module in (loop, contamination):
         monkeypatch.setattr(module, "open_run", open_run)
+
 
 # Lists that may be empty: no Table 8 (append_ratios), no Table 6 (shifts), no superclasses.
 EMPTY_OK = {"contamination.append_ratios", "contamination.shifts", "contamination.class_groups"}
@@ -57,6 +57,13 @@ def leaf_fields(cls=StudyConfig, prefix=""):
 
 
 FIELDS = leaf_fields()
+
+
+def test_fields_are_found_in_every_section():
+    sections = {key.split(".")[0] for key, _ in FIELDS if "." in key}
+    assert sections == {"data", "loop", "contamination", "generator", "classifier", "output", "executor"}
+    assert {"study", "name", "generator.lr", "contamination.class_groups", "executor.threads_per_worker"} <= {
+        key for key, _ in FIELDS}
 
 NAN, INF = float("nan"), float("inf")
 junk = st.recursive(
