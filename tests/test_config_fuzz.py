@@ -16,7 +16,7 @@ from typing import Literal
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from ouroboros.cli import main
@@ -64,6 +64,7 @@ def test_fields_are_found_in_every_section():
     assert sections == {"data", "loop", "contamination", "generator", "classifier", "output", "executor"}
     assert {"study", "name", "generator.lr", "contamination.class_groups", "executor.threads_per_worker"} <= {
         key for key, _ in FIELDS}
+
 
 NAN, INF = float("nan"), float("inf")
 junk = st.recursive(
@@ -115,7 +116,7 @@ def test_invalid_values_fail_up_front_with_one_line(tmp_path, capsys, tripwire, 
     key, tp = data.draw(st.sampled_from(FIELDS), label="key")
     value = data.draw(invalid(tp, key), label="value")
     text = as_override(value)
-    assert as_override(yaml.safe_load(text)) == text, (value, text)  # the override says what we mean
+    assume(as_override(yaml.safe_load(text)) == text)  # the override says what we mean
     out = tmp_path / "out"
     try:
         code = main(["demo", "--out", str(out), "--quiet", "--set", f"{key}={text}"])
