@@ -1,7 +1,11 @@
+import dataclasses
+
 import pytest
 
 from ouroboros.config import StudyConfig, load_config
 from ouroboros.errors import UserError
+
+from conftest import REPO
 
 
 def test_defaults_are_the_paper_setting():
@@ -25,7 +29,7 @@ def test_yaml_and_overrides(tmp_path):
         ("loop:\n  generatoins: 3\n", "loop.generatoins"),
         ("bogus: 1\n", "'bogus'"),
         ("loop:\n  generations: three\n", "loop.generations must be an integer"),
-        ("loop:\n  generations: 0\n", "generations must be at least 1"),
+        ("loop:\n  generations: 0\n", "loop.generations must lie in [1, 1000]"),
         ("loop:\n  guidance: [1.0, -0.1]\n", "guidance must be a finite number >= 0"),
         ("generator:\n  sampler: euler\n", "generator.sampler must be one of"),
         ("loop: [1, 2]\n", "loop must be a mapping"),
@@ -46,3 +50,133 @@ def test_missing_file_and_bad_override(tmp_path):
         load_config(tmp_path / "nope.yaml")
     with pytest.raises(UserError, match="key=value"):
         load_config(None, ["loop.generations"])
+
+
+# -- configs built in Python skip from_dict's conversion: validate() checks them alone --
+
+
+@pytest.mark.parametrize("section, where, bad, fragment", [
+    ("generator", "generator.hidden", {"hidden": True}, "must be an integer"),  # bool is not an int
+    ("generator", "generator.lr", {"lr": float("nan")}, "finite"),
+    ("generator", "generator.hidden", {"hidden": 127}, "even"),  # timestep embedding needs hidden // 2 pairs
+    ("generator", "generator.hidden", {"denoiser": "unet", "hidden": 40}, "multiple of 8, and of 32"),
+    ("generator", "generator.sample_steps", {"sample_steps": 20, "num_train_timesteps": 10}, "cannot exceed"),
+    ("generator", "generator.sampler", {"sampler": "euler"}, "must be one of"),
+    ("classifier", "classifier.batch_size", {"batch_size": 1}, "[2, 65536]"),  # BatchNorm skips batches of one
+    ("classifier", "classifier.weight_decay", {"weight_decay": float("inf")}, "finite"),
+    ("data", "data.test", {"test": ""}, "must not be empty"),
+    ("loop", "loop.seeds", {"seeds": [0, 0]}, "twice"),
+    ("contamination", "contamination.seeds", {"seeds": [1, 1]}, "twice"),
+])
+def test_sections_validate_on_their_own(section, where, bad, fragment):
+    value = dataclasses.replace(getattr(StudyConfig(), section), **bad)
+    with pytest.raises(UserError) as info:
+        value.validate()
+    assert where in str(info.value) and fragment in str(info.value), str(info.value)
+    with pytest.raises(UserError):  # and inside a study config
+        dataclasses.replace(StudyConfig(), **{section: value}).validate()
+
+
+def test_study_config_checks_types_of_python_values():
+    config = StudyConfig()
+    config.loop.guidance = (1.0, 0.5)  # a tuple where YAML gives a list
+    with pytest.raises(UserError, match="loop.guidance must be a list"):
+        config.validate()
+    config = StudyConfig(study="loops")  # Literal fields have no section validate() of their own
+    with pytest.raises(UserError, match="study must be one of loop, contamination"):
+        config.validate()
+    config = StudyConfig()
+    config.executor.kind = "ray"
+    with pytest.raises(UserError, match="executor.kind must be one of local"):
+        config.validate()
+    config = StudyConfig(name="a\udcffb")  # undecodable bytes from argv
+    with pytest.raises(UserError, match="name is not valid UTF-8"):
+        config.validate()
+
+
+def test_sampling_steps_beyond_the_schedule_span_sections():
+    with pytest.raises(UserError, match="diverse_sample_steps has 50, more than generator.num_train_timesteps"):
+        load_config(None, ["generator.num_train_timesteps=40", "generator.sample_steps=10"])
+    load_config(None, ["generator.num_train_timesteps=50", "generator.sample_steps=10"])
+
+
+# -- preflight: the dry build before anything is written --------------------------------
+
+
+def test_preflight_accepts_the_shipped_configs_and_leaves_the_global_rng_alone():
+    import torch
+
+    from ouroboros.preflight import check_components
+
+    for name in ("loop-digits.yaml", "contamination-digits.yaml"):
+        config = load_config(REPO / "configs" / name)
+        torch.manual_seed(0)
+        check_components(config, (1, 8, 8), 10)
+        after = torch.rand(3)
+        torch.manual_seed(0)
+        assert torch.equal(after, torch.rand(3)), "the dry build must not move the seeded global generator"
+
+
+@pytest.mark.parametrize("overrides, shape, classes, fragment", [
+    (["generator.denoiser=unet", "generator.hidden=8", "generator.depth=3"], (1, 6, 6), 10, "divide by 4"),
+    (["classifier.shift=8"], (1, 8, 8), 10, "classifier.shift (8) must be smaller"),
+    (["generator.device=meta"], (1, 8, 8), 10, "generator.device"),
+    (["classifier.device=npu"], (1, 8, 8), 10, "classifier.device: unknown device"),
+    ([], (1, 8, 8), 1, "at least 2"),
+    (["classifier.shift=0"], (1, 1, 1), 10, "classifier (arch cnn"),  # a 1x1 image cannot be max-pooled
+])
+def test_preflight_names_what_cannot_be_built(overrides, shape, classes, fragment):
+    from ouroboros.preflight import check_components
+
+    with pytest.raises(UserError) as info:
+        check_components(load_config(None, overrides), shape, classes)
+    assert fragment in str(info.value), str(info.value)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
+def test_preflight_cuda_without_a_gpu():
+    from ouroboros.preflight import check_components
+
+    with pytest.raises(UserError, match="generator.device: device 'cuda' requested but CUDA is not available"):
+        check_components(load_config(None, ["generator.device=cuda"]), (1, 8, 8), 10)
+
+
+def test_output_probe_creates_nothing(tmp_path):
+    from ouroboros.preflight import check_output_dir
+
+    check_output_dir(tmp_path / "a" / "b")
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "run").mkdir()
+    check_output_dir(tmp_path / "run")
+    assert list((tmp_path / "run").iterdir()) == []
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA machine")
+def test_preflight_cuda_device_index_beyond_the_gpus():
+    import torch
+
+    from ouroboros.preflight import check_components
+
+    with pytest.raises(UserError, match="classifier.device: 'cuda:99' requested but this machine has"):
+        check_components(load_config(None, ["classifier.device=cuda:99"]), (1, 8, 8), 10)
+    check_components(load_config(None, ["generator.device=cuda", "classifier.device=cuda:0"]), (1, 8, 8), 10)
+    assert torch.cuda.is_available()
+
+
+def test_yaml_alias_bomb_is_refused_quickly_in_one_short_line(tmp_path):
+    # Each level repeats the one below ten times: 10**7 strings if walked or printed in full.
+    levels = ['&l0 ["x","x","x","x","x","x","x","x","x","x"]']
+    for i in range(1, 7):
+        levels.append(f"&l{i} [{levels[-1]}" + f",*l{i - 1}" * 9 + "]")
+    p = tmp_path / "bomb.yaml"
+    p.write_text(f"name: {levels[-1]}\n")
+    with pytest.raises(UserError, match="name must be a string") as info:
+        load_config(p)
+    assert len(str(info.value)) < 200
+
+
+def test_long_lists_are_refused_before_they_are_walked():
+    seeds = "[" + ",".join(["x"] * 5000) + "]"  # junk items: refused on length, not on the first item
+    with pytest.raises(UserError, match=r"loop.seeds has 5000 values; at most 1000"):
+        load_config(None, [f"loop.seeds={seeds}"])

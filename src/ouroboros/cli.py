@@ -6,18 +6,20 @@ Bad input gives one `error:` line on stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from ouroboros.errors import UserError
 
 
 def _run_study(config, out: Path, quiet: bool) -> int:
-    from ouroboros.runner import check_run_dir
+    from ouroboros.preflight import check_output_dir
     from ouroboros.studies import contamination, loop
 
-    out = check_run_dir(out)
+    out = check_output_dir(out)  # before loading data; the study checks again before writing
     start = time.perf_counter()
     module = contamination if config.study == "contamination" else loop
     summary = module.run(config, out, progress=not quiet)
@@ -74,6 +76,11 @@ def cmd_metrics(args) -> int:
     from ouroboros.features import default_features, get_extractor
     from ouroboros.metrics import fid, kid, prdc, precision_recall
 
+    # Checked before loading anything: loading may train a classifier.
+    if args.k is not None and not 1 <= args.k <= 1000:
+        raise UserError(f"--k must lie in [1, 1000] (neighbours for precision/recall); got {args.k}")
+    if not 1 <= args.kid_subsets <= 100_000:
+        raise UserError(f"--kid-subsets must lie in [1, 100000]; got {args.kid_subsets}")
     real, fake = _load_features_or_images(args.real), _load_features_or_images(args.fake)
     if isinstance(real, ImageSet) != isinstance(fake, ImageSet):
         raise UserError("REAL and FAKE must both be datasets or both be .npy feature files")
@@ -95,8 +102,8 @@ def cmd_metrics(args) -> int:
         if args.features:
             raise UserError("--features applies to datasets, not to .npy feature files")
         name, real_f, fake_f = "given", real, fake
-    k_pr = args.k or 3
-    k_prdc = args.k or 5
+    k_pr = args.k if args.k is not None else 3
+    k_prdc = args.k if args.k is not None else 5
     kid_mean, kid_std = kid(real_f, fake_f, subsets=args.kid_subsets)
     result = {
         "features": name,
@@ -141,6 +148,8 @@ def cmd_report(args) -> int:
     from ouroboros.studies import contamination, loop
 
     run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"run folder not found: {run_dir}; give the --out folder of a study run")
     config_path = run_dir / "config.yaml"
     study = load_config(config_path) if config_path.is_file() else None
     if study is not None and study.study == "contamination":
@@ -206,17 +215,64 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# OSErrors a user can fix (permissions, space, path names): one `error:` line, not a traceback.
+_USER_OS_ERRORS = {
+    errno.EACCES: "check its permissions or choose another path",
+    errno.EPERM: "check its permissions or choose another path",
+    errno.EROFS: "the file system is read-only; choose another path",
+    errno.ENOSPC: "free some space and run again (finished stages are cached)",
+    errno.EDQUOT: "free some space and run again (finished stages are cached)",
+    errno.ENAMETOOLONG: "choose a shorter path",
+    errno.ENOTDIR: "a part of the path is a file, not a folder; choose another path",
+    errno.EISDIR: "it is a folder, not a file; choose another path",
+    errno.EEXIST: "a file is in the way of a folder; choose another path",
+}
+
+
+def _one_line(text: str) -> str:
+    """Library messages can span lines; the contract is one line."""
+    return " ".join(text.split())
+
+
+def _os_error_message(exc: OSError) -> str:
+    where = exc.filename if exc.filename is not None else "a file"
+    return f"cannot access {where}: {exc.strerror or exc}; {_USER_OS_ERRORS[exc.errno]}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: finished stages are cached; run the same command again to resume", file=sys.stderr)
-        return 130
+    # Warnings are held back: after a failure the user sees only the one `error:` line;
+    # after success each is shown on one line.
+    with warnings.catch_warnings(record=True) as caught:
+        try:
+            code = args.func(args)
+        except UserError as exc:
+            print(f"error: {_one_line(str(exc))}", file=sys.stderr)
+            return 2
+        except OSError as exc:
+            if exc.errno not in _USER_OS_ERRORS:
+                _show_warnings(caught)
+                raise
+            print(f"error: {_one_line(_os_error_message(exc))}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("interrupted: finished stages are cached; run the same command again to resume", file=sys.stderr)
+            return 130
+        except BaseException:
+            _show_warnings(caught)  # a bug: everything helps
+            raise
+    _show_warnings(caught)
+    return code
+
+
+def _show_warnings(caught: list) -> None:
+    shown = set()
+    for w in caught:
+        line = f"warning: {w.category.__name__}: {_one_line(str(w.message))}"
+        if line not in shown:
+            shown.add(line)
+            print(line, file=sys.stderr)
 
 
 if __name__ == "__main__":

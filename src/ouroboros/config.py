@@ -8,6 +8,7 @@ naming the key. ``--set a.b=value`` overrides parse `value` as YAML.
 from __future__ import annotations
 
 import dataclasses
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -16,9 +17,37 @@ from typing import Any, Literal, Optional
 
 import yaml
 
-from ouroboros.errors import UserError
+from ouroboros.errors import UserError, check_float, check_int, check_list, check_text
 from ouroboros.features.classifier import ClassifierConfig
 from ouroboros.generators.diffusion import DiffusionConfig, check_guidance
+
+
+# Upper bounds on sizes and seeds. They sit far above any sensible setting and only
+# stop absurd values (a typo'd 10**9) from reaching a worker as a hang or an
+# out-of-memory crash.
+MAX_SEED = 2**31 - 1
+MAX_GUIDANCE = 100.0
+MAX_LIST = 100  # values in any config list (each value multiplies the work)
+MAX_CONVERT = 1000  # values in any list at all (class_groups can name many classes)
+
+
+def _seeds(where: str, seeds) -> None:
+    check_list(where, seeds, MAX_LIST, distinct=True)
+    for i, s in enumerate(seeds):
+        check_int(f"{where}[{i}]", s, 0, MAX_SEED)
+
+
+def _guidance(where: str, w) -> None:
+    try:
+        check_guidance(w)
+    except (UserError, TypeError):
+        raise UserError(f"{where}: guidance must be a finite number >= 0 "
+                        f"(eps = (1 + w) eps_cond - w eps_uncond); got {w!r}") from None
+    check_float(where, w, 0.0, MAX_GUIDANCE)
+
+
+def _dataset_spec(where: str, spec) -> None:
+    check_text(where, spec)
 
 
 @dataclass
@@ -28,9 +57,12 @@ class DataConfig:
     test_fraction: float = 0.3
     split_seed: int = 0
 
-    def validate(self) -> None:
-        if self.test is None and not 0.0 < self.test_fraction < 1.0:
-            raise UserError(f"data.test_fraction must lie in (0, 1); got {self.test_fraction}")
+    def validate(self, where: str = "data") -> None:
+        _dataset_spec(f"{where}.train", self.train)
+        if self.test is not None:
+            _dataset_spec(f"{where}.test", self.test)
+        check_float(f"{where}.test_fraction", self.test_fraction, 0.0, 1.0, lo_open=True, hi_open=True)
+        check_int(f"{where}.split_seed", self.split_seed, 0, 2**32 - 1)  # numpy's seed range
 
 
 @dataclass
@@ -41,22 +73,14 @@ class LoopConfig:
     scenario: Literal["replace"] = "replace"
     samples_per_generation: Optional[int] = None  # None: the size of the real training set
 
-    def validate(self) -> None:
-        if self.generations < 1:
-            raise UserError(f"loop.generations must be at least 1; got {self.generations}")
-        if not self.guidance:
-            raise UserError("loop.guidance needs at least one value")
-        for w in self.guidance:
-            try:
-                check_guidance(w)
-            except UserError as exc:
-                raise UserError(f"loop.guidance: {exc}") from None
-        if len(set(self.guidance)) != len(self.guidance):
-            raise UserError(f"loop.guidance has repeated values: {self.guidance}")
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-            raise UserError(f"loop.seeds must be a non-empty list of distinct integers; got {self.seeds}")
-        if self.samples_per_generation is not None and self.samples_per_generation < 1:
-            raise UserError("loop.samples_per_generation must be at least 1")
+    def validate(self, where: str = "loop") -> None:
+        check_int(f"{where}.generations", self.generations, 1, 1000)
+        check_list(f"{where}.guidance", self.guidance, MAX_LIST, distinct=True)
+        for i, w in enumerate(self.guidance):
+            _guidance(f"{where}.guidance[{i}]", w)
+        _seeds(f"{where}.seeds", self.seeds)
+        if self.samples_per_generation is not None:
+            check_int(f"{where}.samples_per_generation", self.samples_per_generation, 1, 10**7)
 
 
 @dataclass
@@ -87,33 +111,57 @@ class ContaminationConfig:
     # None: one row per class.
     class_groups: Optional[list[list[str]]] = None
 
-    def validate(self) -> None:
+    def validate(self, where: str = "contamination") -> None:
         from ouroboros.data.mixtures import check_ratio
         from ouroboros.data.shifts import SHIFTS
         from ouroboros.features.classifier import ARCHS
 
         for name in ("split_train", "split_generator", "split_control", "split_test"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise UserError(f"contamination.{name} must lie in [0, 1); got {getattr(self, name)}")
+            check_float(f"{where}.{name}", getattr(self, name), 0.0, 1.0, hi_open=True)
         if self.split_train + self.split_generator + self.split_control + self.split_test > 1.0 + 1e-9:
-            raise UserError("contamination splits must sum to at most 1")
-        for r in list(self.ratios) + list(self.append_ratios) + [self.small_fraction]:
-            try:
-                check_ratio(r)
-            except UserError as exc:
-                raise UserError(f"contamination: {exc}") from None
+            raise UserError(f"{where} splits must sum to at most 1 (split_train + split_generator + "
+                            "split_control + split_test)")
+        for name in ("generated", "control"):
+            if getattr(self, name) is not None:
+                _dataset_spec(f"{where}.{name}", getattr(self, name))
+        # Tables 1 and 5 need ratios; Table 8 (append_ratios) and Table 6 (shifts) may be empty.
+        for name, nonempty in (("ratios", True), ("append_ratios", False)):
+            values = check_list(f"{where}.{name}", getattr(self, name), MAX_LIST, nonempty=nonempty, distinct=True)
+            for r in values:
+                if isinstance(r, bool) or not isinstance(r, (int, float)):
+                    raise UserError(f"{where}.{name} must hold numbers; got {r!r}")
+                try:
+                    check_ratio(r)
+                except UserError as exc:
+                    raise UserError(f"{where}.{name}: {exc}") from None
+        check_float(f"{where}.small_fraction", self.small_fraction, 0.0, 1.0, lo_open=True, hi_open=True)
+        check_list(f"{where}.archs", self.archs, MAX_LIST, distinct=True)
         for a in self.archs:
             if a not in ARCHS:
-                raise UserError(f"contamination.archs: unknown arch {a!r}; use {', '.join(ARCHS)}")
+                raise UserError(f"{where}.archs: unknown arch {a!r}; use {', '.join(ARCHS)}")
+        check_list(f"{where}.shifts", self.shifts, MAX_LIST, nonempty=False, distinct=True)
         for sh in self.shifts:
             if sh not in SHIFTS:
-                raise UserError(f"contamination.shifts: unknown shift {sh!r}; use {', '.join(SHIFTS)}")
-        for w in [self.guidance, *self.diverse_guidance]:
-            check_guidance(w)
-        if not self.seeds or not self.archs or not self.ratios:
-            raise UserError("contamination.seeds, archs and ratios must not be empty")
-        if any(st < 1 for st in self.diverse_sample_steps) or not self.diverse_sample_steps:
-            raise UserError("contamination.diverse_sample_steps must be a non-empty list of positive integers")
+                raise UserError(f"{where}.shifts: unknown shift {sh!r}; use {', '.join(SHIFTS)}")
+        _seeds(f"{where}.seeds", self.seeds)
+        _guidance(f"{where}.guidance", self.guidance)
+        check_list(f"{where}.diverse_guidance", self.diverse_guidance, MAX_LIST)
+        for i, w in enumerate(self.diverse_guidance):
+            _guidance(f"{where}.diverse_guidance[{i}]", w)
+        check_list(f"{where}.diverse_sample_steps", self.diverse_sample_steps, MAX_LIST)
+        for i, st in enumerate(self.diverse_sample_steps):
+            check_int(f"{where}.diverse_sample_steps[{i}]", st, 1, 10_000)  # and <= num_train_timesteps
+        if self.class_groups is not None:
+            check_list(f"{where}.class_groups", self.class_groups, MAX_CONVERT, nonempty=False)
+            seen: set = set()
+            for i, group in enumerate(self.class_groups):
+                check_list(f"{where}.class_groups[{i}]", group, MAX_CONVERT)
+                for name in group:
+                    check_text(f"{where}.class_groups[{i}]", name, 1000)
+                    if name in seen:
+                        raise UserError(f"{where}.class_groups names class {name!r} in two groups; "
+                                        "put each class in at most one")
+                    seen.add(name)
 
 
 @dataclass
@@ -121,9 +169,9 @@ class OutputConfig:
     grid_per_class: int = 10  # images per class (columns) in each sample grid
     grid_scale: int = 4  # pixel upscaling of sample grids
 
-    def validate(self) -> None:
-        if self.grid_per_class < 1 or self.grid_scale < 1:
-            raise UserError("output.grid_per_class and output.grid_scale must be at least 1")
+    def validate(self, where: str = "output") -> None:
+        check_int(f"{where}.grid_per_class", self.grid_per_class, 1, 100)
+        check_int(f"{where}.grid_scale", self.grid_scale, 1, 32)
 
 
 @dataclass
@@ -132,9 +180,9 @@ class ExecutorConfig:
     workers: int = 0  # 0: one per CPU core (at most one per independent chain)
     threads_per_worker: int = 1
 
-    def validate(self) -> None:
-        if self.workers < 0 or self.threads_per_worker < 1:
-            raise UserError("executor.workers must be >= 0 and executor.threads_per_worker >= 1")
+    def validate(self, where: str = "executor") -> None:
+        check_int(f"{where}.workers", self.workers, 0, 256)
+        check_int(f"{where}.threads_per_worker", self.threads_per_worker, 1, 256)
 
 
 @dataclass
@@ -150,13 +198,39 @@ class StudyConfig:
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
 
     def validate(self) -> None:
+        # Types first (a config built in Python skips from_dict's conversion), then each
+        # section's ranges, then the checks that span sections.
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            _check_type(getattr(self, f.name), hints[f.name], f.name)
+        check_text("name", self.name, 100)
+        # The name is the default run folder (runs/<name>) and the results' study column.
+        if any(c in self.name for c in "/\\") or self.name in (".", "..") or not self.name.isprintable():
+            raise UserError(f"name {self.name!r} must be usable as a folder name: printable, without / or \\")
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if hasattr(value, "validate"):
-                value.validate()
+                value.validate(f.name)
+        steps = self.generator.num_train_timesteps
+        for st in self.contamination.diverse_sample_steps:
+            if st > steps:
+                raise UserError(f"contamination.diverse_sample_steps has {st}, more than generator."
+                                f"num_train_timesteps ({steps}); use at most {steps} sampling steps")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def _check_type(value: Any, tp, where: str) -> None:
+    """Raise UserError if `value` (held by a dataclass field of type `tp`) has the wrong type."""
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, tp):
+            raise UserError(f"{where} must be a {tp.__name__}; got {value!r}")
+        hints = typing.get_type_hints(tp)
+        for f in dataclasses.fields(tp):
+            _check_type(getattr(value, f.name), hints[f.name], f"{where}.{f.name}")
+    else:
+        _convert(value, tp, where)
 
 
 # -- strict conversion ------------------------------------------------------------------
@@ -164,6 +238,17 @@ class StudyConfig:
 
 def _type_name(tp) -> str:
     return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 2, 4, 4, 50, 50
+
+
+def _show(value: Any) -> str:
+    """A short repr for messages: a huge or nested value (YAML aliases can make one
+    enormous) must neither flood the error line nor take long to print."""
+    text = _REPR.repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _convert(value: Any, tp, where: str) -> Any:
@@ -175,31 +260,33 @@ def _convert(value: Any, tp, where: str) -> Any:
         inner = [a for a in args if a is not type(None)]
         return _convert(value, inner[0], where)
     if origin is Literal:
-        if value not in args:
-            raise UserError(f"{where} must be one of {', '.join(map(str, args))}; got {value!r}")
+        if isinstance(value, (list, dict)) or value not in args:
+            raise UserError(f"{where} must be one of {', '.join(map(str, args))}; got {_show(value)}")
         return value
     if origin is list:
         if not isinstance(value, list):
-            raise UserError(f"{where} must be a list; got {value!r}")
+            raise UserError(f"{where} must be a list; got {_show(value)}")
+        if len(value) > MAX_CONVERT:  # before walking it: YAML aliases can nest huge lists cheaply
+            raise UserError(f"{where} has {len(value)} values; at most {MAX_CONVERT} are allowed")
         return [_convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, where)
     if tp is bool:
         if not isinstance(value, bool):
-            raise UserError(f"{where} must be true or false; got {value!r}")
+            raise UserError(f"{where} must be true or false; got {_show(value)}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise UserError(f"{where} must be an integer; got {value!r}")
+            raise UserError(f"{where} must be an integer; got {_show(value)}")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise UserError(f"{where} must be a number; got {value!r}")
-        return float(value)
+            raise UserError(f"{where} must be a number; got {_show(value)}")
+        return float(value)  # NaN and infinities are ranged out by each section's validate()
     if tp is str:
         if not isinstance(value, str):
-            raise UserError(f"{where} must be a string; got {value!r}")
-        return value
+            raise UserError(f"{where} must be a string; got {_show(value)}")
+        return check_text(where, value)
     raise TypeError(f"unsupported config type {tp} at {where}")
 
 
@@ -211,7 +298,7 @@ def from_dict(cls, data: Any, where: str = "config"):
         raise UserError(f"{where} must be a mapping of keys to values; got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
+    unknown = sorted((k for k in data if k not in names), key=str)  # YAML keys may be numbers
     if unknown:
         key = unknown[0] if where == "config" else f"{where}.{unknown[0]}"
         raise UserError(f"unknown key {key!r}; valid keys here: {', '.join(sorted(names))}")
@@ -227,7 +314,7 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             raise UserError(f"--set expects key=value (e.g. loop.generations=3); got {item!r}")
         try:
             value = yaml.safe_load(text)
-        except yaml.YAMLError:
+        except (yaml.YAMLError, RecursionError):  # not YAML (or absurdly nested): take the text as is
             value = text
         node = raw
         parts = key.split(".")
@@ -259,7 +346,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not path.is_file():
             path = _shipped_config(path)
         try:
-            loaded = yaml.safe_load(path.read_text())
+            loaded = yaml.safe_load(path.read_bytes().decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise UserError(f"{path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+        except RecursionError:
+            raise UserError(f"{path} is nested too deeply to be a study config") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             at = f" at line {mark.line + 1}" if mark is not None else ""

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ouroboros.data.imageset import ImageSet
-from ouroboros.errors import UserError
+from ouroboros.errors import UserError, check_float, check_int, check_text
 from ouroboros.generators.base import resolve_device
 from ouroboros.io import atomic_path
 
@@ -36,11 +36,19 @@ class ClassifierConfig:
     shift: int = 1  # random translation (pixels) as augmentation
     device: str = "auto"
 
-    def validate(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.width < 1 or self.feature_dim < 1:
-            raise UserError("classifier epochs, batch_size, width and feature_dim must be at least 1")
-        if self.lr <= 0:
-            raise UserError(f"classifier lr must be positive; got {self.lr}")
+    def validate(self, where: str = "classifier") -> None:
+        """Every field in range; the upper bounds only stop absurd sizes."""
+        if self.arch not in ("cnn", "resnet"):
+            raise UserError(f"{where}.arch: unknown classifier arch {self.arch!r}; use one of cnn, resnet")
+        check_int(f"{where}.width", self.width, 1, 512)
+        check_int(f"{where}.feature_dim", self.feature_dim, 1, 8192)
+        check_int(f"{where}.epochs", self.epochs, 1, 10_000)
+        # BatchNorm needs two images per batch; batches of one would all be skipped.
+        check_int(f"{where}.batch_size", self.batch_size, 2, 65536)
+        check_float(f"{where}.lr", self.lr, 0.0, 1.0, lo_open=True)
+        check_float(f"{where}.weight_decay", self.weight_decay, 0.0, 1.0)
+        check_int(f"{where}.shift", self.shift, 0, 16)  # and below the image size (ouroboros.preflight)
+        check_text(f"{where}.device", self.device, 64)
 
 
 class BodyAndHead(nn.Module):

@@ -29,7 +29,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ouroboros.data.imageset import ImageSet, quantize
-from ouroboros.errors import UserError
+from ouroboros.errors import UserError, check_float, check_int, check_text
 from ouroboros.generators.base import balanced_labels, resolve_device
 from ouroboros.generators.denoisers import build_denoiser
 from ouroboros.io import atomic_path
@@ -56,19 +56,41 @@ class DiffusionConfig:
     sample_batch_size: int = 2048
     device: str = "auto"
 
-    def validate(self) -> None:
-        if self.train_steps < 1 or self.batch_size < 1 or self.sample_steps < 1 or self.sample_batch_size < 1:
-            raise UserError("train_steps, batch_size, sample_steps and sample_batch_size must be at least 1")
-        if not 0.0 <= self.label_dropout < 1.0:
-            raise UserError(f"label_dropout must lie in [0, 1); got {self.label_dropout}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise UserError(f"ema_decay must lie in [0, 1); got {self.ema_decay}")
+    def validate(self, where: str = "generator") -> None:
+        """Every field in range, so a bad value fails here and not inside a worker.
+
+        The upper bounds only stop absurd sizes (a hang or an out-of-memory crash)."""
+        for name, options in (("denoiser", ("mlp", "unet")), ("sampler", ("ddpm", "ddim")),
+                              ("beta_schedule", ("linear", "scaled_linear", "squaredcos_cap_v2"))):
+            if getattr(self, name) not in options:
+                raise UserError(f"{where}.{name} must be one of {', '.join(options)}; got {getattr(self, name)!r}")
+        if self.denoiser == "mlp":
+            check_int(f"{where}.hidden", self.hidden, 2, 4096)
+            if self.hidden % 2:  # the sinusoidal timestep embedding has hidden // 2 cos + sin pairs
+                raise UserError(f"{where}.hidden must be even for the mlp denoiser; got {self.hidden}")
+            check_int(f"{where}.depth", self.depth, 1, 32)
+        else:
+            check_int(f"{where}.hidden", self.hidden, 8, 512)
+            # GroupNorm uses min(32, hidden) groups over hidden, 2 hidden and 4 hidden channels;
+            # attention heads have 8 channels.
+            if self.hidden % 8 or (self.hidden > 32 and self.hidden % 32):
+                raise UserError(f"{where}.hidden (U-Net base channels) must be a multiple of 8, and of 32 "
+                                f"above 32 (GroupNorm groups); got {self.hidden}")
+            check_int(f"{where}.depth", self.depth, 1, 5)
+        check_int(f"{where}.train_steps", self.train_steps, 1, 10**7)
+        check_int(f"{where}.batch_size", self.batch_size, 1, 65536)
+        check_float(f"{where}.lr", self.lr, 0.0, 1.0, lo_open=True)
+        check_float(f"{where}.weight_decay", self.weight_decay, 0.0, 1.0)
+        check_int(f"{where}.warmup_steps", self.warmup_steps, 0, 10**7)
+        check_int(f"{where}.num_train_timesteps", self.num_train_timesteps, 2, 10_000)
+        check_float(f"{where}.label_dropout", self.label_dropout, 0.0, 1.0, hi_open=True)
+        check_float(f"{where}.ema_decay", self.ema_decay, 0.0, 1.0, hi_open=True)
+        check_int(f"{where}.sample_steps", self.sample_steps, 1, 10_000)
         if self.sample_steps > self.num_train_timesteps:
-            raise UserError(
-                f"sample_steps ({self.sample_steps}) cannot exceed num_train_timesteps ({self.num_train_timesteps})"
-            )
-        if self.lr <= 0:
-            raise UserError(f"lr must be positive; got {self.lr}")
+            raise UserError(f"{where}.sample_steps ({self.sample_steps}) cannot exceed "
+                            f"{where}.num_train_timesteps ({self.num_train_timesteps})")
+        check_int(f"{where}.sample_batch_size", self.sample_batch_size, 1, 65536)
+        check_text(f"{where}.device", self.device, 64)  # resolved by ouroboros.preflight before a run
 
 
 def _scheduler(config: DiffusionConfig, kind: str | None = None):

@@ -23,11 +23,49 @@ def write_results(path: Path, rows: list[dict], param_columns: list[str]) -> Non
 
 
 def read_results(path: Path) -> list[dict]:
+    """The rows of a results table, checked: a truncated or hand-edited file is a
+    UserError here rather than a traceback while plotting. The numeric columns
+    (value, generation, seed and the numeric parameters guidance and ratio) must
+    parse; value may be nan."""
     path = Path(path)
+    rerun = "run the study again with the same --out to rewrite it (finished stages are cached)"
     if not path.is_file():
         raise UserError(f"no results table at {path}; run the study first (ouroboros run CONFIG --out DIR)")
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if rows and not set(BASE_COLUMNS) <= set(rows[0]):
-        raise UserError(f"{path} is not an ouroboros results table (columns {BASE_COLUMNS} expected)")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not UTF-8 text; {rerun}") from None
+    if not text.strip():
+        raise UserError(f"{path} is empty; {rerun}")
+    if "\x00" in text:  # csv reads NUL bytes as text; they only come from damage
+        raise UserError(f"{path} contains NUL bytes, so it is damaged; {rerun}")
+    # write_results ends every row with a newline, so a file without one was cut short.
+    if not text.endswith("\n"):
+        raise UserError(f"{path} is truncated (its last row is incomplete); {rerun}")
+    try:
+        records = list(csv.reader(io.StringIO(text, newline=""), strict=True))
+    except csv.Error as exc:
+        raise UserError(f"{path} is not a readable CSV table ({exc}); {rerun}") from None
+    header, body = records[0], records[1:]
+    if not set(BASE_COLUMNS) <= set(header) or len(set(header)) != len(header):
+        raise UserError(f"{path} is not an ouroboros results table (columns {', '.join(BASE_COLUMNS)} expected, "
+                        f"got {', '.join(header)[:100]})")
+    if not body:
+        raise UserError(f"{path} has no rows; {rerun}")
+    rows = []
+    for line, record in enumerate(body, start=2):
+        if len(record) != len(header):
+            raise UserError(f"{path} line {line} has {len(record)} fields, the header {len(header)}; {rerun}")
+        row = dict(zip(header, record))
+        for column, required in (("value", True), ("generation", False), ("seed", False),
+                                 ("guidance", False), ("ratio", False)):
+            if column not in row or (row[column] == "" and not required):
+                continue
+            try:
+                number = int(row[column]) if column in ("generation", "seed") else float(row[column])
+            except ValueError:
+                raise UserError(f"{path} line {line}: {column} {row[column][:30]!r} is not a number; {rerun}") from None
+            if column == "generation" and number < 0:
+                raise UserError(f"{path} line {line}: generation {number} is negative; {rerun}")
+        rows.append(row)
     return rows

@@ -45,6 +45,7 @@ from ouroboros.config import StudyConfig
 from ouroboros.data.imageset import ImageSet, stratified_split
 from ouroboros.data.loaders import load_dataset
 from ouroboros.errors import UserError
+from ouroboros.preflight import check_run
 from ouroboros.report.stats import HOLDS, NOT_RESOLVED, REVERSED, Interval, paired_difference, t_interval, verdict
 from ouroboros.runner import Stage
 from ouroboros.studies.common import data_stage, derived_seed, generator_params, open_run, write_timings
@@ -525,6 +526,7 @@ def run(config: StudyConfig, run_dir: Path, progress: bool = True, runner=None) 
     from ouroboros.report.results import write_results
 
     splits = load_splits(config)  # bad data fails here, before anything is written
+    check_run(config, run_dir, splits["train"].shape, splits["train"].num_classes)  # and a bad --out or component
     k = splits["train"].num_classes
     group_confusion(np.zeros((k, k)), splits["train"].class_names, config.contamination.class_groups)
     if progress:

@@ -20,6 +20,7 @@ from ouroboros.config import StudyConfig
 from ouroboros.data.imageset import ImageSet, stratified_split
 from ouroboros.data.loaders import load_dataset
 from ouroboros.errors import UserError
+from ouroboros.preflight import check_run
 from ouroboros.runner import Stage
 from ouroboros.studies.common import data_stage, derived_seed, generator_params, open_run, write_timings
 
@@ -32,6 +33,9 @@ def load_splits(config: StudyConfig) -> tuple[ImageSet, ImageSet]:
             raise UserError(
                 f"train and test datasets have different classes: {list(full.class_names)} vs {list(test.class_names)}"
             )
+        if test.shape != full.shape:
+            raise UserError(f"data.test has images of shape {test.shape} but data.train {full.shape}; "
+                            "they must match")
         return full, test
     counts = full.class_counts()
     if (counts < 2).any():
@@ -109,6 +113,7 @@ def run(config: StudyConfig, run_dir: Path, progress: bool = True, runner=None) 
     from ouroboros.report.results import write_results
 
     splits = load_splits(config)  # bad data fails here, before anything is written
+    check_run(config, run_dir, splits[0].shape, splits[0].num_classes)  # and a bad --out or component
     if progress:
         print(f"ouroboros: {config.name}: {len(config.loop.guidance)} guidance x {len(config.loop.seeds)} seeds x "
               f"{config.loop.generations} generations on {len(splits[0])} real training images -> {run_dir}",
