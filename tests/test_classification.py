@@ -45,3 +45,18 @@ def test_confusion_matrix():
 def test_unknown_arch(split):
     with pytest.raises(UserError, match="unknown classifier arch"):
         Classifier.train(split[0], ClassifierConfig(arch="vgg", epochs=1, device="cpu"))
+
+
+def test_images_too_small_for_the_cnn_are_one_error_line(tmp_path):
+    """1 x 1 images load (they are valid), but the classifier features cannot use them."""
+    import numpy as np
+
+    from conftest import assert_user_error, run_cli
+    from ouroboros.data.imageset import ImageSet
+
+    rng = np.random.default_rng(0)
+    tiny = ImageSet.create(rng.integers(0, 256, (40, 1, 1, 1), dtype=np.uint8), np.arange(40) % 2, ["a", "b"],
+                           source="real:tiny")
+    tiny.save(tmp_path / "tiny.npz")
+    proc = run_cli("metrics", tmp_path / "tiny.npz", tmp_path / "tiny.npz", "--features", "classifier")
+    assert_user_error(proc, "at least 2 x 2 pixels")

@@ -51,6 +51,9 @@ class ClassifierFeatures(FeatureExtractor):
                 raise UserError("classifier features need a trained classifier (--classifier DIR) or a labelled real set")
             import sys
 
+            from ouroboros.features.classifier import ClassifierConfig, check_image_size
+
+            check_image_size(ClassifierConfig(), real.shape)  # before saying it starts
             print(f"training the feature classifier on the {len(real)} real images ...", file=sys.stderr)
             classifier = Classifier.train(real, seed=0)
         self.classifier = classifier

@@ -136,6 +136,13 @@ def _random_shift(x: torch.Tensor, shift: int, gen: torch.Generator) -> torch.Te
     return pad[:, :, dy : dy + x.shape[2], dx : dx + x.shape[3]]
 
 
+def check_image_size(config: ClassifierConfig, image_shape) -> None:
+    """The cnn's 2 x 2 max-pool needs images of at least two pixels a side."""
+    if config.arch == "cnn" and min(image_shape[1:]) < 2:
+        raise UserError(f"the cnn classifier needs images of at least 2 x 2 pixels; got {image_shape[1]} x "
+                        f"{image_shape[2]} (use pixel features or larger images)")
+
+
 class Classifier:
     """``Classifier.train(imageset, config, seed)``; ``logits(images)``; ``features(images)``."""
 
@@ -149,6 +156,7 @@ class Classifier:
     def train(cls, train: ImageSet, config: ClassifierConfig | None = None, seed: int = 0) -> "Classifier":
         config = config or ClassifierConfig()
         config.validate()
+        check_image_size(config, train.shape)
         device = resolve_device(config.device)
         torch.manual_seed(int(seed))
         model = build_classifier(config, train.shape[0], train.num_classes).to(device)
