@@ -93,8 +93,9 @@ def _half_one_point(seed=1, d=12):
     real, fake = rng.normal(size=(240, d)), rng.normal(size=(220, d)) * 0.8
     real[:120] = real[0]  # half the real set is one point
     fake[100:] = real[0]  # and so is part of the fake set
-    fake[:3] = real[5]  # a duplicate of a point of weight 1: fewer copies than k + 1
-    real[200:203] = real[7]  # a point of weight 4 < k + 1
+    fake[:3] = real[150]  # a duplicate of a point of weight 1: fewer copies than k + 1
+    real[200:203] = real[130]  # a point of weight 4 < k + 1,
+    fake[3:6] = real[130] + 1e-3  # inside its ball: 4 balls each for density
     return real, fake
 
 

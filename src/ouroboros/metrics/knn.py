@@ -1,7 +1,8 @@
 """Exact k-nearest-neighbour geometry in chunks, with memory bounded by the chunk.
 
 Every result equals a float64 brute force on the features as given: squared distances
-``sum((x - y)^2)`` in float64, compared as squares. Most comparisons are decided by a
+``sum((x - y)^2)`` in float64, compared as squares (up to the order in which the D
+terms are added, which differs between numpy and torch by an ulp or so). Most comparisons are decided by a
 fast approximation instead, and only those it cannot decide are recomputed exactly.
 
 **The fast approximation.** Squared distances come from one matrix product per block,
