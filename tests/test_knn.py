@@ -208,6 +208,9 @@ def test_distinct_rows_groups_identical_rows():
     assert torch.equal(rows[inverse], torch.from_numpy(x))
     assert len(rows) == len(np.unique(x, axis=0)) and int(counts.sum()) == 200
     assert torch.equal(counts, torch.bincount(inverse))
+    for t in (torch.from_numpy(x).float(), torch.from_numpy(x).bfloat16()):  # any dtype, compared as bytes
+        rows, inverse, _ = knn.distinct_rows(t)
+        assert torch.equal(rows[inverse], t) and len(rows) == len(np.unique(x, axis=0))
     y = torch.from_numpy(rng.normal(size=(30, 6)))
     same, identity, ones = knn.distinct_rows(y)
     assert same is y and torch.equal(identity, torch.arange(30)) and torch.equal(ones, torch.ones(30, dtype=int))

@@ -73,9 +73,10 @@ def distinct_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     distinct, `x` itself comes back (no copy) with an identity inverse."""
     n = x.shape[0]
     if x.device.type == "cpu":
-        # Sort rows as raw bytes: no copy of the data, only of the order.
-        a = np.ascontiguousarray(x.numpy())
-        rows = a.view(np.dtype((np.void, a.dtype.itemsize * a.shape[1]))).ravel()
+        # Sort rows as raw bytes (any dtype, bfloat16 included): no copy of the data,
+        # only of the order.
+        a = x.contiguous().view(torch.uint8).numpy()
+        rows = a.view(np.dtype((np.void, a.shape[1]))).ravel()
         order = np.argsort(rows, kind="stable")
         same = np.empty(max(n - 1, 0), dtype=bool)
         for i in range(0, n - 1, 4096):  # compare neighbours in sorted order, in chunks
