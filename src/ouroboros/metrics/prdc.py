@@ -11,7 +11,9 @@ exact duplicates as neighbours):
   reference `prdc` package (github.com/clovaai/generative-evaluation-prdc) number for
   number.
 
-Both need memory bounded by the distance block, never N x M.
+Both need memory bounded by the distance block, never N x M, and equal a float64 brute
+force on the features as given, whatever their magnitude or offset; exact duplicates
+are computed once, weighted by their multiplicity (see `ouroboros.metrics.knn`).
 """
 
 from __future__ import annotations
