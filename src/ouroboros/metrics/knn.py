@@ -105,12 +105,13 @@ class Prepared:
     """A feature set ready for blocked distances: the rows as given (float32 or float64,
     not copied when already on the device; exact recomputations read these), the
     centred and scaled copy used in the product (float32 on CPU, float64 on CUDA), its
-    float64 norms, and ``inv_s2 = 1 / s^2``, which turns scaled squared distances back
-    into the original units."""
+    float64 norms (scaled units, for the error bound) and squared norms (times
+    ``inv_s2``, ready for distances), and ``inv_s2 = 1 / s^2``, which turns scaled
+    squared distances back into the original units (exactly: a power of two)."""
 
     x: torch.Tensor
     norm: torch.Tensor  # norms of the centred, scaled rows, float64
-    sq: torch.Tensor  # their squares, float64
+    sq: torch.Tensor  # their squares times inv_s2, float64
     fast: torch.Tensor
     inv_s2: float
 
@@ -146,7 +147,7 @@ class Prepared:
             c = (x[i : i + chunk].double() - centre).mul_(scale)
             sq[i : i + chunk] = (c**2).sum(dim=1)
             fast[i : i + chunk] = c
-        return cls(x, sq.sqrt(), sq, fast, 4.0**exponent)
+        return cls(x, sq.sqrt(), sq * 4.0**exponent, fast, 4.0**exponent)
 
     def rows64(self, index) -> torch.Tensor:
         return self.x[index].double()
@@ -202,8 +203,10 @@ def _blocks(n_rows: int, n_cols: int, block: int):
 def _sq_block(a: Prepared, b: Prepared, rs, cs) -> tuple[torch.Tensor, torch.Tensor]:
     """Approximate squared distances for one block (float64, original units), and a
     per-row bound on their error."""
-    d2 = (a.fast[rs] @ b.fast[cs].T).double().mul_(-2.0).add_(a.sq[rs, None]).add_(b.sq[None, cs])
-    return d2.mul_(a.inv_s2), _margin(a, b, a.norm[rs, None], float(b.norm[cs].max()))
+    # Scaling by -2 inv_s2 (a power of two) is exact: this is the scaled-units value,
+    # converted, in one pass.
+    d2 = (a.fast[rs] @ b.fast[cs].T).double().mul_(-2.0 * a.inv_s2).add_(a.sq[rs, None]).add_(b.sq[None, cs])
+    return d2, _margin(a, b, a.norm[rs, None], float(b.norm[cs].max()))
 
 
 class _Candidates:
