@@ -75,7 +75,7 @@ def distinct_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     if x.device.type == "cpu":
         # Sort rows as raw bytes (any dtype, bfloat16 included): no copy of the data,
         # only of the order.
-        a = x.contiguous().view(torch.uint8).numpy()
+        a = x.contiguous().reshape(-1).view(torch.uint8).reshape(n, -1).numpy()
         rows = a.view(np.dtype((np.void, a.shape[1]))).ravel()
         order = np.argsort(rows, kind="stable")
         same = np.empty(max(n - 1, 0), dtype=bool)
@@ -173,8 +173,9 @@ def _margin(a: Prepared, b: Prepared, row_norm: torch.Tensor, col_norm: float) -
     u = U64 if (a.exact and b.exact) else U32
     dot = d * u / (1.0 - d * u) + 3.0 * u
     f64 = 4.0 * (d + 4) * U64
-    bound = (2.0 * dot * col_norm) * row_norm + f64 * (row_norm + col_norm) ** 2 + 2.0 * d * 2.0**-140
-    return bound * a.inv_s2
+    s = a.inv_s2  # the bound in scaled units, converted to original ones; in place: this runs per block
+    bound = (row_norm + col_norm).square_().mul_(f64 * s).add_(row_norm, alpha=2.0 * dot * col_norm * s)
+    return bound.add_(2.0 * d * 2.0**-140 * s)
 
 
 def _exact_sq(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
