@@ -179,6 +179,18 @@ def test_kth_neighbour_over_many_blocks_equals_brute_force():
         assert _same(_kth(x, k, 900), _kth_sq(x, k))
 
 
+def test_kth_neighbour_of_exact_duplicates_needs_no_second_pass(monkeypatch):
+    """Without merging (kth_neighbour_sq called directly), a row with k or more exact
+    copies is finished from its first, short candidate list: its k-th distance is 0."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(20, 8))[rng.integers(0, 20, 600)]
+    passes = []
+    real_row_pass = knn._row_pass
+    monkeypatch.setattr(knn, "_row_pass", lambda *a: passes.append(len(a[1])) or real_row_pass(*a))
+    assert _same(_kth(x, 5, 900), _kth_sq(x, 5))
+    assert passes == []
+
+
 def test_ball_membership_on_near_ties_equals_brute_force():
     """Fakes at 1 +- 1e-9 times a real point's k-NN radius from it: float32 cannot tell
     inside from outside, the float64 recomputation must."""
