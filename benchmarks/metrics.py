@@ -155,7 +155,7 @@ def hard_cases(n: int = 5000, dims=(64, 2048)) -> None:
     from ouroboros.metrics import prdc
 
     print(f"\nPRDC, k = 5, hard cases for exact k-NN, N = M = {n}")
-    print(f"{'d':>5} {'case':<22}{'time s':>8}{'x plain':>9}  agreement")
+    print(f"{'d':>5} {'case':<22}{'time s':>8}{'x plain':>9}  agreement   (time: best of 3)")
     for d in dims:
         # Plain features on a grid of 2^-16 (|x| < 2^6): adding 1e6 is exact in float64.
         real = np.round(make_features(n, d, 1).astype(np.float64) * 2**16) / 2**16
@@ -173,9 +173,11 @@ def hard_cases(n: int = 5000, dims=(64, 2048)) -> None:
         }
         base = plain = None
         for name, (r, f) in cases.items():
-            start = time.perf_counter()
-            ours = prdc(r, f, k=5)
-            seconds = time.perf_counter() - start
+            seconds = float("inf")
+            for _ in range(3):  # best of 3: the machine may be shared
+                start = time.perf_counter()
+                ours = prdc(r, f, k=5)
+                seconds = min(seconds, time.perf_counter() - start)
             base = base or seconds
             if name == "plain" and d > 64:
                 with contextlib.redirect_stdout(io.StringIO()):
