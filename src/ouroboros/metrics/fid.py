@@ -65,4 +65,9 @@ def fid_from_stats(mu1, sigma1, mu2, sigma2) -> float:
 def fid(real, fake) -> float:
     """FID between two N x D feature arrays (numpy or torch)."""
     r, f = as_pair(real, fake)
-    return fid_from_stats(*feature_stats(r.double().cpu().numpy()), *feature_stats(f.double().cpu().numpy()))
+    stats = (*feature_stats(r.double().cpu().numpy()), *feature_stats(f.double().cpu().numpy()))
+    if not all(np.isfinite(s).all() for s in stats):  # covariances square the features
+        big = max(float(r.abs().max()), float(f.abs().max()))
+        raise UserError(f"FID overflows float64 on these features (values up to {big:.3g}); "
+                        "divide both sets by the same constant first (FID scales with its square)")
+    return fid_from_stats(*stats)

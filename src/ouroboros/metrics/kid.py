@@ -40,4 +40,8 @@ def kid(real, fake, subsets: int = 100, subset_size: int = 1000, seed: int = 0) 
         mmd2_unbiased(r[rng.choice(len(r), size, replace=False)], f[rng.choice(len(f), size, replace=False)])
         for _ in range(subsets)
     ])
+    if not np.isfinite(vals).all():  # the kernel cubes x.y / D: overflows near |x| ~ 1e100
+        big = max(np.abs(r).max(), np.abs(f).max())
+        raise UserError(f"KID overflows float64 on these features (values up to {big:.3g}); its kernel "
+                        "(x.y / D + 1)^3 is not scale invariant: divide both sets by the same constant first")
     return float(vals.mean()), float(vals.std())

@@ -11,7 +11,9 @@ exact duplicates as neighbours):
   reference `prdc` package (github.com/clovaai/generative-evaluation-prdc) number for
   number.
 
-Both need memory bounded by the distance block, never N x M.
+Both need memory bounded by the distance block, never N x M, and equal a float64 brute
+force on the features as given, whatever their magnitude or offset; exact duplicates
+are computed once, weighted by their multiplicity (see `ouroboros.metrics.knn`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 import torch
 
 from ouroboros.metrics._arrays import as_pair, check_k
-from ouroboros.metrics.knn import DEFAULT_BLOCK, Prepared, ball_membership, kth_neighbour_sq
+from ouroboros.metrics.knn import DEFAULT_BLOCK, Prepared, ball_membership, distinct_rows, kth_neighbour_sq
 
 PRECISION, RECALL, DENSITY, COVERAGE = "precision", "recall", "density", "coverage"
 
@@ -34,11 +36,14 @@ def _geometry(real, fake, k, strict, block, device):
     r, f = as_pair(real, fake)
     k = check_k(k, r, f)
     dev = _device(device)
-    pr, pf = Prepared.of(r, dev), Prepared.of(f, dev)
-    r_real = kth_neighbour_sq(pr, k, block)
-    r_fake = kth_neighbour_sq(pf, k, block)
-    count, covered, reached = ball_membership(pf, pr, r_real, r_fake, strict, block)
-    return k, count, covered, reached
+    # Identical rows have identical distances to everything: compute on the distinct
+    # rows, each weighted by its multiplicity, and expand back to every row at the end.
+    (r, r_of, r_weight), (f, f_of, f_weight) = distinct_rows(r.to(dev)), distinct_rows(f.to(dev))
+    pr, pf = Prepared.pair(r, f, dev)
+    r_real = kth_neighbour_sq(pr, k, block, r_weight)
+    r_fake = kth_neighbour_sq(pf, k, block, f_weight)
+    count, covered, reached = ball_membership(pf, pr, r_real, r_fake, strict, block, r_weight)
+    return k, count[f_of], covered[r_of], reached[r_of]
 
 
 def precision_recall(real, fake, k: int = 3, block: int = DEFAULT_BLOCK, device=None) -> dict[str, float]:
