@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Callable, NamedTuple
 
 import ouroboros
-from ouroboros.errors import UserError
 from ouroboros.io import stable_hash, write_json_atomic
 
 
@@ -289,10 +288,3 @@ class Runner:
                     fut.cancel()
                 pool.shutdown(wait=False, cancel_futures=True)
                 raise
-
-
-def check_run_dir(run_dir: Path) -> Path:
-    run_dir = Path(run_dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UserError(f"output path {run_dir} exists and is not a folder")
-    return run_dir

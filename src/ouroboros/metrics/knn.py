@@ -16,6 +16,9 @@ power of two ``s`` that brings the largest centred coordinate into [0.5, 1).
 - Centring removes a common offset, which otherwise dominates ``|x| |y|`` and hence the
   error bound below: with ``+1e6`` on every coordinate almost no comparison could be
   decided in float32.
+- Features that need neither (the centre within the spread, coordinates between 2^-40
+  and 2^40 in magnitude, already in the product's dtype: what a network gives) are used
+  as given, ``c = 0`` and ``s = 1``: no copy of either set, and the same bound holds.
 - Centring is *not* exact: ``x - c`` is rounded to float64, a relative error of at most
   u64 = 2^-53 per coordinate. We never need it to be exact, because the centred copy
   only decides which pairs to recompute; every value that reaches a result (a k-th
@@ -133,20 +136,31 @@ class Prepared:
             raise UserError(
                 f"features are too {size} for float64 distances (coordinates spread over {spread:.3g}); "
                 f"{fix} both sets by the same constant first")
+        fast_dtype = torch.float64 if device.type == "cuda" else torch.float32
+        largest = float(torch.maximum(lo.abs(), hi.abs()).max())
+        if a.dtype == b.dtype == fast_dtype and float(centre.abs().max()) <= spread and (
+                largest == 0.0 or 2.0**-40 <= largest <= 2.0**40):
+            # Features near the origin, of ordinary magnitude (as network features are):
+            # centring would gain at most a small factor in the bound and scaling nothing,
+            # so use the rows as given and spare a copy of both sets.
+            centre, exponent = None, 0
         return cls.of(a, centre, exponent, device, chunk), cls.of(b, centre, exponent, device, chunk)
 
     @classmethod
-    def of(cls, x: torch.Tensor, centre: torch.Tensor, exponent: int, device: torch.device,
+    def of(cls, x: torch.Tensor, centre: torch.Tensor | None, exponent: int, device: torch.device,
            chunk: int = 256) -> "Prepared":
+        """`centre` None (and `exponent` 0): the rows as given are the fast copy."""
         x = x.to(device)
         fast_dtype = torch.float64 if device.type == "cuda" else torch.float32
-        fast = torch.empty(x.shape, dtype=fast_dtype, device=device)
+        fast = x if centre is None else torch.empty(x.shape, dtype=fast_dtype, device=device)
         sq = torch.empty(x.shape[0], dtype=torch.float64, device=device)
         scale = 2.0**-exponent
         for i in range(0, x.shape[0], chunk):  # in chunks: no float64 copy of the whole set
-            c = (x[i : i + chunk].double() - centre).mul_(scale)
+            c = x[i : i + chunk].double()  # the rows themselves when they are float64: never in place
+            if centre is not None:
+                c = (c - centre).mul_(scale)
+                fast[i : i + chunk] = c
             sq[i : i + chunk] = (c**2).sum(dim=1)
-            fast[i : i + chunk] = c
         return cls(x, sq.sqrt(), sq * 4.0**exponent, fast, 4.0**exponent)
 
     def rows64(self, index) -> torch.Tensor:
