@@ -202,6 +202,8 @@ def _results(path):
     (lambda text: text.replace("s,ref", "s\x00,ref"), "contains NUL bytes"),
     (lambda text: text.replace("s,ref", "s,\"ref"), "not a readable CSV"),  # an unclosed quote
     (lambda text: text.replace("reference", "r\udcffe"), "not UTF-8"),
+    (lambda text: text.replace(",0,0,", ",0,,"), "line 3 has no generation or guidance"),
+    (lambda text: text.replace("0.25,1.0", "0.25,"), "line 3 has no generation or guidance"),
 ])
 def test_report_on_damaged_results(tmp_path, capsys, damage, fragment):
     path = _results(tmp_path)

@@ -165,6 +165,10 @@ def report(run_dir: Path) -> Path:
 
     run_dir = Path(run_dir)
     rows = read_results(run_dir / "results.csv")
+    for line, r in enumerate(rows, start=2):  # every generation's row names its generation and guidance
+        if r["cell"] != "reference" and (r["generation"] == "" or r.get("guidance", "") == ""):
+            raise UserError(f"{run_dir / 'results.csv'} line {line} has no generation or guidance, so it is not a "
+                            "feedback-loop results table; run the study again with the same --out to rewrite it")
     for metric in ("accuracy", "cross_entropy", "fid", "precision", "recall", "density", "coverage"):
         plot_metric(rows, metric, run_dir / "plots" / f"{metric}.png")
     plot_class_accuracy(rows, run_dir / "plots" / "class_accuracy.png")
