@@ -10,7 +10,6 @@ from ouroboros.generators import (
     FittedDiffusion, FittedGaussianMixture, GaussianConfig, GaussianGenerator, GMMConfig, GMMGenerator, families,
     get_family, load_fitted, sample_gaussian, sample_mixture,
 )
-from ouroboros.generators.gaussian import fit_pca
 from ouroboros.runner import Runner, Stage
 from ouroboros.stages import sample_stage
 

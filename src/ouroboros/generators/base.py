@@ -22,6 +22,22 @@ def balanced_labels(n: int, num_classes: int) -> np.ndarray:
     return np.arange(n, dtype=np.int64) % num_classes
 
 
+def save_fitted(fitted, directory: str | Path, fmt: str, write_weights: Callable[[Path], None], **extra) -> Path:
+    """Save a fitted generator as one folder, atomically: ``model.safetensors`` (written by
+    `write_weights`) and ``generator.json`` with what every family records (format,
+    config, classes, image shape, generation, provenance name, info) plus `extra`."""
+    from ouroboros.io import atomic_path
+
+    directory = Path(directory)
+    with atomic_path(directory, is_dir=True) as tmp:
+        write_weights(tmp / "model.safetensors")
+        meta = {"format": fmt, **extra, "config": dataclasses.asdict(fitted.config),
+                "class_names": list(fitted.class_names), "image_shape": list(fitted.image_shape),
+                "generation": fitted.generation, "name": fitted.name, "info": fitted.info}
+        (tmp / "generator.json").write_text(json.dumps(meta, indent=2))
+    return directory
+
+
 def resolve_device(device: str) -> torch.device:
     """'auto' -> CUDA when available, else CPU; anything else is passed to torch."""
     if device == "auto":

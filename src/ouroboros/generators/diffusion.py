@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal
 
@@ -30,9 +30,8 @@ from safetensors.torch import load_file, save_file
 
 from ouroboros.data.imageset import ImageSet, quantize
 from ouroboros.errors import UserError, check_float, check_int, check_text
-from ouroboros.generators.base import balanced_labels, resolve_device
+from ouroboros.generators.base import balanced_labels, resolve_device, save_fitted
 from ouroboros.generators.denoisers import build_denoiser
-from ouroboros.io import atomic_path
 
 
 @dataclass
@@ -199,21 +198,8 @@ class FittedDiffusion:
     # -- persistence --------------------------------------------------------------
 
     def save(self, directory: str | Path) -> Path:
-        directory = Path(directory)
-        with atomic_path(directory, is_dir=True) as tmp:
-            state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
-            save_file(state, tmp / "model.safetensors")
-            meta = {
-                "format": "ouroboros.FittedDiffusion",
-                "config": asdict(self.config),
-                "class_names": list(self.class_names),
-                "image_shape": list(self.image_shape),
-                "generation": self.generation,
-                "name": self.name,
-                "info": self.info,
-            }
-            (tmp / "generator.json").write_text(json.dumps(meta, indent=2))
-        return directory
+        state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+        return save_fitted(self, directory, "ouroboros.FittedDiffusion", lambda path: save_file(state, path))
 
     @classmethod
     def load(cls, directory: str | Path, device: str | None = None) -> "FittedDiffusion":

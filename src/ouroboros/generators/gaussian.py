@@ -33,7 +33,7 @@ nothing is pickled.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -41,8 +41,7 @@ import numpy as np
 
 from ouroboros.data.imageset import ImageSet, quantize
 from ouroboros.errors import UserError
-from ouroboros.generators.base import balanced_labels
-from ouroboros.io import atomic_path
+from ouroboros.generators.base import balanced_labels, save_fitted
 
 FORMAT = "ouroboros.FittedGaussianMixture"
 
@@ -233,21 +232,8 @@ class FittedGaussianMixture:
     def save(self, directory: str | Path) -> Path:
         from safetensors.numpy import save_file
 
-        directory = Path(directory)
-        with atomic_path(directory, is_dir=True) as tmp:
-            save_file(self._tensors(), tmp / "model.safetensors")
-            meta = {
-                "format": FORMAT,
-                "family": self.family,
-                "config": asdict(self.config),
-                "class_names": list(self.class_names),
-                "image_shape": list(self.image_shape),
-                "generation": self.generation,
-                "name": self.name,
-                "info": self.info,
-            }
-            (tmp / "generator.json").write_text(json.dumps(meta, indent=2))
-        return directory
+        tensors = self._tensors()
+        return save_fitted(self, directory, FORMAT, lambda path: save_file(tensors, path), family=self.family)
 
     @classmethod
     def load(cls, directory: str | Path) -> "FittedGaussianMixture":
