@@ -70,11 +70,29 @@ class LoopConfig:
     generations: int = 9
     guidance: list[float] = field(default_factory=lambda: [1.0, 0.1, 0.0])
     seeds: list[int] = field(default_factory=lambda: [0, 1])
-    scenario: Literal["replace"] = "replace"
+    # How each generation's training set is drawn (ouroboros.studies.scenarios defines
+    # each exactly): replace, accumulate, accumulate-subsample, mix, augment, fresh.
+    scenario: Literal["replace", "accumulate", "accumulate-subsample", "mix", "augment", "fresh"] = "replace"
     samples_per_generation: Optional[int] = None  # None: the size of the real training set
+    real_fraction: float = 0.5  # rho, mix and fresh: the FRACTION of the N-image set that is real
+    synthetic_ratio: float = 1.0  # lambda, augment: generated images per real image (a RATIO, may exceed 1)
+    # K: the generated part comes from the last K generations' output. None: 1 (only g-1),
+    # except accumulate and accumulate-subsample, whose pool holds every generation so far.
+    window: Optional[int] = None
 
     def validate(self, where: str = "loop") -> None:
+        from ouroboros.studies.scenarios import SCENARIOS
+
         check_int(f"{where}.generations", self.generations, 1, 1000)
+        if self.scenario not in SCENARIOS:  # a config built in Python skips the Literal check
+            raise UserError(f"{where}.scenario: unknown scenario {self.scenario!r}; use one of {', '.join(SCENARIOS)}")
+        check_float(f"{where}.real_fraction", self.real_fraction, 0.0, 1.0)
+        check_float(f"{where}.synthetic_ratio", self.synthetic_ratio, 0.0, 100.0)
+        if self.window is not None:
+            check_int(f"{where}.window", self.window, 1, 1000)
+            if self.scenario == "accumulate":
+                raise UserError(f"{where}.window does not apply to scenario accumulate (it keeps every generation); "
+                                "remove it or use accumulate-subsample")
         check_list(f"{where}.guidance", self.guidance, MAX_LIST, distinct=True)
         for i, w in enumerate(self.guidance):
             _guidance(f"{where}.guidance[{i}]", w)

@@ -194,3 +194,16 @@ def ssl_stage(params: dict, deps: dict, out: Path) -> None:
     result = pretrain_and_probe(ImageSet.load(deps["train"]), ImageSet.load(deps["test"]),
                                 ClassifierConfig(**params["config"]), seed=params["seed"], epochs=params["epochs"])
     write_json_atomic(out, result)
+
+
+@stage_kind("assemble", ".npz", version=1)
+def assemble_stage(params: dict, deps: dict, out: Path) -> None:
+    """A feedback-loop generation's training set (ouroboros.studies.scenarios.assemble)
+    from the real split (`deps["real"]`) and the outputs O_k of earlier generations
+    (`deps["out<k>"]`), each image keeping its provenance."""
+    from ouroboros.studies.scenarios import assemble
+
+    outputs = {int(name[3:]): ImageSet.load(path) for name, path in deps.items() if name.startswith("out")}
+    assemble(params["scenario"], params["generation"], ImageSet.load(deps["real"]), outputs, n=params["n"],
+             seed=params["seed"], real_seed=params["real_seed"], rho=params.get("real_fraction", 0.5),
+             lam=params.get("synthetic_ratio", 1.0)).save(out)

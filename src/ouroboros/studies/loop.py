@@ -1,9 +1,12 @@
 """The feedback-loop study (Martinez et al. 2023).
 
 Generation 0 is a class-conditional diffusion model trained on the real training
-split. Every later generation is a fresh model trained only on the previous
-generation's samples ("replace": the worst case), as many images as the real set,
-balanced over classes. Each generation's samples are scored by one classifier
+split. Every later generation is a fresh model trained on a set that `loop.scenario`
+draws from real data and earlier generations' samples (ouroboros.studies.scenarios;
+the default "replace" trains only on the previous generation's samples, the worst
+case), each generation sampling as many images as the real set, balanced over
+classes. results.csv records each training set's size and make-up from provenance
+(train_size, train_real_share, train_share_gen<k>) and the scenario in its own column. Each generation's samples are scored by one classifier
 trained on the real training split. One chain per (guidance, seed).
 
 In results.csv, ``generation`` is the model's index (0 = trained on real data); the
@@ -22,6 +25,7 @@ from ouroboros.data.loaders import load_dataset
 from ouroboros.errors import UserError
 from ouroboros.preflight import check_run
 from ouroboros.runner import Stage
+from ouroboros.studies import scenarios
 from ouroboros.studies.common import data_stage, derived_seed, generator_params, open_run, write_timings
 
 
@@ -70,24 +74,51 @@ def plan(config: StudyConfig, cache: Path, splits: tuple[ImageSet, ImageSet] | N
     evaluate = {"metrics": "classifier+fid+prdc", "k": 5}
     reference = Stage("evaluate", evaluate, {"images": test_stage, "classifier": classifier, "real": train_stage},
                       label="real test")
-    n = config.loop.samples_per_generation or len(train)
+    lc = config.loop
+    n = lc.samples_per_generation or len(train)
+    scenarios.check_reservoir(lc.scenario, n, lc.generations, lc.real_fraction, len(train))
+    # Each generation samples N images; augment's window (one generation by default) must
+    # also hold round(lambda |R|) of them.
+    n_sample = max(n, scenarios.generated_count(lc.scenario, n, len(train), lc.real_fraction, lc.synthetic_ratio)
+                   if lc.scenario == "augment" else n)
     fit_config, sampling = generator_params(config)
     chains = {}
-    for w in config.loop.guidance:
-        for s in config.loop.seeds:
-            source, chain = train_stage, []
-            for g in range(config.loop.generations):
+    for w in lc.guidance:
+        for s in lc.seeds:
+            outputs, chain = [], []
+            for g in range(lc.generations):
                 label = f"w={w:g} seed={s} gen={g}"
+                source = _training_set(lc, g, s, n, train_stage, outputs, label)
                 fit = Stage("fit", {"config": fit_config, "seed": derived_seed(s, g, "fit"), "name": "diffusion"},
                             {"train": source}, label=label)
-                sample = Stage("sample", {"n": n, "guidance": float(w), "seed": derived_seed(s, g, "sample"), **sampling},
-                               {"model": fit}, label=label)
+                sample = Stage("sample", {"n": n_sample, "guidance": float(w), "seed": derived_seed(s, g, "sample"),
+                                          **sampling}, {"model": fit}, label=label)
                 ev = Stage("evaluate", evaluate, {"images": sample, "classifier": classifier, "real": train_stage},
                            label=label)
                 chain.append((fit, sample, ev))
-                source = sample
+                outputs.append(sample)
             chains[(float(w), s)] = chain
     return LoopPlan(train, test, classifier, reference, chains)
+
+
+def _training_set(lc, g: int, s: int, n: int, train_stage: Stage, outputs: list[Stage], label: str) -> Stage:
+    """The stage whose artifact generation g trains on. The real split itself for
+    generation 0, and O_{g-1} itself under plain replace, so those keep the keys they
+    had before scenarios existed; an `assemble` stage otherwise."""
+    if g == 0 and lc.scenario != "fresh":
+        return train_stage
+    if lc.scenario == "replace" and lc.window in (None, 1):
+        return outputs[g - 1]
+    params = {"scenario": lc.scenario, "generation": g, "n": n, "seed": derived_seed(s, g, "assemble"),
+              "real_seed": derived_seed(s, "real order")}
+    # Only what the scenario reads goes into the key: changing rho does not recompute augment.
+    if lc.scenario in ("mix", "fresh"):
+        params["real_fraction"] = lc.real_fraction
+    if lc.scenario == "augment":
+        params["synthetic_ratio"] = lc.synthetic_ratio
+    deps = {"real": train_stage,
+            **{f"out{k}": outputs[k] for k in scenarios.window_of(lc.scenario, lc.window, g)}}
+    return Stage("assemble", params, deps, label=label)
 
 
 def _rows(config: StudyConfig, plan_: LoopPlan, paths: dict) -> list[dict]:
@@ -97,13 +128,17 @@ def _rows(config: StudyConfig, plan_: LoopPlan, paths: dict) -> list[dict]:
     ref = json.loads(paths[plan_.reference.key].read_text())
     for metric, value in ref.items():
         rows.append({"study": config.name, "cell": "reference", "seed": "", "generation": "",
-                     "metric": metric, "value": value, "guidance": ""})
+                     "metric": metric, "value": value, "guidance": "", "scenario": ""})
+    scenario = config.loop.scenario
     for (w, s), chain in plan_.chains.items():
-        for g, (_, _, ev) in enumerate(chain):
+        for g, (fit, _, ev) in enumerate(chain):
             metrics = json.loads(paths[ev.key].read_text())
+            # The training set's size and make-up, read from the provenance of the set
+            # the model was actually fitted on.
+            metrics.update(scenarios.makeup(ImageSet.load(paths[fit.deps["train"].key])))
             for metric, value in metrics.items():
                 rows.append({"study": config.name, "cell": f"guidance={w:g}", "seed": s, "generation": g,
-                             "metric": metric, "value": value, "guidance": w})
+                             "metric": metric, "value": value, "guidance": w, "scenario": scenario})
     return rows
 
 
@@ -113,6 +148,9 @@ def run(config: StudyConfig, run_dir: Path, progress: bool = True, runner=None) 
     from ouroboros.report.results import write_results
 
     splits = load_splits(config)  # bad data fails here, before anything is written
+    lc = config.loop  # and so does a real split too small for the scenario
+    scenarios.check_reservoir(lc.scenario, lc.samples_per_generation or len(splits[0]), lc.generations,
+                              lc.real_fraction, len(splits[0]))
     check_run(config, run_dir, splits[0].shape, splits[0].num_classes)  # and a bad --out or component
     if progress:
         print(f"ouroboros: {config.name}: {len(config.loop.guidance)} guidance x {len(config.loop.seeds)} seeds x "
@@ -123,7 +161,7 @@ def run(config: StudyConfig, run_dir: Path, progress: bool = True, runner=None) 
     p = plan(config, runner.cache, splits)
     paths = runner.run(p.targets())
 
-    write_results(run_dir / "results.csv", _rows(config, p, paths), ["guidance"])
+    write_results(run_dir / "results.csv", _rows(config, p, paths), ["guidance", "scenario"])
     write_timings(run_dir, runner)
     first_seed = config.loop.seeds[0]
     for (w, s), chain in p.chains.items():

@@ -1,0 +1,138 @@
+"""Interaction scenarios of the feedback loop: how generation g's training set is drawn.
+
+Notation. ``R`` is the real training split (|R| images), ``O_k`` the output of the
+model of generation k (its images carry provenance generation k + 1), ``N`` the
+samples per generation (``loop.samples_per_generation``, default |R|), ``K`` the
+window (``loop.window``). Two conventions, since papers use one letter for both:
+``rho`` (``loop.real_fraction``) is a real FRACTION of a fixed-size set, in [0, 1];
+``lambda`` (``loop.synthetic_ratio``) is a synthetic-to-REAL RATIO, >= 0 (Bertrand et
+al.), so a set with lambda = 1 is half generated.
+
+The window's pool ``W_g`` is O_{g-K} + ... + O_{g-1} (those that exist, g - K >= 0).
+Every draw below is uniform without replacement, seeded per (chain seed, generation),
+so one chain's draws are reproducible and other generations' draws independent.
+
+Generation 0 trains on all of R, except under `fresh` (see there). For g >= 1:
+
+- `replace`: N images from W_g (K = 1: exactly O_{g-1}, the whole of it).
+- `accumulate`: R + O_0 + ... + O_{g-1}, everything (grows by N each generation).
+- `accumulate-subsample`: N images from R + W_g, where K defaults to every generation
+  so far (the accumulated pool, R + O_0 + ... + O_{g-1}).
+- `mix`: round(rho N) real images, the SAME ones every generation (the first of the
+  chain's fixed real order), plus N - round(rho N) from W_g.
+- `augment`: all of R plus round(lambda |R|) images from W_g; the set has
+  |R| + round(lambda |R|) images (each generation then samples at least that many).
+- `fresh` (Alemohammad et al.'s fresh-data loop): the real reservoir is R in the
+  chain's fixed real order (a seeded permutation; the same for every guidance of one
+  seed). Generation 0 trains on its first N images; generation g >= 1 on the next
+  m = round(rho N) unseen ones (positions N + (g-1)m ... N + g m - 1) plus N - m from
+  W_g. No real image is used twice, so G generations need N + (G-1)m real images.
+
+Class balance is not forced on the draws: the generated sets are balanced, and a
+uniform draw keeps the pool's class proportions in expectation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ouroboros.data.imageset import ImageSet
+from ouroboros.errors import UserError
+
+SCENARIOS = ("replace", "accumulate", "accumulate-subsample", "mix", "augment", "fresh")
+
+
+def window_of(scenario: str, window: int | None, g: int) -> list[int]:
+    """Indices k of the outputs O_k that generation g's generated part is drawn from."""
+    if scenario in ("accumulate", "accumulate-subsample") and window is None:
+        return list(range(g))
+    k = 1 if window is None else window
+    return list(range(max(0, g - k), g))
+
+
+def real_order(n_real: int, real_seed: int) -> np.ndarray:
+    """The chain's fixed order of the real training split (mix and fresh take from it)."""
+    return np.random.default_rng([int(real_seed), 0]).permutation(n_real)
+
+
+def generated_count(scenario: str, n: int, n_real: int, rho: float, lam: float) -> int:
+    """How many generated images generation g >= 1 draws from its window's pool."""
+    if scenario in ("mix", "fresh"):
+        return n - int(round(rho * n))
+    if scenario == "augment":
+        return int(round(lam * n_real))
+    return n  # replace (accumulate-subsample draws from real and generated together)
+
+
+def reals_needed(scenario: str, n: int, generations: int, rho: float) -> int:
+    """Real images the scenario's draws need from the real training split."""
+    if scenario == "fresh":
+        return n + (generations - 1) * int(round(rho * n))
+    if scenario == "mix":
+        return int(round(rho * n))
+    return 0  # the others take all of R, or draw from pools they know are large enough
+
+
+def check_reservoir(scenario: str, n: int, generations: int, rho: float, n_real: int) -> None:
+    """A config error, before anything is written, when the real split is too small."""
+    need = reals_needed(scenario, n, generations, rho)
+    if need > n_real:
+        if scenario == "fresh":
+            raise UserError(
+                f"scenario fresh needs {need} unseen real images (N = {n} for generation 0 plus "
+                f"round({rho:g} x {n}) = {int(round(rho * n))} new ones for each of {generations - 1} later "
+                f"generations) but the real training split has {n_real}; lower loop.generations, "
+                "loop.real_fraction or loop.samples_per_generation, or use more data")
+        raise UserError(f"scenario {scenario} needs {need} real images (round({rho:g} x {n})) but the real training "
+                        f"split has {n_real}; lower loop.real_fraction or loop.samples_per_generation")
+
+
+def _draw(pool: ImageSet, k: int, rng: np.random.Generator) -> ImageSet:
+    if k > len(pool):  # the planner sizes every pool; this guards the invariant
+        raise RuntimeError(f"cannot draw {k} images from a pool of {len(pool)}")
+    return pool.subset(np.sort(rng.choice(len(pool), k, replace=False)))
+
+
+def assemble(scenario: str, g: int, real: ImageSet, outputs: dict[int, ImageSet], *, n: int, seed: int,
+             real_seed: int, rho: float = 0.5, lam: float = 1.0) -> ImageSet:
+    """Generation g's training set. `outputs` maps k -> O_k for exactly the window's k
+    (every k < g for accumulate); `seed` seeds this generation's draws, `real_seed` the
+    chain's fixed real order."""
+    if scenario not in SCENARIOS:
+        raise UserError(f"unknown scenario {scenario!r}; use one of {', '.join(SCENARIOS)}")
+    rng = np.random.default_rng(int(seed))
+    order = real_order(len(real), real_seed)
+    m = int(round(rho * n))
+    if g == 0:
+        return real.subset(np.sort(order[:n])) if scenario == "fresh" else real
+    pool = ImageSet.concat([outputs[k] for k in sorted(outputs)])
+    if scenario == "accumulate":
+        return ImageSet.concat([real, pool])
+    if scenario == "accumulate-subsample":
+        return _draw(ImageSet.concat([real, pool]), n, rng)
+    generated = _draw(pool, generated_count(scenario, n, len(real), rho, lam), rng)
+    if scenario == "replace":
+        return generated
+    if scenario == "augment":
+        return ImageSet.concat([real, generated])
+    if scenario == "mix":
+        reals = order[:m]
+    else:  # fresh: the next m unseen images of the reservoir
+        reals = order[n + (g - 1) * m: n + g * m]
+    return ImageSet.concat([real.subset(np.sort(reals)), generated])
+
+
+def makeup(train: ImageSet) -> dict[str, float]:
+    """Size and make-up of a training set, from its provenance: `train_real_share` (the
+    share of provenance generation 0) and `train_share_gen<k>` for the output of the
+    model of generation k (provenance generation k + 1), for each k present."""
+    out = {"train_size": float(len(train))}
+    if len(train) == 0:
+        return out
+    gens, counts = np.unique(train.generation, return_counts=True)
+    share = dict(zip(gens.tolist(), (counts / len(train)).tolist()))
+    out["train_real_share"] = share.get(0, 0.0)
+    for p in sorted(share):
+        if p > 0:
+            out[f"train_share_gen{p - 1}"] = share[p]
+    return out
