@@ -197,6 +197,9 @@ def test_results_record_the_scenario_and_each_training_sets_makeup(tmp_path, cap
     assert (tmp_path / "plots" / "accuracy.png").is_file()
 
 
+_TINY_ARGS = [a for s in TINY + ["loop.seeds=[0]", "loop.guidance=[1.0]", "generator.train_steps=2"] for a in ("--set", s)]
+
+
 @pytest.mark.parametrize("setting, fragment", [
     ("loop.real_fraction=1.5", "loop.real_fraction"),
     ("loop.real_fraction=-0.1", "loop.real_fraction"),
@@ -208,7 +211,8 @@ def test_results_record_the_scenario_and_each_training_sets_makeup(tmp_path, cap
 def test_bad_scenario_settings_are_one_error_line(tmp_path, capsys, setting, fragment):
     out = tmp_path / "run"
     extra = ["--set", "loop.scenario=accumulate"] if "window=2" in setting else []
-    assert cli.main(["demo", "--out", str(out), "--set", setting, *extra]) == 2
+    # tiny settings: should the check ever be lost, the run is short and the test fails
+    assert cli.main(["demo", "--out", str(out), *_TINY_ARGS, "--set", setting, *extra]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1 and err[0].startswith("error: ") and fragment in err[0], err
     assert not out.exists()
@@ -218,7 +222,7 @@ def test_a_fresh_reservoir_too_small_is_an_error_naming_the_images_needed(tmp_pa
     out = tmp_path / "run"
     # digits: 1258 real training images (70% of 1797); N = 500 and 9 generations of
     # round(0.5 * 500) = 250 new ones need 500 + 8 * 250 = 2500.
-    code = cli.main(["demo", "--out", str(out), "--set", "loop.scenario=fresh", "--set", "loop.real_fraction=0.5",
+    code = cli.main(["demo", "--out", str(out), *_TINY_ARGS, "--set", "loop.scenario=fresh", "--set", "loop.real_fraction=0.5",
                      "--set", "loop.samples_per_generation=500", "--set", "loop.generations=9"])
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert code == 2 and len(err) == 1 and err[0].startswith("error: "), err
