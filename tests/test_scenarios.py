@@ -197,7 +197,8 @@ def test_results_record_the_scenario_and_each_training_sets_makeup(tmp_path, cap
     assert (tmp_path / "plots" / "accuracy.png").is_file()
 
 
-_TINY_ARGS = [a for s in TINY + ["loop.seeds=[0]", "loop.guidance=[1.0]", "generator.train_steps=2"] for a in ("--set", s)]
+_TINY_ARGS = [a for s in TINY + ["loop.seeds=[0]", "loop.guidance=[1.0]", "generator.train_steps=2"]
+              for a in ("--set", s)]
 
 
 @pytest.mark.parametrize("setting, fragment", [
@@ -222,7 +223,8 @@ def test_a_fresh_reservoir_too_small_is_an_error_naming_the_images_needed(tmp_pa
     out = tmp_path / "run"
     # digits: 1258 real training images (70% of 1797); N = 500 and 9 generations of
     # round(0.5 * 500) = 250 new ones need 500 + 8 * 250 = 2500.
-    code = cli.main(["demo", "--out", str(out), *_TINY_ARGS, "--set", "loop.scenario=fresh", "--set", "loop.real_fraction=0.5",
+    code = cli.main(["demo", "--out", str(out), *_TINY_ARGS, "--set", "loop.scenario=fresh",
+                     "--set", "loop.real_fraction=0.5",
                      "--set", "loop.samples_per_generation=500", "--set", "loop.generations=9"])
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert code == 2 and len(err) == 1 and err[0].startswith("error: "), err

@@ -85,7 +85,8 @@ class LoopConfig:
 
         check_int(f"{where}.generations", self.generations, 1, 1000)
         if self.scenario not in SCENARIOS:  # a config built in Python skips the Literal check
-            raise UserError(f"{where}.scenario: unknown scenario {self.scenario!r}; use one of {', '.join(SCENARIOS)}")
+            raise UserError(f"{where}.scenario: unknown scenario {self.scenario!r}; "
+                            f"use one of {', '.join(SCENARIOS)}")
         check_float(f"{where}.real_fraction", self.real_fraction, 0.0, 1.0)
         check_float(f"{where}.synthetic_ratio", self.synthetic_ratio, 0.0, 100.0)
         if self.window is not None:

@@ -6,8 +6,9 @@ draws from real data and earlier generations' samples (ouroboros.studies.scenari
 the default "replace" trains only on the previous generation's samples, the worst
 case), each generation sampling as many images as the real set, balanced over
 classes. results.csv records each training set's size and make-up from provenance
-(train_size, train_real_share, train_share_gen<k>) and the scenario in its own column. Each generation's samples are scored by one classifier
-trained on the real training split. One chain per (guidance, seed).
+(train_size, train_real_share, train_share_gen<k>) and the scenario in its own
+column. Each generation's samples are scored by one classifier trained on the real
+training split. One chain per (guidance, seed).
 
 In results.csv, ``generation`` is the model's index (0 = trained on real data); the
 images it makes carry provenance generation ``g + 1``.
@@ -153,7 +154,8 @@ def run(config: StudyConfig, run_dir: Path, progress: bool = True, runner=None) 
                               lc.real_fraction, len(splits[0]))
     check_run(config, run_dir, splits[0].shape, splits[0].num_classes)  # and a bad --out or component
     if progress:
-        print(f"ouroboros: {config.name}: {len(config.loop.guidance)} guidance x {len(config.loop.seeds)} seeds x "
+        print(f"ouroboros: {config.name}: scenario {config.loop.scenario}, {len(config.loop.guidance)} guidance x "
+              f"{len(config.loop.seeds)} seeds x "
               f"{config.loop.generations} generations on {len(splits[0])} real training images -> {run_dir}",
               file=sys.stderr)
     run_dir = Path(run_dir)
