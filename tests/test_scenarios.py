@@ -113,6 +113,7 @@ def test_accumulate_subsample_draws_n_from_the_whole_accumulated_pool(chain, dig
         assert sorted(stage.deps) == sorted(["real"] + [f"out{k}" for k in range(g)])
         assert _is_subset(train, ImageSet.concat([real] + outputs[:g]))
         assert set(_gens(train)) == set(range(g + 1))  # real and every earlier generation drawn
+        assert train.class_counts().tolist() == [3] * 10  # balanced: N / 10 classes
     # the two draws are independent (not the same positions of a growing pool)
     assert _rows(trains[1][0])[:5] != _rows(trains[2][0])[:5]
 
@@ -163,6 +164,7 @@ def test_window_two_draws_from_exactly_the_last_two_generations(chain):
     train, stage = trains[2]
     assert sorted(stage.deps) == ["out0", "out1", "real"]
     assert len(train) == N and set(_gens(train)) == {1, 2}
+    assert train.class_counts().tolist() == [3] * 10
     assert _is_subset(train, ImageSet.concat(outputs[:2]))
 
 
@@ -230,3 +232,15 @@ def test_a_fresh_reservoir_too_small_is_an_error_naming_the_images_needed(tmp_pa
     assert code == 2 and len(err) == 1 and err[0].startswith("error: "), err
     assert "2500" in err[0] and "fresh" in err[0]
     assert not out.exists()
+
+
+def test_a_balanced_draw_fills_a_short_class_from_the_rest():
+    from ouroboros.studies.scenarios import _draw
+
+    images = np.arange(12, dtype=np.uint8).reshape(12, 1, 1, 1)  # each image distinct
+    pool = ImageSet.create(images, [0, 0] + [1] * 10, ["a", "b"], source="real:x")
+    for seed in range(5):
+        drawn = _draw(pool, 8, np.random.default_rng(seed))
+        # quota 4 + 4; class a has only 2, so b fills the 2 places left
+        assert drawn.class_counts().tolist() == [2, 6]
+        assert len(set(drawn.images.ravel().tolist())) == 8  # no image twice

@@ -9,8 +9,10 @@ window (``loop.window``). Two conventions, since papers use one letter for both:
 al.), so a set with lambda = 1 is half generated.
 
 The window's pool ``W_g`` is O_{g-K} + ... + O_{g-1} (those that exist, g - K >= 0).
-Every draw below is uniform without replacement, seeded per (chain seed, generation),
-so one chain's draws are reproducible and other generations' draws independent.
+Every draw from a pool below is without replacement and balanced over classes (k // C
+images of each class, uniform within it; see `_draw`), seeded per (chain seed,
+generation), so one chain's draws are reproducible and other generations' independent.
+The real images of `mix` and `fresh` come from the chain's fixed real order instead.
 
 Generation 0 trains on all of R, except under `fresh` (see there). For g >= 1:
 
@@ -28,8 +30,8 @@ Generation 0 trains on all of R, except under `fresh` (see there). For g >= 1:
   m = round(rho N) unseen ones (positions N + (g-1)m ... N + g m - 1) plus N - m from
   W_g. No real image is used twice, so G generations need N + (G-1)m real images.
 
-Class balance is not forced on the draws: the generated sets are balanced, and a
-uniform draw keeps the pool's class proportions in expectation.
+The real parts of `mix` and `fresh` are uniform (not balanced) prefixes of the real
+order, so they keep the real split's class proportions in expectation.
 """
 
 from __future__ import annotations
@@ -88,9 +90,23 @@ def check_reservoir(scenario: str, n: int, generations: int, rho: float, n_real:
 
 
 def _draw(pool: ImageSet, k: int, rng: np.random.Generator) -> ImageSet:
+    """k images of the pool without replacement, balanced over classes: each class gets
+    k // C images (the first k % C classes in a seeded order one more), uniform within
+    the class; when a class of the pool is short, all of it, and the places it leaves
+    are drawn uniformly from the rest of the pool."""
     if k > len(pool):  # the planner sizes every pool; this guards the invariant
         raise RuntimeError(f"cannot draw {k} images from a pool of {len(pool)}")
-    return pool.subset(np.sort(rng.choice(len(pool), k, replace=False)))
+    classes = pool.num_classes
+    quota = np.full(classes, k // classes)
+    quota[rng.permutation(classes)[: k % classes]] += 1
+    chosen = []
+    for c in range(classes):
+        members = np.flatnonzero(pool.labels == c)
+        chosen.append(rng.choice(members, min(quota[c], len(members)), replace=False))
+    chosen = np.concatenate(chosen)
+    rest = np.setdiff1d(np.arange(len(pool)), chosen)
+    chosen = np.concatenate([chosen, rng.choice(rest, k - len(chosen), replace=False)])
+    return pool.subset(np.sort(chosen))
 
 
 def assemble(scenario: str, g: int, real: ImageSet, outputs: dict[int, ImageSet], *, n: int, seed: int,
