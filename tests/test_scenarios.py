@@ -244,3 +244,13 @@ def test_a_balanced_draw_fills_a_short_class_from_the_rest():
         # quota 4 + 4; class a has only 2, so b fills the 2 places left
         assert drawn.class_counts().tolist() == [2, 6]
         assert len(set(drawn.images.ravel().tolist())) == 8  # no image twice
+
+
+def test_mix_needing_more_real_images_than_the_split_has_is_an_error(tmp_path, capsys):
+    out = tmp_path / "run"
+    # round(0.9 * 2000) = 1800 real images of the 1258 the digits' training split has
+    code = cli.main(["demo", "--out", str(out), *_TINY_ARGS, "--set", "loop.scenario=mix",
+                     "--set", "loop.real_fraction=0.9", "--set", "loop.samples_per_generation=2000"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and "1800" in err[0], err
+    assert not out.exists()
