@@ -105,6 +105,7 @@ def families() -> dict[str, GeneratorFamily]:
     """name -> family, the built-in ones registered on first use (they import torch and
     scikit-learn, and diffusion.py imports this module)."""
     if not _FAMILIES:
+        from ouroboros.generators.diffusion import FORMAT as DIFFUSION_FORMAT
         from ouroboros.generators.diffusion import DiffusionConfig, DiffusionGenerator, FittedDiffusion
         from ouroboros.generators.gaussian import (
             FORMAT as GAUSSIAN_FORMAT, FittedGaussianMixture, GaussianConfig, GaussianGenerator, GMMConfig,
@@ -113,7 +114,7 @@ def families() -> dict[str, GeneratorFamily]:
 
         builtin = [
             GeneratorFamily("diffusion", DiffusionConfig, DiffusionGenerator, FittedDiffusion.load,
-                            "ouroboros.FittedDiffusion", bias="guidance", bias_default=0.0,
+                            DIFFUSION_FORMAT, bias="guidance", bias_default=0.0,
                             sampling_params={"sampler": "sampler", "sample_steps": "sample_steps",
                                              "sample_batch_size": "batch_size"}),
             GeneratorFamily("gaussian", GaussianConfig, GaussianGenerator, FittedGaussianMixture.load,

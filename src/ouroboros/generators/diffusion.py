@@ -34,6 +34,9 @@ from ouroboros.generators.base import balanced_labels, resolve_device, save_fitt
 from ouroboros.generators.denoisers import build_denoiser
 
 
+FORMAT = "ouroboros.FittedDiffusion"  # the "format" of a saved model's generator.json
+
+
 @dataclass
 class DiffusionConfig:
     """Everything that defines a diffusion generator's training and sampling."""
@@ -199,7 +202,7 @@ class FittedDiffusion:
 
     def save(self, directory: str | Path) -> Path:
         state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
-        return save_fitted(self, directory, "ouroboros.FittedDiffusion", lambda path: save_file(state, path))
+        return save_fitted(self, directory, FORMAT, lambda path: save_file(state, path))
 
     @classmethod
     def load(cls, directory: str | Path, device: str | None = None) -> "FittedDiffusion":
@@ -208,7 +211,7 @@ class FittedDiffusion:
         if not meta_path.is_file() or not weights.is_file():
             raise UserError(f"{directory} is not a saved diffusion generator (needs generator.json and model.safetensors)")
         meta = json.loads(meta_path.read_text())
-        if meta.get("format") != "ouroboros.FittedDiffusion":
+        if meta.get("format") != FORMAT:
             raise UserError(f"{meta_path} is not an ouroboros diffusion generator")
         config = DiffusionConfig(**meta["config"])
         if device is not None:
