@@ -159,6 +159,48 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_generate_text2image(args) -> int:
+    from ouroboros.generators import prompts, text2image
+
+    settings = text2image.settings_from(args)
+    settings.validate()
+    if not 1 <= args.per_class <= 1_000_000:
+        raise UserError(f"--per-class must lie in [1, 1000000]; got {args.per_class}")
+    if not 0 <= args.seed <= 2**31 - 1:
+        raise UserError(f"--seed must lie in [0, 2147483647]; got {args.seed}")
+    if args.captions is not None:
+        if args.prompts is not None or args.template is not None:
+            raise UserError("--prompts and --template apply to --classes; with --captions the captions are the prompts")
+        groups, kind = prompts.read_captions(args.captions), "captions"
+    else:
+        kind = args.prompts or "simple"
+        if args.template is not None and kind != "simple":
+            raise UserError("--template applies to --prompts simple")
+        groups = prompts.read_classes(args.classes)
+    template = args.template or prompts.DEFAULT_TEMPLATE
+    items = prompts.work_list(groups, kind, args.per_class, args.seed, template)
+    meta = {"prompts": kind, "template": template if kind == "simple" else None, "seed": args.seed}
+    summary = text2image.generate(items, settings, Path(args.out), workers=args.workers, device=args.device,
+                                  batch_size=args.batch_size, executor=args.executor, ray_address=args.ray_address,
+                                  progress=not args.quiet, meta=meta)
+    if not args.quiet:
+        print(f"{args.out}: {len(items)} images in {len(groups)} folders ({summary['made']} made, "
+              f"{summary['skipped']} already there) in {summary['seconds']:.1f}s, "
+              f"{summary['images_per_second']:.2f} images/s; manifest: {Path(args.out) / text2image.MANIFEST}")
+    return 0
+
+
+def cmd_generate_tiny(args) -> int:
+    from ouroboros.generators.text2image import build_tiny_pipeline
+    from ouroboros.preflight import check_output_dir
+
+    out = check_output_dir(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{args.out} exists and is not empty; choose a new folder")
+    print(build_tiny_pipeline(out, seed=args.seed, real_size=args.real_size))
+    return 0
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, like every other input error
         print(f"error: {message} (see ouroboros --help)", file=sys.stderr)
@@ -208,6 +250,46 @@ def build_parser() -> argparse.ArgumentParser:
                    help="draw from --generated with replacement when it is short of a class (control mixtures)")
     p.add_argument("--out", required=True, help="output .npz")
     p.set_defaults(func=cmd_mix)
+
+    p = sub.add_parser("generate", help="make a generated dataset (text2image: prompts through a diffusers pipeline)")
+    gen = p.add_subparsers(dest="generator", required=True, parser_class=_Parser)
+    p = gen.add_parser("text2image", help="an ImageFolder of images from a local diffusers text-to-image pipeline, "
+                                          "with a manifest of every image's prompt and seed")
+    p.add_argument("--model", required=True, help="a diffusers pipeline folder (save_pretrained, safetensors)")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--classes", help="class list: 'ID<TAB>name, synonym, ...', LOC_synset_mapping.txt, "
+                                        "one name a line, or imagenet_class_index.json")
+    what.add_argument("--captions", help="captions: COCO captions JSON or one caption a line")
+    p.add_argument("--prompts", choices=["simple", "complex"], help="simple: the template with the class name "
+                   "(default); complex: Hataya et al.'s random synonym, quality, medium and suffix")
+    p.add_argument("--template", help="simple prompts' template (default: 'A photo of {name}')")
+    p.add_argument("--per-class", type=int, default=1, help="images per class (with --captions: per caption)")
+    p.add_argument("--out", required=True, help="output folder: OUT/<class id>/<index>.png and OUT/manifest.jsonl")
+    p.add_argument("--seed", type=int, default=0, help="base seed; image seeds derive from (seed, class, index)")
+    p.add_argument("--steps", type=int, default=50, help="inference steps (default 50, as the paper)")
+    p.add_argument("--guidance-scale", type=float, default=7.5,
+                   help="diffusers' classifier-free guidance scale s = 1 + w (default 7.5, as the paper)")
+    p.add_argument("--size", type=int, default=512, help="image side in pixels (default 512)")
+    p.add_argument("--scheduler", default="default", help="default (the pipeline's own), pndm, ddim, ddpm, euler, "
+                   "euler-ancestral, lms, dpm-solver or unipc")
+    p.add_argument("--batch-size", type=int, default=0,
+                   help="images per pipeline call (default 0: 64 on CUDA, halved on out-of-memory; 4 on CPU)")
+    p.add_argument("--workers", type=int, help="local worker processes (default: one per GPU, or 1)")
+    p.add_argument("--device", default="auto", help="auto (every GPU, else CPU), cpu, cuda or cuda:N")
+    p.add_argument("--dtype", default="auto", help="auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16")
+    p.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="local processes, or one Ray task per shard (--out on storage every node sees)")
+    p.add_argument("--ray-address", help="Ray cluster address (default: start or join a local one)")
+    p.add_argument("--safety-checker", action="store_true", help="keep the pipeline's safety checker (off by default)")
+    p.add_argument("--watermark", action="store_true", help="keep the pipeline's watermarker (off by default)")
+    p.add_argument("--quiet", action="store_true", help="no progress line or summary")
+    p.set_defaults(func=cmd_generate_text2image)
+    p = gen.add_parser("tiny-pipeline", help="save a randomly initialised tiny Stable Diffusion pipeline "
+                                             "(tests, benchmarks; no download)")
+    p.add_argument("--out", required=True, help="a new folder")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--real-size", action="store_true", help="Stable Diffusion 1.5's sizes (about 1B parameters)")
+    p.set_defaults(func=cmd_generate_tiny)
 
     p = sub.add_parser("report", help="redraw plots and report.html of a run folder from its results.csv")
     p.add_argument("run_dir")
