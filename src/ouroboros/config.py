@@ -116,6 +116,9 @@ class ContaminationConfig:
     split_control: float = 0.32
     split_test: float = 0.15
     generated: Optional[str] = None  # an external generated pool (dataset spec) instead of fitting one
+    # An ImageFolder pool of other size or colour (e.g. 512 px RGB from `ouroboros generate
+    # text2image`) is resized to the training images' size and converted to their channels.
+    resize_generated: bool = False
     control: Optional[str] = None  # an external real control source instead of the control split
     ratios: list[float] = field(default_factory=lambda: [0.0, 0.2, 0.4, 0.8, 1.0])
     archs: list[str] = field(default_factory=lambda: ["cnn", "resnet"])

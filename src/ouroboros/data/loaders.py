@@ -8,7 +8,9 @@ A dataset is named by a spec string:
   or ``IMAGES,LABELS`` naming the two files.
 - ``cifar10:PATH``: CIFAR-10 *binary* batches (``data_batch_*.bin``/``test_batch.bin``,
   or one ``.bin`` file); never the pickled Python version.
-- ``imagefolder:PATH``: ``PATH/<class>/*.png|jpg|jpeg|bmp``.
+- ``imagefolder:PATH``: ``PATH/<class>/*.png|jpg|jpeg|bmp``. When ``PATH/manifest.jsonl``
+  is there (``ouroboros generate text2image`` writes one), the images it lists carry
+  its provenance: ``gen:<model>``, generation 1, their seed and prompt.
 - ``npz:PATH`` or any path ending in ``.npz``: an ImageSet written by ouroboros.
 
 A bare path is recognised by what it holds. ``LOADERS`` maps the names to functions.
@@ -23,6 +25,7 @@ there before anything is allocated. tests/test_loaders_fuzz.py fuzzes every load
 from __future__ import annotations
 
 import gzip
+import json
 import math
 import re
 import struct
@@ -287,7 +290,45 @@ def load_imagefolder(spec: str, size: int | None = None, source: str | None = No
     images = np.stack(arrays)
     images = images[:, None] if images.ndim == 3 else images.transpose(0, 3, 1, 2)
     labels = [c for _, c in files]
-    return ImageSet.create(images, labels, classes, source=source or f"real:{printable(root.name)}")
+    default = source or f"real:{printable(root.name)}"
+    manifest = read_manifest(root / MANIFEST) if (root / MANIFEST).is_file() else {}
+    prov = [manifest.get(p.relative_to(root).as_posix()) for p, _ in files]
+    return ImageSet.create(images, labels, classes,
+                           source=[default if r is None else f"gen:{printable(r['model'])}" for r in prov],
+                           generation=[0 if r is None else 1 for r in prov],
+                           seed=[-1 if r is None else r["seed"] for r in prov],
+                           condition=["" if r is None else printable(r["prompt"]) for r in prov])
+
+
+MANIFEST = "manifest.jsonl"
+_MANIFEST_FIELDS = {"file": str, "prompt": str, "model": str, "seed": int}
+
+
+def read_manifest(path: Path) -> dict[str, dict]:
+    """A generated folder's manifest (JSON lines with at least file, prompt, model and
+    seed), keyed by file (relative to the folder, with '/')."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {printable(exc)}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not UTF-8 text; the manifest is damaged (remove it to load without provenance)"
+                        ) from None
+    records = {}
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            rec = None
+        ok = isinstance(rec, dict) and all(isinstance(rec.get(k), t) and not isinstance(rec.get(k), bool)
+                                           for k, t in _MANIFEST_FIELDS.items())
+        if not ok or not 0 <= rec["seed"] < 2**63:
+            raise UserError(f"{path} line {lineno} is not a manifest record (JSON with file, prompt, model and "
+                            "seed); the manifest is damaged (remove it to load without provenance)")
+        records[rec["file"]] = rec
+    return records
 
 
 # -- registry -----------------------------------------------------------------------

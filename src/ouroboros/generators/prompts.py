@@ -197,8 +197,8 @@ def read_classes(path: str | Path) -> list[Group]:
         return _check_groups(_classes_from_json(path, text), path, "class")
     groups = []
     for lineno, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
+        line = line.strip(" ")  # not tabs: 'ID<TAB>' with no name is an error, not a class named ID
+        if not line.strip() or line.startswith("#"):
             continue
         if "\t" in line:
             gid, rest = (s.strip() for s in line.split("\t", 1))

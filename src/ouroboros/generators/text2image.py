@@ -401,8 +401,11 @@ def generate(items: list[WorkItem], settings: Settings, out: str | Path, workers
             "dtype": dtype, "safety_checker": settings.safety_checker, "watermark": settings.watermark,
             **(meta or {})}
     check_settings_file(out, meta)
+    pipe = None
     if executor == "ray":
         import_ray()
+    elif workers == 1:  # loaded before anything is written: damaged weights fail here
+        pipe = load_pipeline(settings, devices[0], dtype)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / SETTINGS, meta)
     shards = split_work(items, workers)
@@ -410,7 +413,6 @@ def generate(items: list[WorkItem], settings: Settings, out: str | Path, workers
     if executor == "ray":
         scheduler = _run_ray(shards, settings, out, devices, batch_size, prog, ray_address)
     elif workers == 1:
-        pipe = load_pipeline(settings, devices[0], dtype)
         generate_shard(items, settings, out, devices[0], batch_size, prog, pipe=pipe)
         scheduler = type(pipe.scheduler).__name__
     else:

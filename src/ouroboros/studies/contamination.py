@@ -75,17 +75,44 @@ def load_splits(config: StudyConfig) -> dict[str, ImageSet]:
     splits = stratified_split(full, fractions, seed=config.data.split_seed)
     for role, spec in (("generated", c.generated), ("control", c.control), ("test", config.data.test)):
         if spec is not None:
-            external = load_dataset(spec)
+            if role == "generated" and c.resize_generated:
+                external = _load_resized(spec, full.shape)
+            else:
+                external = load_dataset(spec)
             if external.class_names != full.class_names:
                 raise UserError(f"{role} set {spec} has classes {list(external.class_names)[:5]}..., "
                                 f"the training data {list(full.class_names)[:5]}...: they must match")
             if external.shape != full.shape:
-                raise UserError(f"{role} set {spec} has images {external.shape}, the training data {full.shape}")
-            if role == "generated":  # images from disk load as real; these are not
-                external = external.with_provenance(source=f"gen:{Path(spec.split(':', 1)[-1]).name}",
+                fix = ("; set contamination.resize_generated: true to resize and convert it on loading"
+                       if role == "generated" else "")
+                raise UserError(f"{role} set {spec} has images {external.shape}, the training data {full.shape}{fix}")
+            if role == "generated":  # images from disk load as real unless a manifest says what made them
+                named = np.char.startswith(external.source.astype(np.str_), "gen:")
+                folder = f"gen:{Path(spec.split(':', 1)[-1]).name}"
+                external = external.with_provenance(source=np.where(named, external.source, folder),
                                                     generation=np.maximum(external.generation, 1))
             splits[role] = external
     return splits
+
+
+def _load_resized(spec: str, shape: tuple[int, int, int]) -> ImageSet:
+    """An ImageFolder pool made to match the training images: each image resized
+    (Pillow's antialiased bilinear) to their size as it loads, then RGB -> grey
+    (ITU-R 601 luma 0.299 R + 0.587 G + 0.114 B, rounded) when they are grey."""
+    from ouroboros.data.loaders import _detect, load_imagefolder
+
+    c, h, w = shape
+    path = spec.split(":", 1)[1] if spec.startswith("imagefolder:") else spec
+    if not (spec.startswith("imagefolder:") or _detect(Path(spec)) == "imagefolder"):
+        raise UserError(f"contamination.resize_generated applies to an ImageFolder pool; {spec} is not one")
+    if h != w:
+        raise UserError(f"contamination.resize_generated makes square images; the training images are {h}x{w}")
+    pool = load_imagefolder(path, size=h)
+    if pool.shape[0] == 3 and c == 1:
+        luma = np.tensordot(np.array([299, 587, 114]), pool.images.astype(np.int64), axes=([0], [1]))
+        grey = ((luma + 500) // 1000).astype(np.uint8)[:, None]
+        pool = ImageSet(grey, pool.labels, pool.class_names, pool.source, pool.generation, pool.seed, pool.condition)
+    return pool
 
 
 @dataclasses.dataclass
