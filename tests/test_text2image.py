@@ -302,3 +302,66 @@ def test_settings_validate():
         Settings("m", steps=0).validate()
     with pytest.raises(UserError, match="--dtype"):
         Settings("m", dtype="fp8").validate()
+
+
+# -- the generated folder as the contamination study's pool (item 7) ----------------------
+
+
+def _real_folder(root, classes, n):
+    rng = np.random.default_rng(0)
+    for ci, c in enumerate(classes):
+        (root / c).mkdir(parents=True)
+        for i in range(n):
+            img = rng.integers(0, 100, (8, 8, 3), dtype=np.uint8)
+            img[ci::3] += 150
+            Image.fromarray(img).save(root / c / f"{i}.png")
+    return root
+
+
+@pytest.mark.slow  # a (tiny) contamination study end to end
+def test_the_generated_folder_is_the_contamination_pool(tmp_path, capsys, model):
+    """configs/contamination-sd-tiny.yaml on a small real ImageFolder: the 16 px pool is
+    resized to the real 8 px on loading and enters the mixtures with its prompts and seeds."""
+    from conftest import REPO
+    from ouroboros.data.imageset import ImageSet
+
+    real = _real_folder(tmp_path / "real", ["n01", "n02", "n03"], 40)
+    classes = tmp_path / "classes.txt"
+    classes.write_text("n01\ttench\nn02\tgoldfish\nn03\tshark\n")
+    pool = tmp_path / "sd"
+    assert _main(capsys, "generate", "text2image", "--model", model, "--classes", classes, "--per-class", 15,
+                 "--prompts", "complex", "--out", pool, *FAST).returncode == 0
+    manifest = {(r["seed"], r["prompt"]) for r in map(json.loads, (pool / "manifest.jsonl").read_text().splitlines())}
+    tiny = ["contamination.ratios=[0.0,1.0]", "contamination.archs=[cnn]", "contamination.seeds=[0]",
+            "contamination.append_ratios=[]", "contamination.shifts=[]", "contamination.class_groups=null",
+            "generator.train_steps=20", "generator.sample_steps=4", "classifier.epochs=1", "executor.workers=1",
+            f"data.train=imagefolder:{real}", f"contamination.generated=imagefolder:{pool}"]
+    out = tmp_path / "run"
+    proc = _main(capsys, "run", REPO / "configs" / "contamination-sd-tiny.yaml", "--out", out, "--quiet",
+                 *sum((["--set", s] for s in tiny), []))
+    assert proc.returncode == 0, proc.stderr
+    mixes = [ImageSet.load(p) for p in (out / "cache" / "mix").glob("*.npz")]
+    full = max(mixes, key=lambda m: (m.generation > 0).sum())
+    gen = full.subset(np.flatnonzero(full.generation > 0))
+    assert len(gen) == len(full) and full.shape == (3, 8, 8)  # 100% replaced, at the real images' size
+    assert set(gen.source) == {"gen:tiny-sd"}
+    assert set(zip(gen.seed.tolist(), gen.condition.tolist())) <= manifest
+    # Without resize_generated, the other size is one error line naming the key.
+    assert_user_error(_main(capsys, "run", REPO / "configs" / "contamination-sd-tiny.yaml", "--out", tmp_path / "x",
+                            *sum((["--set", s] for s in tiny + ["contamination.resize_generated=false"]), [])),
+                      "resize_generated")
+
+
+def test_resize_generated_converts_colour_to_grey(tmp_path):
+    from ouroboros.studies.contamination import _load_resized
+
+    root = tmp_path / "pool"
+    colours = {"a": (200, 10, 50), "b": (0, 255, 0)}
+    for c, rgb in colours.items():
+        (root / c).mkdir(parents=True)
+        Image.fromarray(np.full((16, 16, 3), rgb, np.uint8)).save(root / c / "0.png")
+    pool = _load_resized(f"imagefolder:{root}", (1, 8, 8))
+    assert pool.shape == (1, 8, 8)
+    for label, rgb in enumerate(colours.values()):
+        luma = round((299 * rgb[0] + 587 * rgb[1] + 114 * rgb[2]) / 1000)  # a flat colour stays flat when resized
+        assert set(pool.images[pool.labels == label].ravel().tolist()) == {luma}

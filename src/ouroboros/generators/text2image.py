@@ -419,10 +419,15 @@ def generate(items: list[WorkItem], settings: Settings, out: str | Path, workers
         scheduler = _run_processes(shards, settings, out, devices, batch_size, prog)
     if progress:
         print(file=sys.stderr)
-    lines = [json.dumps(record(it, settings, dtype, scheduler), ensure_ascii=False) for it in items]
-    write_text_atomic(out / MANIFEST, "\n".join(lines) + "\n")
+    write_manifest(out, items, settings, dtype, scheduler)
     return {"made": prog.made, "skipped": prog.skipped, "seconds": time.perf_counter() - prog.start,
             "images_per_second": prog.rate(), "scheduler": scheduler}
+
+
+def write_manifest(out: Path, items: list[WorkItem], settings: Settings, dtype: str, scheduler: str) -> None:
+    """manifest.jsonl: one JSON line per image of the work list, in its order (atomic)."""
+    lines = [json.dumps(record(it, settings, dtype, scheduler), ensure_ascii=False) for it in items]
+    write_text_atomic(out / MANIFEST, "\n".join(lines) + "\n")
 
 
 def _worker(shard, settings, out, device, batch_size, threads, queue) -> None:
