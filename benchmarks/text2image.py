@@ -58,7 +58,12 @@ def direct(model: Path, items, args, out: Path, dtype, batch_size: int) -> tuple
 def ours(model: Path, items, args, out: Path, dtype: str, batch_size: int) -> tuple[float, dict]:
     from PIL import Image
 
-    from ouroboros.generators.text2image import Settings, generate_shard, load_pipeline, write_manifest
+    from ouroboros.generators.text2image import (
+        Settings,
+        generate_shard,
+        load_pipeline,
+        write_manifest,
+    )
 
     settings = Settings(str(model), steps=args.steps, size=args.size, dtype=dtype)
     pipe = load_pipeline(settings, args.device, dtype)
@@ -129,7 +134,7 @@ def main() -> int:
             match = f"vs reference (direct fp16, batch {batch}): {compare(ref, our_images)}; " \
                     f"vs direct fp32: {compare(direct_images, our_images)}"
             target, ratio = "ratio >= 1.3", td / to
-    print(f"\n| run | batch | seconds | images/s |\n|---|---|---|---|")
+    print("\n| run | batch | seconds | images/s |\n|---|---|---|---|")
     for name, batch, seconds in rows:
         print(f"| {name} | {batch} | {seconds:.2f} | {args.n / seconds:.2f} |")
     print(f"\nratio (ouroboros images/s / direct images/s): {ratio:.3f}  (target: {target})")

@@ -365,3 +365,23 @@ def test_resize_generated_converts_colour_to_grey(tmp_path):
     for label, rgb in enumerate(colours.values()):
         luma = round((299 * rgb[0] + 587 * rgb[1] + 114 * rgb[2]) / 1000)  # a flat colour stays flat when resized
         assert set(pool.images[pool.labels == label].ravel().tolist()) == {luma}
+
+
+@pytest.mark.slow  # starts a local Ray cluster whose workers import torch and diffusers
+def test_ray_executor_makes_the_same_images(tmp_path, capsys, model, classes):
+    pytest.importorskip("ray")
+    import ray
+
+    base = ["generate", "text2image", "--model", model, "--classes", classes, "--per-class", 2, "--prompts", "complex",
+            *FAST]
+    assert _main(capsys, *base, "--out", tmp_path / "local").returncode == 0
+    try:
+        proc = _main(capsys, *base, "--out", tmp_path / "ray", "--executor", "ray", "--workers", 2)
+    finally:
+        ray.shutdown()
+    assert proc.returncode == 0, proc.stderr
+    local, remote = _pixels(tmp_path / "local"), _pixels(tmp_path / "ray")
+    assert len(local) == 6 and local.keys() == remote.keys()
+    for f in local:
+        assert_same_image(local[f], remote[f])
+    assert (tmp_path / "local" / "manifest.jsonl").read_text() == (tmp_path / "ray" / "manifest.jsonl").read_text()

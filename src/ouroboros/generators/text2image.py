@@ -130,6 +130,7 @@ def batches(items: list, size: int) -> Iterable[list]:
 
 def _pipeline_class(model: Path):
     """The diffusers pipeline class a saved folder names, checked to be text-to-image."""
+    _quiet_libraries()
     import diffusers
 
     index_path = model / "model_index.json"
@@ -189,7 +190,11 @@ def check_model(model: str | Path, settings: Settings) -> None:
 
 def _quiet_libraries() -> None:
     import diffusers
-    import transformers
+
+    try:
+        import transformers
+    except ImportError:
+        raise UserError("text-to-image pipelines need transformers: pip install 'ouroboros[text2image]'") from None
 
     diffusers.utils.logging.set_verbosity_error()
     diffusers.utils.logging.disable_progress_bar()
