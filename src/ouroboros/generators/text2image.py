@@ -31,6 +31,7 @@ import dataclasses
 import inspect
 import json
 import os
+import secrets
 import sys
 import time
 import warnings
@@ -270,11 +271,22 @@ def verified(out: Path, rec: dict) -> bool:
 
 
 def save_png(out: Path, rec: dict, image: np.ndarray) -> None:
-    """Write one H x W x 3 uint8 image with its provenance, atomically."""
+    """Write one H x W x 3 uint8 image with its provenance under a hidden temporary name
+    and rename it into place: a killed run never leaves a half-written file under an
+    image's name. Files are not flushed to disk one by one (that would cost more than
+    making a small image); after a power cut, a resume's verification (decode + text
+    chunks) finds any damaged file and makes it again."""
     from PIL import Image
 
-    with atomic_path(out / rec["file"]) as tmp:
+    path = out / rec["file"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{path.name}-{secrets.token_hex(4)}.png")
+    try:
         Image.fromarray(image).save(tmp, format="PNG", pnginfo=png_info(rec))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
