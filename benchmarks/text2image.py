@@ -25,6 +25,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,10 @@ def direct(model: Path, items, args, out: Path, dtype, batch_size: int) -> tuple
     """The plain diffusers way: from_pretrained, call per batch, save each image."""
     from diffusers import StableDiffusionPipeline
 
-    pipe = StableDiffusionPipeline.from_pretrained(model, torch_dtype=dtype, use_safetensors=True).to(args.device)
+    with warnings.catch_warnings():  # newer diffusers call it `dtype`
+        warnings.simplefilter("ignore", FutureWarning)
+        pipe = StableDiffusionPipeline.from_pretrained(model, torch_dtype=dtype, use_safetensors=True)
+    pipe = pipe.to(args.device)
     pipe.set_progress_bar_config(disable=True)
     out.mkdir(parents=True)
     sync()

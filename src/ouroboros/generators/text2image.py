@@ -357,7 +357,7 @@ def devices_for(device: str, workers: int | None) -> tuple[list[str], int]:
         devices = [f"cuda:{i}" for i in range(torch.cuda.device_count())]
     else:
         devices = [str(resolve_device("--device", device))]
-    return devices, workers or len(devices)
+    return devices, len(devices) if workers is None else workers
 
 
 def check_settings_file(out: Path, meta: dict) -> None:
