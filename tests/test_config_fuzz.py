@@ -101,6 +101,9 @@ def invalid(tp, key, optional=False):
                          st.sampled_from([NAN, INF, -INF]))
     if tp is str:
         return st.one_of(bad_text, null)
+    if tp is bool:  # YAML's true/false only: 0, 1 and the strings "true"/"false" are not booleans
+        return st.one_of(st.integers(), st.floats(), st.text(max_size=5), null,
+                         st.lists(st.booleans(), min_size=1, max_size=2))
     raise AssertionError(f"no junk for config type {tp} of {key}: extend invalid()")
 
 
