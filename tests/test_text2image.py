@@ -387,3 +387,29 @@ def test_ray_executor_makes_the_same_images(tmp_path, capsys, model, classes):
     for f in local:
         assert_same_image(local[f], remote[f])
     assert (tmp_path / "local" / "manifest.jsonl").read_text() == (tmp_path / "ray" / "manifest.jsonl").read_text()
+
+
+def test_out_of_memory_halves_the_batch_and_keeps_the_images(tmp_path, monkeypatch, model, pipe):
+    """On CUDA the first batch is 64 and halves on out-of-memory; per-image generators
+    make the images the same whatever size finally fits (simulated: batches over 2 fail)."""
+    import torch
+
+    settings = Settings(str(model), steps=2, size=16, dtype="fp32")
+    items = work_list([Group("a", ("cat",)), Group("b", ("dog",))], "complex", 3, seed=4)
+    real_run, sizes = text2image.run_pipeline, []
+
+    def small_gpu(pipe_, prompts, seeds, settings_):
+        sizes.append(len(prompts))
+        if len(prompts) > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return real_run(pipe_, prompts, seeds, settings_)
+
+    monkeypatch.setattr(text2image, "run_pipeline", small_gpu)
+    assert generate_shard(items, settings, tmp_path / "gpu", "cuda", 0, pipe=pipe) == 6
+    assert sizes == [6, 6, 6, 6, 4, 2, 2, 2]  # batches of 64, 32, 16, 8 (all 6) and 4 fail; 2 fits
+    monkeypatch.setattr(text2image, "run_pipeline", real_run)
+    generate_shard(items, settings, tmp_path / "cpu", "cpu", 6, pipe=pipe)
+    gpu, cpu = _pixels(tmp_path / "gpu"), _pixels(tmp_path / "cpu")
+    assert gpu.keys() == cpu.keys() and len(gpu) == 6
+    for f in gpu:
+        assert_same_image(gpu[f], cpu[f])
