@@ -1,4 +1,5 @@
-"""Plots drawn from results.csv: each metric against generation, one line per guidance.
+"""Plots drawn from results.csv: each metric against generation, one line per guidance
+(or per condition, the ``cell`` column, for a grid of loop variants).
 
 Lines are the mean over seeds; the band is the min-max spread over seeds. The real
 test split scored by the same classifier is a dashed reference line.
@@ -24,12 +25,21 @@ LABELS = {
 }
 
 
-def _series(rows: list[dict], metric: str) -> dict[str, dict[int, list[float]]]:
-    by = defaultdict(lambda: defaultdict(list))
+def _series(rows: list[dict], metric: str, by: str = "guidance") -> dict[str, dict[int, list[float]]]:
+    """line (the value of column `by`) -> generation -> the values over seeds, in the
+    order lines first appear."""
+    out = defaultdict(lambda: defaultdict(list))
     for r in rows:
         if r["metric"] == metric and r["cell"] != "reference":
-            by[r["guidance"]][int(r["generation"])].append(float(r["value"]))
-    return by
+            out[r[by]][int(r["generation"])].append(float(r["value"]))
+    return out
+
+
+def _lines(series: dict, by: str) -> list[tuple[str, str]]:
+    """(key, legend label) of each line: guidance descending as "w = 1", or cells as listed."""
+    if by == "guidance":
+        return [(g, f"w = {float(g):g}") for g in sorted(series, key=lambda g: -float(g))]
+    return [(c, c) for c in series]
 
 
 def _pyplot():
@@ -47,16 +57,18 @@ def _save(fig, path: Path) -> None:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
 
 
-def plot_metric(rows: list[dict], metric: str, path: Path, title: str = "") -> Path:
+def plot_metric(rows: list[dict], metric: str, path: Path, title: str = "", by: str = "guidance") -> Path:
     plt = _pyplot()
 
-    fig, ax = plt.subplots(figsize=(5.2, 3.6))
-    series = _series(rows, metric)
-    for guidance in sorted(series, key=lambda g: -float(g)):
-        gens = sorted(series[guidance])
-        vals = [np.asarray(series[guidance][g]) for g in gens]
+    series = _series(rows, metric, by)
+    many = len(series) > 6
+    fig, ax = plt.subplots(figsize=(7.6 if many else 5.2, 3.6))
+    colors = plt.get_cmap("tab20" if many else "tab10")
+    for i, (key, label) in enumerate(_lines(series, by)):
+        gens = sorted(series[key])
+        vals = [np.asarray(series[key][g]) for g in gens]
         mean = np.array([v.mean() for v in vals])
-        ax.plot(gens, mean, marker="o", ms=3, label=f"w = {float(guidance):g}")
+        ax.plot(gens, mean, marker="o", ms=3, label=label, color=colors(i % colors.N))
         ax.fill_between(gens, [v.min() for v in vals], [v.max() for v in vals], alpha=0.2)
     ref = [float(r["value"]) for r in rows if r["metric"] == metric and r["cell"] == "reference"]
     if ref:
@@ -65,31 +77,83 @@ def plot_metric(rows: list[dict], metric: str, path: Path, title: str = "") -> P
     ax.set_ylabel(LABELS.get(metric, metric))
     ax.set_title(title or LABELS.get(metric, metric))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if many:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    else:
+        ax.legend(fontsize=8)
     _save(fig, path)
     plt.close(fig)
     return path
 
 
-def plot_class_accuracy(rows: list[dict], path: Path) -> Path:
-    """One panel per guidance; one line per class (mean over seeds)."""
+def _panels(rows: list[dict], by: str, plt, height: float = 3.4):
+    """One axis per line of `_lines` (a guidance or a cell), wrapped at 4 per row."""
+    keys = _lines({r[by]: None for r in rows if r["cell"] != "reference"}, by)
+    ncols = min(4, len(keys))
+    nrows = -(-len(keys) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4 * ncols, height * nrows), sharey=True, squeeze=False)
+    for ax in axes.flat[len(keys):]:
+        ax.set_visible(False)
+    return fig, axes, list(zip(keys, axes.flat))
+
+
+def plot_class_accuracy(rows: list[dict], path: Path, by: str = "guidance") -> Path:
+    """One panel per guidance (or cell); one line per class (mean over seeds)."""
     plt = _pyplot()
 
     classes = sorted({r["metric"].split("/", 1)[1] for r in rows if r["metric"].startswith("accuracy/")})
-    guidances = sorted({r["guidance"] for r in rows if r["cell"] != "reference"}, key=lambda g: -float(g))
-    fig, axes = plt.subplots(1, len(guidances), figsize=(4 * len(guidances), 3.4), sharey=True, squeeze=False)
+    fig, axes, panels = _panels(rows, by, plt)
     cmap = plt.get_cmap("tab10")
-    for ax, guidance in zip(axes[0], guidances):
-        sub = [r for r in rows if r["guidance"] == guidance]
+    for (key, label), ax in panels:
+        sub = [r for r in rows if r[by] == key]
         for i, name in enumerate(classes):
-            series = _series(sub, f"accuracy/{name}").get(guidance, {})
+            series = _series(sub, f"accuracy/{name}", by).get(key, {})
             gens = sorted(series)
             ax.plot(gens, [np.mean(series[g]) for g in gens], color=cmap(i % 10), lw=1.2, label=name)
-        ax.set_title(f"w = {float(guidance):g}")
+        ax.set_title(label, fontsize=9)
         ax.set_xlabel("generation")
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("per-class accuracy")
+    for row in axes:
+        row[0].set_ylabel("per-class accuracy")
     axes[0][-1].legend(fontsize=7, title="class", loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def plot_makeup(rows: list[dict], path: Path, by: str = "guidance") -> Path:
+    """What each generation trained on: one panel per guidance (or cell), the shares of
+    real images and of each earlier generation's output stacked (mean over seeds, from
+    the provenance rows train_real_share and train_share_gen<k>), with the training
+    set's size on a second axis."""
+    plt = _pyplot()
+
+    parts = ["train_real_share"] + sorted({r["metric"] for r in rows if r["metric"].startswith("train_share_gen")},
+                                          key=lambda m: int(m.removeprefix("train_share_gen")))
+    fig, axes, panels = _panels(rows, by, plt)
+    cmap = plt.get_cmap("viridis")
+    for (key, label), ax in panels:
+        sub = [r for r in rows if r[by] == key]
+        gens = sorted({int(r["generation"]) for r in sub if r["cell"] != "reference"})
+        shares = np.array([[np.mean([float(r["value"]) for r in sub if r["metric"] == m
+                                     and int(r["generation"]) == g] or [0.0]) for g in gens] for m in parts])
+        colors = ["0.55"] + [cmap(k / max(1, len(parts) - 2)) for k in range(len(parts) - 1)]
+        names = ["real"] + [f"gen {m.removeprefix('train_share_gen')}" for m in parts[1:]]
+        ax.stackplot(gens, shares, colors=colors, labels=names, alpha=0.9)
+        size = _series(sub, "train_size", by).get(key, {})
+        twin = ax.twinx()
+        twin.plot(sorted(size), [np.mean(size[g]) for g in sorted(size)], color="k", ls="--", lw=1, label="size")
+        twin.set_ylim(bottom=0)
+        twin.tick_params(labelsize=7)
+        ax.set_ylim(0, 1)
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("generation")
+    for row in axes:
+        row[0].set_ylabel("share of the training set")
+    handles, names = panels[0][1].get_legend_handles_labels()
+    fig.legend(handles + [plt.Line2D([], [], color="k", ls="--")], names + ["size (right axis)"], fontsize=7,
+               loc="upper left", bbox_to_anchor=(1.0, 0.95))
+    fig.tight_layout()
     _save(fig, path)
     plt.close(fig)
     return path
