@@ -20,14 +20,23 @@ import dataclasses
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from ouroboros.config import StudyConfig
 from ouroboros.data.imageset import ImageSet, stratified_split
 from ouroboros.data.loaders import load_dataset
 from ouroboros.errors import UserError
+from ouroboros.generators.base import GeneratorFamily, get_family
 from ouroboros.preflight import check_run
 from ouroboros.runner import Stage
 from ouroboros.studies import scenarios
-from ouroboros.studies.common import data_stage, derived_seed, generator_params, open_run, write_timings
+from ouroboros.studies.common import (
+    SAMPLING_FIELDS,
+    data_stage,
+    derived_seed,
+    open_run,
+    write_timings,
+)
 
 
 def load_splits(config: StudyConfig) -> tuple[ImageSet, ImageSet]:
@@ -57,11 +66,60 @@ class LoopPlan:
     test: ImageSet
     classifier: Stage
     reference: Stage  # classifier on the real test split
-    # (guidance, seed) -> per generation: (fit, sample, evaluate)
+    # (guidance, seed) -> per generation: (fit, output, evaluate). `output` is the
+    # generation's pooled output O_g (the one family's samples, or a pool stage), `fit`
+    # the first family's fit (its deps["train"] is the training set every family shares).
     chains: dict[tuple[float, int], list[tuple[Stage, Stage, Stage]]]
+    # (guidance, seed) -> per generation: family name -> its (fit, sample, evaluate), when
+    # several families feed the pool that generation (empty when one does).
+    families: dict[tuple[float, int], list[dict[str, tuple[Stage, Stage, Stage]]]] = dataclasses.field(
+        default_factory=dict)
 
     def targets(self) -> list[Stage]:
-        return [self.reference] + [ev for chain in self.chains.values() for (_, _, ev) in chain]
+        return ([self.reference] + [ev for chain in self.chains.values() for (_, _, ev) in chain]
+                + [ev for chain in self.families.values() for parts in chain for (_, _, ev) in parts.values()])
+
+
+@dataclasses.dataclass(frozen=True)
+class PoolEntry:
+    """A generator family of the pool, resolved to stage parameters."""
+
+    name: str  # provenance name (images carry source gen:<name>)
+    family: GeneratorFamily
+    share: float
+    fit_config: dict  # the family's settings, less those only sampling reads
+    sampling: dict  # sample-stage settings (diffusion: sampler, sample_steps, sample_batch_size)
+    bias: float | None  # None: the chain's guidance (families whose knob is guidance)
+
+
+def pool_entries(config: StudyConfig) -> list[PoolEntry]:
+    """The families feeding the loop's pool (`loop.generators`; by default one diffusion
+    family with the `generator:` settings)."""
+    out = []
+    for i, entry in enumerate(config.loop.families()):
+        family = get_family(entry.family)
+        plain = family.config is type(config.generator) and not entry.settings  # the generator: section as is
+        settings = dataclasses.asdict(config.generator if plain else
+                                      entry.generator_config(config.generator, f"loop.generators[{i}]"))
+        sampling = {k: settings.pop(k) for k in SAMPLING_FIELDS if k in settings}
+        bias = entry.bias
+        if bias is None and family.bias != "guidance":
+            bias = family.bias_default
+        out.append(PoolEntry(entry.label, family, entry.share, settings, sampling, bias))
+    return out
+
+
+def pool_counts(shares: list[float], n: int) -> list[int]:
+    """Images each family makes of a generation's n: share x n rounded by largest
+    remainders (shares normalised to sum to 1; ties to the earlier entry), so that the
+    counts sum to n exactly and each is floor or ceil of share x n."""
+    import numpy as np
+
+    exact = np.asarray(shares, dtype=np.float64) / sum(shares) * n
+    counts = np.floor(exact).astype(int)
+    extra = np.argsort(-(exact - counts), kind="stable")[: n - counts.sum()]
+    counts[extra] += 1
+    return counts.tolist()
 
 
 def plan(config: StudyConfig, cache: Path, splits: tuple[ImageSet, ImageSet] | None = None) -> LoopPlan:
@@ -82,24 +140,58 @@ def plan(config: StudyConfig, cache: Path, splits: tuple[ImageSet, ImageSet] | N
     # also hold round(lambda |R|) of them.
     n_sample = max(n, scenarios.generated_count(lc.scenario, n, len(train), lc.real_fraction, lc.synthetic_ratio)
                    if lc.scenario == "augment" else n)
-    fit_config, sampling = generator_params(config)
-    chains = {}
+    entries = pool_entries(config)
+    counts = pool_counts([e.share for e in entries], n_sample)
+    chains, families = {}, {}
     for w in lc.guidance:
         for s in lc.seeds:
-            outputs, chain = [], []
+            outputs, chain, parts_chain = [], [], []
             for g in range(lc.generations):
                 label = f"w={w:g} seed={s} gen={g}"
                 source = _training_set(lc, g, s, n, train_stage, outputs, label)
-                fit = Stage("fit", {"config": fit_config, "seed": derived_seed(s, g, "fit"), "name": "diffusion"},
-                            {"train": source}, label=label)
-                sample = Stage("sample", {"n": n_sample, "guidance": float(w), "seed": derived_seed(s, g, "sample"),
-                                          **sampling}, {"model": fit}, label=label)
-                ev = Stage("evaluate", evaluate, {"images": sample, "classifier": classifier, "real": train_stage},
+                parts, first = {}, 0
+                for entry, count in zip(entries, counts):
+                    if count:
+                        fit, sample = _family_stages(entry, len(entries) > 1, float(w), s, g, count,
+                                                     first % train.num_classes, source, label)
+                        parts[entry.name] = (fit, sample)
+                        first += count
+                if len(parts) == 1:
+                    ((fit, output),) = parts.values()
+                else:
+                    fit = next(iter(parts.values()))[0]
+                    output = Stage("pool", {"families": list(parts)},
+                                   {f"part{i}": sample for i, (_, sample) in enumerate(parts.values())}, label=label)
+                ev = Stage("evaluate", evaluate, {"images": output, "classifier": classifier, "real": train_stage},
                            label=label)
-                chain.append((fit, sample, ev))
-                outputs.append(sample)
+                chain.append((fit, output, ev))
+                outputs.append(output)
+                parts_chain.append({} if len(parts) == 1 else {
+                    name: (f, sm, Stage("evaluate", evaluate, {"images": sm, "classifier": classifier,
+                                                               "real": train_stage}, label=f"{label} {name}"))
+                    for name, (f, sm) in parts.items()})
             chains[(float(w), s)] = chain
-    return LoopPlan(train, test, classifier, reference, chains)
+            if any(parts_chain):
+                families[(float(w), s)] = parts_chain
+    return LoopPlan(train, test, classifier, reference, chains, families)
+
+
+def _family_stages(entry: PoolEntry, several: bool, w: float, s: int, g: int, count: int, first_label: int,
+                   source: Stage, label: str) -> tuple[Stage, Stage]:
+    """One family's fit on the generation's training set and its `count` samples. With
+    one family the stages keep the keys they had before families existed (no family or
+    first_label parameter, seeds not tied to the name); with several, each family's
+    seeds are derived from its name too."""
+    tag = (entry.name,) if several else ()
+    fit_params = {"config": entry.fit_config, "seed": derived_seed(s, g, "fit", *tag), "name": entry.name}
+    sample_params = {"n": count, entry.family.bias: w if entry.bias is None else entry.bias,
+                     "seed": derived_seed(s, g, "sample", *tag), **entry.sampling}
+    if entry.family.name != "diffusion":  # the stages' default family
+        fit_params["family"] = sample_params["family"] = entry.family.name
+    if first_label:
+        sample_params["first_label"] = first_label
+    fit = Stage("fit", fit_params, {"train": source}, label=f"{label} {entry.name}" if several else label)
+    return fit, Stage("sample", sample_params, {"model": fit}, label=fit.label)
 
 
 def _training_set(lc, g: int, s: int, n: int, train_stage: Stage, outputs: list[Stage], label: str) -> Stage:
@@ -137,10 +229,43 @@ def _rows(config: StudyConfig, plan_: LoopPlan, paths: dict) -> list[dict]:
             # The training set's size and make-up, read from the provenance of the set
             # the model was actually fitted on.
             metrics.update(scenarios.makeup(ImageSet.load(paths[fit.deps["train"].key])))
-            for metric, value in metrics.items():
-                rows.append({"study": config.name, "cell": f"guidance={w:g}", "seed": s, "generation": g,
-                             "metric": metric, "value": value, "guidance": w, "scenario": scenario})
+            row = {"study": config.name, "cell": f"guidance={w:g}", "seed": s, "generation": g, "guidance": w,
+                   "scenario": scenario}
+            rows += [{**row, "metric": metric, "value": value} for metric, value in metrics.items()]
+            # With several families: each family's own samples scored too, named in the
+            # family column (the pooled rows above leave it empty).
+            for name, (_, _, fam_ev) in plan_.families.get((w, s), [{}] * len(chain))[g].items():
+                rows += [{**row, "metric": metric, "value": value, "family": name}
+                         for metric, value in json.loads(paths[fam_ev.key].read_text()).items()]
     return rows
+
+
+def pooled(rows: list[dict]) -> list[dict]:
+    """The rows of the pooled output (and the reference): those without a family."""
+    return [r for r in rows if not r.get("family")]
+
+
+def check_families(config: StudyConfig, train: ImageSet) -> None:
+    """Before anything is written: each diffusion entry's own settings build on this data
+    (the top-level generator is checked by check_run), and a Gaussian family's PCA fits in
+    the pixels and in the smallest training set a generation can have (N or |R|)."""
+    from ouroboros.preflight import check_components
+
+    smallest = min(config.loop.samples_per_generation or len(train), len(train))
+    for i, (spec, entry) in enumerate(zip(config.loop.families(), pool_entries(config))):
+        settings = {**entry.fit_config, **entry.sampling}
+        where = f"loop.generators[{i}].settings"
+        if spec.settings and entry.family.config is type(config.generator):
+            try:
+                check_components(dataclasses.replace(config, generator=entry.family.config(**settings)),
+                                 train.shape, train.num_classes)
+            except UserError as exc:
+                raise UserError(f"{where}: {exc}") from None
+        components = settings.get("components") if settings.get("space") == "pca" else None
+        if components is not None and components > min(smallest, int(np.prod(train.shape))):
+            raise UserError(f"{where}: components ({components}) exceeds the {int(np.prod(train.shape))} pixel "
+                            f"values per image or the {smallest} images of the smallest training set; "
+                            f"use at most {min(smallest, int(np.prod(train.shape)))}")
 
 
 def run(config: StudyConfig, run_dir: Path, progress: bool = True, runner=None) -> dict:
@@ -153,8 +278,11 @@ def run(config: StudyConfig, run_dir: Path, progress: bool = True, runner=None) 
     scenarios.check_reservoir(lc.scenario, lc.samples_per_generation or len(splits[0]), lc.generations,
                               lc.real_fraction, len(splits[0]))
     check_run(config, run_dir, splits[0].shape, splits[0].num_classes)  # and a bad --out or component
+    check_families(config, splits[0])  # and a family whose settings cannot fit this data
     if progress:
-        print(f"ouroboros: {config.name}: scenario {config.loop.scenario}, {len(config.loop.guidance)} guidance x "
+        pool = " + ".join(f"{e.label} {e.share:.0%}" for e in lc.generators) if lc.generators else None
+        print(f"ouroboros: {config.name}: scenario {config.loop.scenario}{f', families {pool}' if pool else ''}, "
+              f"{len(config.loop.guidance)} guidance x "
               f"{len(config.loop.seeds)} seeds x "
               f"{config.loop.generations} generations on {len(splits[0])} real training images -> {run_dir}",
               file=sys.stderr)
@@ -163,7 +291,9 @@ def run(config: StudyConfig, run_dir: Path, progress: bool = True, runner=None) 
     p = plan(config, runner.cache, splits)
     paths = runner.run(p.targets())
 
-    write_results(run_dir / "results.csv", _rows(config, p, paths), ["guidance", "scenario"])
+    # The family column only when several families feed the pool (per-family rows).
+    write_results(run_dir / "results.csv", _rows(config, p, paths),
+                  ["guidance", "scenario"] + (["family"] if p.families else []))
     write_timings(run_dir, runner)
     first_seed = config.loop.seeds[0]
     for (w, s), chain in p.chains.items():
@@ -209,6 +339,7 @@ def report(run_dir: Path) -> Path:
         if r["cell"] != "reference" and (r["generation"] == "" or r.get("guidance", "") == ""):
             raise UserError(f"{run_dir / 'results.csv'} line {line} has no generation or guidance, so it is not a "
                             "feedback-loop results table; run the study again with the same --out to rewrite it")
+    rows = pooled(rows)  # the plots and the summary show the pooled output
     for metric in ("accuracy", "cross_entropy", "fid", "precision", "recall", "density", "coverage"):
         plot_metric(rows, metric, run_dir / "plots" / f"{metric}.png")
     plot_class_accuracy(rows, run_dir / "plots" / "class_accuracy.png")
