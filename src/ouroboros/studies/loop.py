@@ -308,7 +308,9 @@ def run(config: StudyConfig, run_dir: Path, progress: bool = True, runner=None) 
 
 
 def summary_table(rows: list[dict]) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
-    """Key metrics (mean ± std over seeds) at the first, middle and last generation per guidance."""
+    """Key metrics (mean ± std over seeds) at the first, middle and last generation per
+    guidance, of the pooled output; then, when several families feed the pool, of each
+    family's own samples (the guidance column names the family)."""
     import numpy as np
 
     header = ("guidance", "generation", "accuracy", "cross-entropy", "FID", "precision", "recall", "seeds")
@@ -316,14 +318,17 @@ def summary_table(rows: list[dict]) -> tuple[tuple[str, ...], list[tuple[str, ..
     loop_rows = [r for r in rows if r["cell"] != "reference"]
     guidances = sorted({r["guidance"] for r in loop_rows}, key=lambda g: -float(g))
     gens = sorted({int(r["generation"]) for r in loop_rows})
-    for w in guidances:
-        for g in sorted({gens[0], gens[len(gens) // 2], gens[-1]}):
-            sel = [r for r in loop_rows if r["guidance"] == w and int(r["generation"]) == g]
-            cells = []
-            for metric in ("accuracy", "cross_entropy", "fid", "precision", "recall"):
-                v = [float(r["value"]) for r in sel if r["metric"] == metric]
-                cells.append(f"{np.mean(v):.3f} ± {np.std(v):.3f}" if v else "-")
-            out.append((f"{float(w):g}", str(g), *cells, str(len({r["seed"] for r in sel}))))
+    for family in sorted({r.get("family", "") for r in loop_rows}):  # "" (pooled) first
+        for w in guidances:
+            for g in sorted({gens[0], gens[len(gens) // 2], gens[-1]}):
+                sel = [r for r in loop_rows
+                       if r["guidance"] == w and int(r["generation"]) == g and r.get("family", "") == family]
+                cells = []
+                for metric in ("accuracy", "cross_entropy", "fid", "precision", "recall"):
+                    v = [float(r["value"]) for r in sel if r["metric"] == metric]
+                    cells.append(f"{np.mean(v):.3f} ± {np.std(v):.3f}" if v else "-")
+                out.append((f"{float(w):g}" + (f" {family}" if family else ""), str(g), *cells,
+                            str(len({r["seed"] for r in sel}))))
     return header, out
 
 
@@ -339,10 +344,15 @@ def report(run_dir: Path) -> Path:
         if r["cell"] != "reference" and (r["generation"] == "" or r.get("guidance", "") == ""):
             raise UserError(f"{run_dir / 'results.csv'} line {line} has no generation or guidance, so it is not a "
                             "feedback-loop results table; run the study again with the same --out to rewrite it")
-    rows = pooled(rows)  # the plots and the summary show the pooled output
-    for metric in ("accuracy", "cross_entropy", "fid", "precision", "recall", "density", "coverage"):
-        plot_metric(rows, metric, run_dir / "plots" / f"{metric}.png")
-    plot_class_accuracy(rows, run_dir / "plots" / "class_accuracy.png")
     header, table = summary_table(rows)
+    # The plots show the pooled output; each family's own samples get plots/family-<name>/.
+    for family in sorted({r.get("family", "") for r in rows}):
+        sub = [r for r in rows if r.get("family", "") in ("", family) and (r["cell"] == "reference" or
+                                                                          r.get("family", "") == family)]
+        folder = run_dir / "plots" / (f"family-{family}" if family else "")
+        for metric in ("accuracy", "cross_entropy", "fid", "precision", "recall", "density", "coverage"):
+            plot_metric(sub, metric, folder / f"{metric}.png", title=f"{family}: {metric}" if family else "")
+        plot_class_accuracy(sub, folder / "class_accuracy.png")
+    rows = pooled(rows)
     study = rows[0]["study"] if rows else "study"
     return write_report(run_dir, f"ouroboros feedback loop: {study}", table, header)
