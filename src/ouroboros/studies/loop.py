@@ -228,7 +228,8 @@ def _rows(config: StudyConfig, plan_: LoopPlan, paths: dict) -> list[dict]:
             metrics = json.loads(paths[ev.key].read_text())
             # The training set's size and make-up, read from the provenance of the set
             # the model was actually fitted on.
-            metrics.update(scenarios.makeup(ImageSet.load(paths[fit.deps["train"].key])))
+            metrics.update(scenarios.makeup(ImageSet.load(paths[fit.deps["train"].key]),
+                                            by_family=len(config.loop.families()) > 1))
             row = {"study": config.name, "cell": f"guidance={w:g}", "seed": s, "generation": g, "guidance": w,
                    "scenario": scenario}
             rows += [{**row, "metric": metric, "value": value} for metric, value in metrics.items()]

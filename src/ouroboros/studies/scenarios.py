@@ -138,12 +138,12 @@ def assemble(scenario: str, g: int, real: ImageSet, outputs: dict[int, ImageSet]
     return ImageSet.concat([real.subset(np.sort(reals)), generated])
 
 
-def makeup(train: ImageSet) -> dict[str, float]:
+def makeup(train: ImageSet, by_family: bool = False) -> dict[str, float]:
     """Size and make-up of a training set, from its provenance: `train_real_share` (the
-    share of provenance generation 0), `train_share_gen<k>` for the output of the
-    model of generation k (provenance generation k + 1), for each k present, and
-    `train_share_family_<name>` for the images of each generator family present
-    (source ``gen:<name>``, whatever their generation)."""
+    share of provenance generation 0) and `train_share_gen<k>` for the output of the
+    model of generation k (provenance generation k + 1), for each k present; with
+    `by_family` (several families feed the loop), also `train_share_family_<name>` for
+    the images of each generator family present (source ``gen:<name>``, any generation)."""
     out = {"train_size": float(len(train))}
     if len(train) == 0:
         return out
@@ -155,6 +155,6 @@ def makeup(train: ImageSet) -> dict[str, float]:
             out[f"train_share_gen{p - 1}"] = share[p]
     sources, counts = np.unique(train.source, return_counts=True)
     for source, count in zip(sources.tolist(), counts.tolist()):
-        if source.startswith("gen:"):
+        if by_family and source.startswith("gen:"):
             out[f"train_share_family_{source[4:]}"] = count / len(train)
     return out
