@@ -27,6 +27,7 @@ Tolerances are Z standard errors of the Monte Carlo mean, estimated from the cha
 
 import numpy as np
 import pytest
+from test_theory import assert_mc_close
 
 from ouroboros.config import load_config
 from ouroboros.data.imageset import ImageSet, quantize
@@ -34,7 +35,6 @@ from ouroboros.generators.base import get_family
 from ouroboros.runner import Runner
 from ouroboros.studies import loop, scenarios
 from ouroboros.studies.common import derived_seed
-from test_theory import assert_mc_close
 
 MU, SIGMA = 128.0, 20.0  # grey levels
 Q = 1.0 / 12.0  # variance of rounding to integer grey levels
@@ -159,7 +159,7 @@ def mixed_expectations(rho_, fixed_real, generations=G):
     E[s2_g] = E[SS_g] / N. Generation 0 fits N real images: E[s2_0] = A V, D_0 = V / N
     (c_0 = V / N). Both recursions are linear and contracting for rho' > 0, so the
     expectations settle at a fixed point instead of growing."""
-    m = int(round(rho_ * N))
+    m = round(rho_ * N)
     u, p = N - m, m / N
     s2, d, c = [A * V], [V / N], [V / N if fixed_real else 0.0]
     for _ in range(1, generations):
@@ -176,7 +176,7 @@ def test_mix_and_fresh_settle(scenario, rho):
     """Limits (D in units of V/N, E[s2] in grey levels^2): mix 0.5 -> 2.58, 349; fresh 0.5
     -> 1.29, 374; mix 0.2 -> 6.50, 270 (slowly: 5.18 at g = 7); fresh 0.2 -> 2.50, 350."""
     fresh = scenario == "fresh"
-    n_real = N + (G - 1) * int(round(rho * N)) if fresh else N  # fresh's reservoir: exactly what it needs
+    n_real = N + (G - 1) * round(rho * N) if fresh else N  # fresh's reservoir: exactly what it needs
     means, variances = chains(scenario, n_real=n_real, rho=rho, count=400)
     s2, d = mixed_expectations(rho, fixed_real=not fresh)
     assert_mc_close(variances, s2, f"E[s2_g] under {scenario} rho={rho}")
