@@ -117,7 +117,8 @@ def pool_counts(shares: list[float], n: int) -> list[int]:
 
     exact = np.asarray(shares, dtype=np.float64) / sum(shares) * n
     counts = np.floor(exact).astype(int)
-    extra = np.argsort(-(exact - counts), kind="stable")[: n - counts.sum()]
+    remainders = np.round(exact - counts, 9)  # equal up to rounding error is a tie
+    extra = np.argsort(-remainders, kind="stable")[: n - counts.sum()]
     counts[extra] += 1
     return counts.tolist()
 
