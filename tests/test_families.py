@@ -6,8 +6,8 @@ import csv
 
 import numpy as np
 import pytest
-
 from conftest import TINY
+
 from ouroboros import cli
 from ouroboros.config import load_config
 from ouroboros.data.imageset import ImageSet, stratified_split
@@ -171,7 +171,7 @@ def test_guidance_is_the_knob_of_diffusion_entries(digits, tmp_path):
 
 def test_results_have_a_family_column_and_per_family_rows(tmp_path):
     """End to end from the CLI: 70% diffusion + 30% gaussian on tiny settings."""
-    args = ["demo", "--out", str(tmp_path), "--quiet", *sum((["--set", s] for s in TINY), [])]
+    args = ["demo", "--out", str(tmp_path), "--quiet", *[a for s in TINY for a in ("--set", s)]]
     args += ["--set", "loop.guidance=[1.0]", "--set", "loop.seeds=[0]", "--set", "loop.samples_per_generation=100",
              "--set", "generator.train_steps=2", "--set",
              "loop.generators=[{family: diffusion, share: 0.7}, {family: gaussian, share: 0.3}]"]
