@@ -217,3 +217,12 @@ def test_bad_generators_are_one_error_line_before_anything_is_written(tmp_path, 
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1 and err[0].startswith("error: ") and fragment in err[0], err
     assert not out.exists()
+
+
+def test_a_gaussian_family_without_two_images_per_class_is_refused_up_front(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["demo", "--out", str(out), *_TINY_ARGS, "--set", "loop.samples_per_generation=15",
+                     "--set", "loop.generators=[{family: gmm, settings: {mixture_components: 2}}]"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "needs at least 2 images per class" in err[0] and "has 1 per class" in err[0], err
+    assert not out.exists()

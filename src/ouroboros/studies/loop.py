@@ -12,6 +12,22 @@ training split. One chain per (guidance, seed).
 
 In results.csv, ``generation`` is the model's index (0 = trained on real data); the
 images it makes carry provenance generation ``g + 1``.
+
+Several generator families (``loop.generators``; by default one diffusion family with
+the ``generator:`` settings). Each generation, every listed family is fitted on the
+same training set and samples its count of the generation's N images: share x N,
+rounded by largest remainders so the counts sum to N (`pool_counts`; a family whose
+count is 0 makes nothing that generation). Labels cycle through the classes across the
+families in entry order, so the pooled output O_g is balanced over classes as one set.
+Its images carry source ``gen:<name>`` (the entry's name, default the family's); a
+`pool` stage concatenates the families' samples into O_g, which the scenario then draws
+from as from a single generator's output. The bias knob: an entry's ``bias`` when set;
+otherwise ``loop.guidance`` (the chain axis) for families whose knob is guidance
+(diffusion), and the family's neutral value for the others (temperature 1). With one
+family every stage keeps the key it had before families existed. With several,
+results.csv gets a ``family`` column: the rows of the pooled output (and the make-up,
+with ``train_share_family_<name>`` from provenance) leave it empty; each family's own
+samples are scored too, in rows naming the family.
 """
 
 from __future__ import annotations
@@ -254,6 +270,7 @@ def check_families(config: StudyConfig, train: ImageSet) -> None:
     from ouroboros.preflight import check_components
 
     smallest = min(config.loop.samples_per_generation or len(train), len(train))
+    classes = train.num_classes
     for i, (spec, entry) in enumerate(zip(config.loop.families(), pool_entries(config))):
         settings = {**entry.fit_config, **entry.sampling}
         where = f"loop.generators[{i}].settings"
@@ -268,6 +285,13 @@ def check_families(config: StudyConfig, train: ImageSet) -> None:
             raise UserError(f"{where}: components ({components}) exceeds the {int(np.prod(train.shape))} pixel "
                             f"values per image or the {smallest} images of the smallest training set; "
                             f"use at most {min(smallest, int(np.prod(train.shape)))}")
+        if "space" in settings:  # the Gaussian families estimate a covariance per class (per component)
+            need = max(2, settings.get("mixture_components", 2))
+            if smallest // classes < need:
+                raise UserError(f"{where}: the {entry.family.name} family needs at least {need} images per class "
+                                f"in every training set, but a generation of {smallest} images has "
+                                f"{smallest // classes} per class for {classes} classes; raise "
+                                "loop.samples_per_generation")
 
 
 def run(config: StudyConfig, run_dir: Path, progress: bool = True, runner=None) -> dict:

@@ -32,6 +32,11 @@ Generation 0 trains on all of R, except under `fresh` (see there). For g >= 1:
 
 The real parts of `mix` and `fresh` are uniform (not balanced) prefixes of the real
 order, so they keep the real split's class proportions in expectation.
+
+When several generator families feed the loop (``loop.generators``), O_k is their
+pooled output (each family's images with source ``gen:<name>``), and every draw above
+takes from it without regard to family: the families' shares of a drawn set follow
+their shares of the pool only in expectation, and `makeup` reports the realised ones.
 """
 
 from __future__ import annotations
