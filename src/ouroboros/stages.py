@@ -51,19 +51,24 @@ def sample_stage(params: dict, deps: dict, out: Path) -> None:
     """Sample `params["n"]` images with `params["seed"]` from a fitted model of any family.
     The family's sampling-bias knob is read under its own name (`guidance` for diffusion,
     `temperature` for the Gaussians; the family's neutral value when absent), plus any
-    sampling settings the family has (diffusion: sampler, sample_steps, sample_batch_size)."""
+    sampling settings the family has (diffusion: sampler, sample_steps, sample_batch_size).
+    Labels cycle through the classes starting at class `params["first_label"]` (default 0),
+    so that families sharing one pool continue each other's cycle and the pool stays balanced."""
+    import numpy as np
+
     family, model = load_fitted(deps["model"])
     if params.get("family", family.name) != family.name:
         raise UserError(f"sample stage expects a {params['family']} generator but {deps['model']} holds a "
                         f"{family.name} one")
-    known = {"n", "seed", "family", family.bias, *family.sampling_params}
+    known = {"n", "seed", "family", "first_label", family.bias, *family.sampling_params}
     unknown = sorted(set(params) - known)
     if unknown:
         raise UserError(f"the {family.name} generator does not take sampling parameter(s) {unknown}; "
                         f"it takes {sorted(known)} (its sampling-bias knob is {family.bias!r})")
     options = {kw: params[p] for p, kw in family.sampling_params.items() if p in params}
     options[family.bias] = params.get(family.bias, family.bias_default)
-    model.sample(params["n"], seed=params["seed"], **options).save(out)
+    labels = (params.get("first_label", 0) + np.arange(params["n"])) % len(model.class_names)
+    model.sample(params["n"], labels, seed=params["seed"], **options).save(out)
 
 
 @stage_kind("evaluate", ".json", version=1)
@@ -207,3 +212,12 @@ def assemble_stage(params: dict, deps: dict, out: Path) -> None:
     assemble(params["scenario"], params["generation"], ImageSet.load(deps["real"]), outputs, n=params["n"],
              seed=params["seed"], real_seed=params["real_seed"], rho=params.get("real_fraction", 0.5),
              lam=params.get("synthetic_ratio", 1.0)).save(out)
+
+
+@stage_kind("pool", ".npz", version=1)
+def pool_stage(params: dict, deps: dict, out: Path) -> None:
+    """One generation's output when several generator families feed the loop: the
+    families' samples (`deps["part<i>"]`, in entry order i) concatenated, each image
+    keeping its provenance (source gen:<family name>)."""
+    parts = sorted((int(name[4:]), path) for name, path in deps.items() if name.startswith("part"))
+    ImageSet.concat([ImageSet.load(path) for _, path in parts]).save(out)

@@ -12,6 +12,22 @@ training split. One chain per (guidance, seed).
 
 In results.csv, ``generation`` is the model's index (0 = trained on real data); the
 images it makes carry provenance generation ``g + 1``.
+
+Several generator families (``loop.generators``; by default one diffusion family with
+the ``generator:`` settings). Each generation, every listed family is fitted on the
+same training set and samples its count of the generation's N images: share x N,
+rounded by largest remainders so the counts sum to N (`pool_counts`; a family whose
+count is 0 makes nothing that generation). Labels cycle through the classes across the
+families in entry order, so the pooled output O_g is balanced over classes as one set.
+Its images carry source ``gen:<name>`` (the entry's name, default the family's); a
+`pool` stage concatenates the families' samples into O_g, which the scenario then draws
+from as from a single generator's output. The bias knob: an entry's ``bias`` when set;
+otherwise ``loop.guidance`` (the chain axis) for families whose knob is guidance
+(diffusion), and the family's neutral value for the others (temperature 1). With one
+family every stage keeps the key it had before families existed. With several,
+results.csv gets a ``family`` column: the rows of the pooled output (and the make-up,
+with ``train_share_family_<name>`` from provenance) leave it empty; each family's own
+samples are scored too, in rows naming the family.
 """
 
 from __future__ import annotations
@@ -21,14 +37,23 @@ import itertools
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from ouroboros.config import StudyConfig
 from ouroboros.data.imageset import ImageSet, stratified_split
 from ouroboros.data.loaders import load_dataset
 from ouroboros.errors import UserError
+from ouroboros.generators.base import GeneratorFamily, get_family
 from ouroboros.preflight import check_run
 from ouroboros.runner import Stage
 from ouroboros.studies import scenarios
-from ouroboros.studies.common import data_stage, derived_seed, generator_params, open_run, write_timings
+from ouroboros.studies.common import (
+    SAMPLING_FIELDS,
+    data_stage,
+    derived_seed,
+    open_run,
+    write_timings,
+)
 
 
 def load_splits(config: StudyConfig) -> tuple[ImageSet, ImageSet]:
@@ -58,12 +83,62 @@ class LoopPlan:
     test: ImageSet
     classifier: Stage
     reference: Stage  # classifier on the real test split
-    # (variant, guidance, seed) -> per generation: (fit, sample, evaluate); variant is
-    # "" without loop.variants
+    # (variant, guidance, seed) -> per generation: (fit, output, evaluate); variant is ""
+    # without loop.variants. `output` is the
+    # generation's pooled output O_g (the one family's samples, or a pool stage), `fit`
+    # the first family's fit (its deps["train"] is the training set every family shares).
     chains: dict[tuple[str, float, int], list[tuple[Stage, Stage, Stage]]]
+    # (variant, guidance, seed) -> per generation: family name -> its (fit, sample, evaluate), when
+    # several families feed the pool that generation (empty when one does).
+    families: dict[tuple[str, float, int], list[dict[str, tuple[Stage, Stage, Stage]]]] = dataclasses.field(
+        default_factory=dict)
 
     def targets(self) -> list[Stage]:
-        return [self.reference] + [ev for chain in self.chains.values() for (_, _, ev) in chain]
+        return ([self.reference] + [ev for chain in self.chains.values() for (_, _, ev) in chain]
+                + [ev for chain in self.families.values() for parts in chain for (_, _, ev) in parts.values()])
+
+
+@dataclasses.dataclass(frozen=True)
+class PoolEntry:
+    """A generator family of the pool, resolved to stage parameters."""
+
+    name: str  # provenance name (images carry source gen:<name>)
+    family: GeneratorFamily
+    share: float
+    fit_config: dict  # the family's settings, less those only sampling reads
+    sampling: dict  # sample-stage settings (diffusion: sampler, sample_steps, sample_batch_size)
+    bias: float | None  # None: the chain's guidance (families whose knob is guidance)
+
+
+def pool_entries(config: StudyConfig, lc=None) -> list[PoolEntry]:
+    """The families feeding the loop's pool (`loop.generators` of `lc`, default the loop
+    section; by default one diffusion family with the `generator:` settings)."""
+    out = []
+    for i, entry in enumerate((lc or config.loop).families()):
+        family = get_family(entry.family)
+        plain = family.config is type(config.generator) and not entry.settings  # the generator: section as is
+        settings = dataclasses.asdict(config.generator if plain else
+                                      entry.generator_config(config.generator, f"loop.generators[{i}]"))
+        sampling = {k: settings.pop(k) for k in SAMPLING_FIELDS if k in settings}
+        bias = entry.bias
+        if bias is None and family.bias != "guidance":
+            bias = family.bias_default
+        out.append(PoolEntry(entry.label, family, entry.share, settings, sampling, bias))
+    return out
+
+
+def pool_counts(shares: list[float], n: int) -> list[int]:
+    """Images each family makes of a generation's n: share x n rounded by largest
+    remainders (shares normalised to sum to 1; ties to the earlier entry), so that the
+    counts sum to n exactly and each is floor or ceil of share x n."""
+    import numpy as np
+
+    exact = np.asarray(shares, dtype=np.float64) / sum(shares) * n
+    counts = np.floor(exact).astype(int)
+    remainders = np.round(exact - counts, 9)  # equal up to rounding error is a tie
+    extra = np.argsort(-remainders, kind="stable")[: n - counts.sum()]
+    counts[extra] += 1
+    return counts.tolist()
 
 
 def plan(config: StudyConfig, cache: Path, splits: tuple[ImageSet, ImageSet] | None = None) -> LoopPlan:
@@ -77,8 +152,7 @@ def plan(config: StudyConfig, cache: Path, splits: tuple[ImageSet, ImageSet] | N
     evaluate = {"metrics": "classifier+fid+prdc", "k": 5}
     reference = Stage("evaluate", evaluate, {"images": test_stage, "classifier": classifier, "real": train_stage},
                       label="real test")
-    fit_config, sampling = generator_params(config)
-    chains = {}
+    chains, families = {}, {}
     for variant, lc in config.loop.cells():
         n = lc.samples_per_generation or len(train)
         scenarios.check_reservoir(lc.scenario, n, lc.generations, lc.real_fraction, len(train))
@@ -86,21 +160,56 @@ def plan(config: StudyConfig, cache: Path, splits: tuple[ImageSet, ImageSet] | N
         # must also hold round(lambda |R|) of them.
         n_sample = max(n, scenarios.generated_count(lc.scenario, n, len(train), lc.real_fraction,
                                                     lc.synthetic_ratio) if lc.scenario == "augment" else n)
+        entries = pool_entries(config, lc)
+        counts = pool_counts([e.share for e in entries], n_sample)
         for w, s in itertools.product(lc.guidance, lc.seeds):
-            outputs, chain = [], []
+            outputs, chain, parts_chain = [], [], []
             for g in range(lc.generations):
                 label = f"{variant + ' ' if variant else ''}w={w:g} seed={s} gen={g}"
                 source = _training_set(lc, g, s, n, train_stage, outputs, label)
-                fit = Stage("fit", {"config": fit_config, "seed": derived_seed(s, g, "fit"), "name": "diffusion"},
-                            {"train": source}, label=label)
-                sample = Stage("sample", {"n": n_sample, "guidance": float(w), "seed": derived_seed(s, g, "sample"),
-                                          **sampling}, {"model": fit}, label=label)
-                ev = Stage("evaluate", evaluate, {"images": sample, "classifier": classifier, "real": train_stage},
+                parts, first = {}, 0
+                for entry, count in zip(entries, counts):
+                    if count:
+                        fit, sample = _family_stages(entry, len(entries) > 1, float(w), s, g, count,
+                                                     first % train.num_classes, source, label)
+                        parts[entry.name] = (fit, sample)
+                        first += count
+                if len(parts) == 1:
+                    ((fit, output),) = parts.values()
+                else:
+                    fit = next(iter(parts.values()))[0]
+                    output = Stage("pool", {"families": list(parts)},
+                                   {f"part{i}": sample for i, (_, sample) in enumerate(parts.values())}, label=label)
+                ev = Stage("evaluate", evaluate, {"images": output, "classifier": classifier, "real": train_stage},
                            label=label)
-                chain.append((fit, sample, ev))
-                outputs.append(sample)
+                chain.append((fit, output, ev))
+                outputs.append(output)
+                parts_chain.append({} if len(parts) == 1 else {
+                    name: (f, sm, Stage("evaluate", evaluate, {"images": sm, "classifier": classifier,
+                                                               "real": train_stage}, label=f"{label} {name}"))
+                    for name, (f, sm) in parts.items()})
             chains[(variant, float(w), s)] = chain
-    return LoopPlan(train, test, classifier, reference, chains)
+            if any(parts_chain):
+                families[(variant, float(w), s)] = parts_chain
+    return LoopPlan(train, test, classifier, reference, chains, families)
+
+
+def _family_stages(entry: PoolEntry, several: bool, w: float, s: int, g: int, count: int, first_label: int,
+                   source: Stage, label: str) -> tuple[Stage, Stage]:
+    """One family's fit on the generation's training set and its `count` samples. With
+    one family the stages keep the keys they had before families existed (no family or
+    first_label parameter, seeds not tied to the name); with several, each family's
+    seeds are derived from its name too."""
+    tag = (entry.name,) if several else ()
+    fit_params = {"config": entry.fit_config, "seed": derived_seed(s, g, "fit", *tag), "name": entry.name}
+    sample_params = {"n": count, entry.family.bias: w if entry.bias is None else entry.bias,
+                     "seed": derived_seed(s, g, "sample", *tag), **entry.sampling}
+    if entry.family.name != "diffusion":  # the stages' default family
+        fit_params["family"] = sample_params["family"] = entry.family.name
+    if first_label:
+        sample_params["first_label"] = first_label
+    fit = Stage("fit", fit_params, {"train": source}, label=f"{label} {entry.name}" if several else label)
+    return fit, Stage("sample", sample_params, {"model": fit}, label=fit.label)
 
 
 def _training_set(lc, g: int, s: int, n: int, train_stage: Stage, outputs: list[Stage], label: str) -> Stage:
@@ -141,17 +250,27 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     for k, v in d.items():
         if isinstance(v, dict):
             out.update(_flatten(v, f"{prefix}{k}."))
+        elif isinstance(v, list):  # e.g. the generators: a readable summary of the entries
+            out[f"{prefix}{k}"] = " + ".join(_entry_text(e) for e in v)
         else:
             out[f"{prefix}{k}"] = "" if v is None else v
     return out
 
 
-def param_columns(config: StudyConfig) -> list[str]:
-    """The parameter columns of results.csv: guidance and scenario, then (with
-    loop.variants) the variant's name and each loop setting the variants vary."""
-    if config.loop.variants is None:
-        return ["guidance", "scenario"]
-    return ["guidance", "scenario", "variant", *varied_columns(config)]
+def _entry_text(entry) -> str:
+    if isinstance(entry, dict) and "family" in entry:
+        return f"{entry.get('name') or entry['family']} {entry.get('share', 1.0):g}"
+    return str(entry)
+
+
+def param_columns(config: StudyConfig, several_families: bool) -> list[str]:
+    """The parameter columns of results.csv: guidance and scenario; with loop.variants the
+    variant's name and each loop setting the variants vary; with several generator
+    families, the family column."""
+    columns = ["guidance", "scenario"]
+    if config.loop.variants is not None:
+        columns += ["variant", *varied_columns(config)]
+    return columns + (["family"] if several_families else [])
 
 
 def _rows(config: StudyConfig, plan_: LoopPlan, paths: dict) -> list[dict]:
@@ -165,17 +284,68 @@ def _rows(config: StudyConfig, plan_: LoopPlan, paths: dict) -> list[dict]:
     cells = dict(config.loop.cells())
     varied = varied_columns(config)
     for (variant, w, s), chain in plan_.chains.items():
-        extra = {"variant": variant, **{col: by[variant] for col, by in varied.items()}} if variant else {}
-        cell = f"{variant}, guidance={w:g}" if variant else f"guidance={w:g}"
+        lc = cells[variant]
+        row = {"study": config.name, "cell": f"{variant}, guidance={w:g}" if variant else f"guidance={w:g}",
+               "seed": s, "guidance": w, "scenario": lc.scenario}
+        if variant:
+            row.update({"variant": variant, **{col: by[variant] for col, by in varied.items()}})
         for g, (fit, _, ev) in enumerate(chain):
             metrics = json.loads(paths[ev.key].read_text())
             # The training set's size and make-up, read from the provenance of the set
             # the model was actually fitted on.
-            metrics.update(scenarios.makeup(ImageSet.load(paths[fit.deps["train"].key])))
-            for metric, value in metrics.items():
-                rows.append({"study": config.name, "cell": cell, "seed": s, "generation": g, "metric": metric,
-                             "value": value, "guidance": w, "scenario": cells[variant].scenario, **extra})
+            metrics.update(scenarios.makeup(ImageSet.load(paths[fit.deps["train"].key]),
+                                            by_family=len(lc.families()) > 1))
+            rows += [{**row, "generation": g, "metric": metric, "value": value} for metric, value in metrics.items()]
+            # With several families: each family's own samples scored too, named in the
+            # family column (the pooled rows above leave it empty).
+            for name, (_, _, fam_ev) in plan_.families.get((variant, w, s), [{}] * len(chain))[g].items():
+                rows += [{**row, "generation": g, "metric": metric, "value": value, "family": name}
+                         for metric, value in json.loads(paths[fam_ev.key].read_text()).items()]
     return rows
+
+
+def pooled(rows: list[dict]) -> list[dict]:
+    """The rows of the pooled output (and the reference): those without a family."""
+    return [r for r in rows if not r.get("family")]
+
+
+def check_families(config: StudyConfig, train: ImageSet) -> None:
+    """Before anything is written: each diffusion entry's own settings build on this data
+    (the top-level generator is checked by check_run), and a Gaussian family's PCA fits in
+    the pixels and in the smallest training set a generation can have (N or |R|)."""
+    from ouroboros.preflight import check_components
+
+    for variant, (_, lc) in enumerate(config.loop.cells()):
+        at = f"loop.variants[{variant}]." if config.loop.variants is not None else "loop."
+        _check_pool(config, lc, train, at)
+
+
+def _check_pool(config: StudyConfig, lc, train: ImageSet, at: str) -> None:
+    from ouroboros.preflight import check_components
+
+    smallest = min(lc.samples_per_generation or len(train), len(train))
+    classes = train.num_classes
+    for i, (spec, entry) in enumerate(zip(lc.families(), pool_entries(config, lc))):
+        settings = {**entry.fit_config, **entry.sampling}
+        where = f"{at}generators[{i}].settings"
+        if spec.settings and entry.family.config is type(config.generator):
+            try:
+                check_components(dataclasses.replace(config, generator=entry.family.config(**settings)),
+                                 train.shape, train.num_classes)
+            except UserError as exc:
+                raise UserError(f"{where}: {exc}") from None
+        components = settings.get("components") if settings.get("space") == "pca" else None
+        if components is not None and components > min(smallest, int(np.prod(train.shape))):
+            raise UserError(f"{where}: components ({components}) exceeds the {int(np.prod(train.shape))} pixel "
+                            f"values per image or the {smallest} images of the smallest training set; "
+                            f"use at most {min(smallest, int(np.prod(train.shape)))}")
+        if "space" in settings:  # the Gaussian families estimate a covariance per class (per component)
+            need = max(2, settings.get("mixture_components", 2))
+            if smallest // classes < need:
+                raise UserError(f"{where}: the {entry.family.name} family needs at least {need} images per class "
+                                f"in every training set, but a generation of {smallest} images has "
+                                f"{smallest // classes} per class for {classes} classes; raise "
+                                "loop.samples_per_generation")
 
 
 def run(config: StudyConfig, run_dir: Path, progress: bool = True, runner=None) -> dict:
@@ -188,10 +358,14 @@ def run(config: StudyConfig, run_dir: Path, progress: bool = True, runner=None) 
         scenarios.check_reservoir(lc.scenario, lc.samples_per_generation or len(splits[0]), lc.generations,
                                   lc.real_fraction, len(splits[0]))
     check_run(config, run_dir, splits[0].shape, splits[0].num_classes)  # and a bad --out or component
+    check_families(config, splits[0])  # and a family whose settings cannot fit this data
     if progress:
-        names = [name for name, _ in config.loop.cells()]
-        what = f"{len(names)} variants" if config.loop.variants is not None else f"scenario {config.loop.scenario}"
-        print(f"ouroboros: {config.name}: {what}, {len(config.loop.guidance)} guidance x "
+        lc = config.loop
+        pool = " + ".join(f"{e.label} {e.share:.0%}" for e in lc.generators) if lc.generators else None
+        what = (f"{len(lc.variants)} variants" if lc.variants is not None else
+                f"scenario {lc.scenario}{f', families {pool}' if pool else ''}")
+        print(f"ouroboros: {config.name}: {what}, "
+              f"{len(config.loop.guidance)} guidance x "
               f"{len(config.loop.seeds)} seeds x "
               f"{config.loop.generations} generations on {len(splits[0])} real training images -> {run_dir}",
               file=sys.stderr)
@@ -200,7 +374,8 @@ def run(config: StudyConfig, run_dir: Path, progress: bool = True, runner=None) 
     p = plan(config, runner.cache, splits)
     paths = runner.run(p.targets())
 
-    write_results(run_dir / "results.csv", _rows(config, p, paths), param_columns(config))
+    # The family column only when several families feed the pool (per-family rows).
+    write_results(run_dir / "results.csv", _rows(config, p, paths), param_columns(config, bool(p.families)))
     write_timings(run_dir, runner)
     first_seed = config.loop.seeds[0]
     for (variant, w, s), chain in p.chains.items():
@@ -217,7 +392,9 @@ def run(config: StudyConfig, run_dir: Path, progress: bool = True, runner=None) 
 
 def summary_table(rows: list[dict]) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
     """Key metrics (mean ± std over seeds) at the first, middle and last generation per
-    guidance, or per variant and guidance when the run has loop.variants."""
+    guidance (or per variant and guidance, with loop.variants), of the pooled output;
+    then, when several families feed the pool, of each family's own samples (the first
+    column names the family)."""
     import numpy as np
 
     loop_rows = [r for r in rows if r["cell"] != "reference"]
@@ -226,15 +403,20 @@ def summary_table(rows: list[dict]) -> tuple[tuple[str, ...], list[tuple[str, ..
               "precision", "recall", "seeds")
     out = []
     gens = sorted({int(r["generation"]) for r in loop_rows})
-    for cell in _cells(loop_rows):
-        for g in sorted({gens[0], gens[len(gens) // 2], gens[-1]}):
-            sel = [r for r in loop_rows if r["cell"] == cell and int(r["generation"]) == g]
-            values = []
-            for metric in ("accuracy", "cross_entropy", "fid", "precision", "recall"):
-                v = [float(r["value"]) for r in sel if r["metric"] == metric]
-                values.append(f"{np.mean(v):.3f} ± {np.std(v):.3f}" if v else "-")
-            first = cell if by_variant else f"{float(sel[0]['guidance']):g}"
-            out.append((first, str(g), *values, str(len({r["seed"] for r in sel}))))
+    for family in sorted({r.get("family", "") for r in loop_rows}):  # "" (pooled) first
+        for cell in _cells(loop_rows):
+            for g in sorted({gens[0], gens[len(gens) // 2], gens[-1]}):
+                sel = [r for r in loop_rows
+                       if r["cell"] == cell and int(r["generation"]) == g and r.get("family", "") == family]
+                if not sel:
+                    continue
+                values = []
+                for metric in ("accuracy", "cross_entropy", "fid", "precision", "recall"):
+                    v = [float(r["value"]) for r in sel if r["metric"] == metric]
+                    values.append(f"{np.mean(v):.3f} ± {np.std(v):.3f}" if v else "-")
+                first = cell if by_variant else f"{float(sel[0]['guidance']):g}"
+                out.append((first + (f" {family}" if family else ""), str(g), *values,
+                            str(len({r["seed"] for r in sel}))))
     return header, out
 
 
@@ -258,11 +440,17 @@ def report(run_dir: Path) -> Path:
         if r["cell"] != "reference" and (r["generation"] == "" or r.get("guidance", "") == ""):
             raise UserError(f"{run_dir / 'results.csv'} line {line} has no generation or guidance, so it is not a "
                             "feedback-loop results table; run the study again with the same --out to rewrite it")
-    by = "cell" if any(r.get("variant") for r in rows) else "guidance"
-    for metric in ("accuracy", "cross_entropy", "fid", "precision", "recall", "density", "coverage"):
-        plot_metric(rows, metric, run_dir / "plots" / f"{metric}.png", by=by)
-    plot_class_accuracy(rows, run_dir / "plots" / "class_accuracy.png", by=by)
-    plot_makeup(rows, run_dir / "plots" / "makeup.png", by=by)
     header, table = summary_table(rows)
+    by = "cell" if any(r.get("variant") for r in rows) else "guidance"
+    # The plots show the pooled output; each family's own samples get plots/family-<name>/.
+    for family in sorted({r.get("family", "") for r in rows}):
+        sub = [r for r in rows if r.get("family", "") in ("", family) and (r["cell"] == "reference" or
+                                                                          r.get("family", "") == family)]
+        folder = run_dir / "plots" / (f"family-{family}" if family else "")
+        for metric in ("accuracy", "cross_entropy", "fid", "precision", "recall", "density", "coverage"):
+            plot_metric(sub, metric, folder / f"{metric}.png", title=f"{family}: {metric}" if family else "", by=by)
+        plot_class_accuracy(sub, folder / "class_accuracy.png", by=by)
+    rows = pooled(rows)
+    plot_makeup(rows, run_dir / "plots" / "makeup.png", by=by)
     study = rows[0]["study"] if rows else "study"
     return write_report(run_dir, f"ouroboros feedback loop: {study}", table, header)

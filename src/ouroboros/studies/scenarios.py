@@ -32,6 +32,11 @@ Generation 0 trains on all of R, except under `fresh` (see there). For g >= 1:
 
 The real parts of `mix` and `fresh` are uniform (not balanced) prefixes of the real
 order, so they keep the real split's class proportions in expectation.
+
+When several generator families feed the loop (``loop.generators``), O_k is their
+pooled output (each family's images with source ``gen:<name>``), and every draw above
+takes from it without regard to family: the families' shares of a drawn set follow
+their shares of the pool only in expectation, and `makeup` reports the realised ones.
 """
 
 from __future__ import annotations
@@ -138,10 +143,12 @@ def assemble(scenario: str, g: int, real: ImageSet, outputs: dict[int, ImageSet]
     return ImageSet.concat([real.subset(np.sort(reals)), generated])
 
 
-def makeup(train: ImageSet) -> dict[str, float]:
+def makeup(train: ImageSet, by_family: bool = False) -> dict[str, float]:
     """Size and make-up of a training set, from its provenance: `train_real_share` (the
     share of provenance generation 0) and `train_share_gen<k>` for the output of the
-    model of generation k (provenance generation k + 1), for each k present."""
+    model of generation k (provenance generation k + 1), for each k present; with
+    `by_family` (several families feed the loop), also `train_share_family_<name>` for
+    the images of each generator family present (source ``gen:<name>``, any generation)."""
     out = {"train_size": float(len(train))}
     if len(train) == 0:
         return out
@@ -151,4 +158,8 @@ def makeup(train: ImageSet) -> dict[str, float]:
     for p in sorted(share):
         if p > 0:
             out[f"train_share_gen{p - 1}"] = share[p]
+    sources, counts = np.unique(train.source, return_counts=True)
+    for source, count in zip(sources.tolist(), counts.tolist()):
+        if by_family and source.startswith("gen:"):
+            out[f"train_share_family_{source[4:]}"] = count / len(train)
     return out
