@@ -152,7 +152,7 @@ def test_one_diffusion_entry_keeps_the_default_stage_keys(digits, tmp_path):
     assert keys[0] == keys[1] == keys[2]
     # a diffusion setting of the entry overrides generator: and so changes the fit
     plan = loop.plan(_config("loop.generators=[{family: diffusion, settings: {hidden: 64}}]"), tmp_path, digits)
-    fit = plan.chains[(1.0, 0)][0][0]
+    fit = plan.chains[("", 1.0, 0)][0][0]
     assert fit.params["config"]["hidden"] == 64 and fit.key not in keys[0]
 
 
@@ -160,7 +160,7 @@ def test_guidance_is_the_knob_of_diffusion_entries(digits, tmp_path):
     config = _config("loop.guidance=[1.0,0.0]", "loop.generators=[{family: diffusion, share: 0.5}, "
                      "{family: gaussian, share: 0.5}, ]")
     plan = loop.plan(config, tmp_path, digits)
-    for (w, _), parts in plan.families.items():
+    for (_, w, _), parts in plan.families.items():
         assert parts[0]["diffusion"][1].params["guidance"] == w
         assert parts[0]["gaussian"][1].params["temperature"] == 1.0 and "guidance" not in parts[0]["gaussian"][1].params
         assert parts[0]["gaussian"][1].params["n"] == parts[0]["diffusion"][1].params["n"] == 15

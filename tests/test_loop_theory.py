@@ -204,7 +204,7 @@ def test_the_planner_and_runner_make_the_same_images_as_run_chain(tmp_path, scen
     runner = Runner(tmp_path, workers=1, progress=False)
     plan = loop.plan(config, runner.cache, (train, test))
     paths = runner.run([out for chain in plan.chains.values() for (_, out, _) in chain])
-    for (_, seed), chain in plan.chains.items():
+    for (_, _, seed), chain in plan.chains.items():
         _, expected = run_chain(scenario, train, seed, generations=3, rho=0.3)
         got = [ImageSet.load(paths[out.key]) for _, out, _ in chain]
         assert [s.content_hash() for s in got] == [s.content_hash() for s in expected]
