@@ -20,6 +20,7 @@ import yaml
 from ouroboros.errors import UserError, check_float, check_int, check_list, check_text
 from ouroboros.features.classifier import ClassifierConfig
 from ouroboros.generators.diffusion import DiffusionConfig, check_guidance
+from ouroboros.studies.curation import CurationConfig
 
 
 # Upper bounds on sizes and seeds. They sit far above any sensible setting and only
@@ -79,6 +80,9 @@ class LoopConfig:
     # K: the generated part comes from the last K generations' output. None: 1 (only g-1),
     # except accumulate and accumulate-subsample, whose pool holds every generation so far.
     window: Optional[int] = None
+    # A filter between each generation's candidates and its training set: none, watermark,
+    # detector or reward (ouroboros.studies.curation defines each exactly).
+    curation: CurationConfig = field(default_factory=CurationConfig)
 
     def validate(self, where: str = "loop") -> None:
         from ouroboros.studies.scenarios import SCENARIOS
@@ -100,6 +104,7 @@ class LoopConfig:
         _seeds(f"{where}.seeds", self.seeds)
         if self.samples_per_generation is not None:
             check_int(f"{where}.samples_per_generation", self.samples_per_generation, 1, 10**7)
+        self.curation.validate(f"{where}.curation")
 
 
 @dataclass

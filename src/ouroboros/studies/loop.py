@@ -26,7 +26,7 @@ from ouroboros.data.loaders import load_dataset
 from ouroboros.errors import UserError
 from ouroboros.preflight import check_run
 from ouroboros.runner import Stage
-from ouroboros.studies import scenarios
+from ouroboros.studies import curation, scenarios
 from ouroboros.studies.common import data_stage, derived_seed, generator_params, open_run, write_timings
 
 
@@ -76,20 +76,25 @@ def plan(config: StudyConfig, cache: Path, splits: tuple[ImageSet, ImageSet] | N
     reference = Stage("evaluate", evaluate, {"images": test_stage, "classifier": classifier, "real": train_stage},
                       label="real test")
     lc = config.loop
-    n = lc.samples_per_generation or len(train)
-    scenarios.check_reservoir(lc.scenario, n, lc.generations, lc.real_fraction, len(train))
+    loop_real, probe_real = curation_split(config, train)
+    loop_stage = train_stage if probe_real is None else data_stage(loop_real, "loop real", cache)
+    n = lc.samples_per_generation or len(loop_real)
+    check_loop(config, loop_real)
     # Each generation samples N images; augment's window (one generation by default) must
-    # also hold round(lambda |R|) of them.
-    n_sample = max(n, scenarios.generated_count(lc.scenario, n, len(train), lc.real_fraction, lc.synthetic_ratio)
-                   if lc.scenario == "augment" else n)
+    # also hold round(lambda |R|) of them; reward curation samples K times that.
+    n_sample = max(n, scenarios.generated_count(lc.scenario, n, len(loop_real), lc.real_fraction,
+                                                lc.synthetic_ratio) if lc.scenario == "augment" else n)
+    if lc.curation.kind == "reward":
+        n_sample *= lc.curation.choices
     fit_config, sampling = generator_params(config)
     chains = {}
     for w in lc.guidance:
         for s in lc.seeds:
-            outputs, chain = [], []
+            outputs, chain, probe = [], [], None
             for g in range(lc.generations):
                 label = f"w={w:g} seed={s} gen={g}"
-                source = _training_set(lc, g, s, n, train_stage, outputs, label)
+                curate = _curate(lc, g, s, n, loop_stage, len(loop_real), outputs, classifier, probe, label)
+                source = _training_set(lc, g, s, n, loop_stage, outputs, label, curate)
                 fit = Stage("fit", {"config": fit_config, "seed": derived_seed(s, g, "fit"), "name": "diffusion"},
                             {"train": source}, label=label)
                 sample = Stage("sample", {"n": n_sample, "guidance": float(w), "seed": derived_seed(s, g, "sample"),
@@ -98,17 +103,82 @@ def plan(config: StudyConfig, cache: Path, splits: tuple[ImageSet, ImageSet] | N
                            label=label)
                 chain.append((fit, sample, ev))
                 outputs.append(sample)
+                if g == 0 and probe_real is not None:
+                    probe = _probe(s, w, fit, sampling, data_stage(probe_real, "probe real", cache), len(probe_real),
+                                   classifier)
             chains[(float(w), s)] = chain
     return LoopPlan(train, test, classifier, reference, chains)
 
 
-def _training_set(lc, g: int, s: int, n: int, train_stage: Stage, outputs: list[Stage], label: str) -> Stage:
+def curation_split(config: StudyConfig, train: ImageSet) -> tuple[ImageSet, ImageSet | None]:
+    """(the scenario's real split R, the detector probe's held-out real images or None):
+    with detector curation a stratified `probe_fraction` of the real training split
+    (seeded by data.split_seed) is held out for the probe; otherwise R is all of it."""
+    cur = config.loop.curation
+    if cur.kind != "detector":
+        return train, None
+    parts = stratified_split(train, {"loop": 1.0 - cur.probe_fraction, "probe": cur.probe_fraction},
+                             seed=config.data.split_seed)
+    return parts["loop"], parts["probe"]
+
+
+def check_loop(config: StudyConfig, loop_real: ImageSet) -> None:
+    """Config errors that need the real split's size or labels, before anything is written:
+    a real reservoir too small for the scenario, and a curation certain to empty a class."""
+    lc = config.loop
+    n = lc.samples_per_generation or len(loop_real)
+    scenarios.check_reservoir(lc.scenario, n, lc.generations, lc.real_fraction, len(loop_real))
+    real_seeds = [derived_seed(s, "real order") for s in lc.seeds]
+    for real_seed in real_seeds:
+        labels = []
+        for g in range(1, lc.generations):
+            index = scenarios.real_candidates(lc.scenario, g, len(loop_real), n, lc.real_fraction, real_seed)
+            if index is not None and lc.scenario == "mix":  # mix keeps only the first round(rho N)
+                index = scenarios.real_order(len(loop_real), real_seed)[: int(round(lc.real_fraction * n))]
+            labels.append(None if index is None or len(index) == 0 else loop_real.labels[index])
+        curation.certain_empty_class(lc.curation, labels, loop_real.class_names)
+
+
+def _probe(s: int, w: float, fit0: Stage, sampling: dict, probe_real: Stage, n: int, classifier: Stage) -> Stage:
+    """The chain's detector probe: held-out real images against a separate sample (as
+    many) from generation 0's model, never images that enter the pool."""
+    sample = Stage("sample", {"n": n, "guidance": float(w), "seed": derived_seed(s, "probe sample"), **sampling},
+                   {"model": fit0}, label=f"w={w:g} seed={s} probe")
+    return Stage("probe", {"seed": derived_seed(s, "probe")},
+                 {"real": probe_real, "generated": sample, "classifier": classifier}, label=f"w={w:g} seed={s} probe")
+
+
+def _curate(lc, g: int, s: int, n: int, real: Stage, n_real: int, outputs: list[Stage], classifier: Stage,
+            probe: Stage | None, label: str) -> Stage | None:
+    """Generation g's curate stage (None without curation, and for generation 0). Its
+    real candidates: "all" of R, fresh's new images (indices into R), or none (replace,
+    and reward, which curates only generated images)."""
+    cur = lc.curation
+    if cur.kind == "none" or g == 0:
+        return None
+    index = None if cur.kind == "reward" else scenarios.real_candidates(
+        lc.scenario, g, n_real, n, lc.real_fraction, derived_seed(s, "real order"))
+    deps = {f"out{k}": outputs[k] for k in scenarios.window_of(lc.scenario, lc.window, g)}
+    if index is not None:
+        deps["real"] = real
+    if cur.kind in ("detector", "reward"):
+        deps["classifier"] = classifier
+    if cur.kind == "detector":
+        deps["probe"] = probe
+    candidates = None if index is None else "all" if lc.scenario != "fresh" else index.tolist()
+    params = {"curation": cur.params(), "generation": g, "seed": derived_seed(s, g, "curate"), "real": candidates}
+    return Stage("curate", params, deps, label=label)
+
+
+def _training_set(lc, g: int, s: int, n: int, train_stage: Stage, outputs: list[Stage], label: str,
+                  curate: Stage | None = None) -> Stage:
     """The stage whose artifact generation g trains on. The real split itself for
-    generation 0, and O_{g-1} itself under plain replace, so those keep the keys they
-    had before scenarios existed; an `assemble` stage otherwise."""
+    generation 0, and O_{g-1} itself under plain replace without curation, so those keep
+    the keys they had before scenarios existed; an `assemble` stage otherwise (reading
+    the curate stage's decisions when there is one)."""
     if g == 0 and lc.scenario != "fresh":
         return train_stage
-    if lc.scenario == "replace" and lc.window in (None, 1):
+    if lc.scenario == "replace" and lc.window in (None, 1) and curate is None:
         return outputs[g - 1]
     params = {"scenario": lc.scenario, "generation": g, "n": n, "seed": derived_seed(s, g, "assemble"),
               "real_seed": derived_seed(s, "real order")}
@@ -119,6 +189,8 @@ def _training_set(lc, g: int, s: int, n: int, train_stage: Stage, outputs: list[
         params["synthetic_ratio"] = lc.synthetic_ratio
     deps = {"real": train_stage,
             **{f"out{k}": outputs[k] for k in scenarios.window_of(lc.scenario, lc.window, g)}}
+    if curate is not None:
+        deps["curation"] = curate
     return Stage("assemble", params, deps, label=label)
 
 
@@ -129,17 +201,21 @@ def _rows(config: StudyConfig, plan_: LoopPlan, paths: dict) -> list[dict]:
     ref = json.loads(paths[plan_.reference.key].read_text())
     for metric, value in ref.items():
         rows.append({"study": config.name, "cell": "reference", "seed": "", "generation": "",
-                     "metric": metric, "value": value, "guidance": "", "scenario": ""})
-    scenario = config.loop.scenario
+                     "metric": metric, "value": value, "guidance": "", "scenario": "", "curation": ""})
+    scenario, curation_kind = config.loop.scenario, config.loop.curation.kind
     for (w, s), chain in plan_.chains.items():
         for g, (fit, _, ev) in enumerate(chain):
             metrics = json.loads(paths[ev.key].read_text())
             # The training set's size and make-up, read from the provenance of the set
             # the model was actually fitted on.
             metrics.update(scenarios.makeup(ImageSet.load(paths[fit.deps["train"].key])))
+            curate = fit.deps["train"].deps.get("curation")
+            if curate is not None:  # what curation removed from this generation's candidates
+                metrics.update(json.loads(paths[curate.key].read_text())["stats"])
             for metric, value in metrics.items():
                 rows.append({"study": config.name, "cell": f"guidance={w:g}", "seed": s, "generation": g,
-                             "metric": metric, "value": value, "guidance": w, "scenario": scenario})
+                             "metric": metric, "value": value, "guidance": w, "scenario": scenario,
+                             "curation": curation_kind})
     return rows
 
 
@@ -149,12 +225,11 @@ def run(config: StudyConfig, run_dir: Path, progress: bool = True, runner=None) 
     from ouroboros.report.results import write_results
 
     splits = load_splits(config)  # bad data fails here, before anything is written
-    lc = config.loop  # and so does a real split too small for the scenario
-    scenarios.check_reservoir(lc.scenario, lc.samples_per_generation or len(splits[0]), lc.generations,
-                              lc.real_fraction, len(splits[0]))
+    # and so does a real split too small for the scenario, or a curation certain to empty a class
+    check_loop(config, curation_split(config, splits[0])[0])
     check_run(config, run_dir, splits[0].shape, splits[0].num_classes)  # and a bad --out or component
     if progress:
-        print(f"ouroboros: {config.name}: scenario {config.loop.scenario}, {len(config.loop.guidance)} guidance x "
+        print(f"ouroboros: {config.name}: scenario {config.loop.scenario}, curation {config.loop.curation.kind}, {len(config.loop.guidance)} guidance x "
               f"{len(config.loop.seeds)} seeds x "
               f"{config.loop.generations} generations on {len(splits[0])} real training images -> {run_dir}",
               file=sys.stderr)
@@ -163,7 +238,7 @@ def run(config: StudyConfig, run_dir: Path, progress: bool = True, runner=None) 
     p = plan(config, runner.cache, splits)
     paths = runner.run(p.targets())
 
-    write_results(run_dir / "results.csv", _rows(config, p, paths), ["guidance", "scenario"])
+    write_results(run_dir / "results.csv", _rows(config, p, paths), ["guidance", "scenario", "curation"])
     write_timings(run_dir, runner)
     first_seed = config.loop.seeds[0]
     for (w, s), chain in p.chains.items():
