@@ -251,6 +251,7 @@ def curate_stage(params: dict, deps: dict, out: Path) -> None:
 
     cfg = params["curation"]
     rng = np.random.default_rng(params["seed"])
+    extra = {}
     parts = []  # (name, candidate indices, images)
     if params["real"] is not None:
         real = ImageSet.load(deps["real"])
@@ -263,8 +264,10 @@ def curate_stage(params: dict, deps: dict, out: Path) -> None:
     if cfg["kind"] == "watermark":
         removed = curation.watermark(candidates.generation, cfg["recall"], cfg["false_positive"], rng)
     elif cfg["kind"] == "detector":
-        probe = curation.Probe.load(deps["probe"])
-        removed = probe.prob_generated(Classifier.load(deps["classifier"]).features(candidates)) > cfg["threshold"]
+        probe, classifier = curation.Probe.load(deps["probe"]), Classifier.load(deps["classifier"])
+        removed = probe.prob_generated(classifier.features(candidates)) > cfg["threshold"]
+        flagged = probe.prob_generated(classifier.features(ImageSet.load(deps["real"]))) > cfg["threshold"]
+        extra = {"curation_detector_fpr": float(flagged.mean())}
     elif cfg["kind"] == "reward":  # per output: its groups of K share a class and a model
         rewards = cfg["reward_scale"] * curation.log_label_probability(
             Classifier.load(deps["classifier"]).logits(candidates), candidates.labels)
@@ -280,4 +283,4 @@ def curate_stage(params: dict, deps: dict, out: Path) -> None:
         result[name] = index[removed[start: start + len(images)]].tolist()
         start += len(images)
     write_json_atomic(out, {"curation": cfg, "removed": result,
-                            "stats": curation.removal_stats(candidates.generation, removed)})
+                            "stats": {**curation.removal_stats(candidates.generation, removed), **extra}})

@@ -19,7 +19,10 @@ provenance (generation 0 = real) and recorded per generation in results.csv:
 - ``curation_removed_real`` and ``curation_removed_gen<k>`` (output of the model of
   generation k, provenance generation k + 1), for each provenance present;
 - ``curation_recall``: removed generated candidates / generated candidates;
-- ``curation_fpr``: removed real candidates / real candidates (absent with none).
+- ``curation_fpr``: removed real candidates / real candidates (absent with none);
+- ``curation_detector_fpr`` (detector only): the share of the whole real split R that
+  the probe flags, so its false-positive rate is known even when no real image is a
+  candidate (replace). R never trains the probe.
 
 Kinds (`kind`):
 
@@ -197,7 +200,11 @@ def check_class_left(train: ImageSet, generation: int, curation: dict, stats: di
         raise UserError(
             f"curation ({curation['kind']}) left generation {generation}'s training set with no images of class "
             f"{name!r} (it removed {int(stats['curation_removed'])} of {int(stats['curation_candidates'])} "
-            "candidates); lower loop.curation.recall or threshold, or keep real data in the set (e.g. scenario mix)")
+            f"candidates); {FIX[curation['kind']]}, or keep real data in the set (e.g. scenario mix)")
+
+
+FIX = {"watermark": "lower loop.curation.recall", "detector": "raise loop.curation.threshold",
+       "reward": "check the generator", "none": "check the scenario"}
 
 
 def certain_empty_class(cfg: CurationConfig, real_labels_per_generation: list[np.ndarray | None],

@@ -159,7 +159,7 @@ def _curate(lc, g: int, s: int, n: int, real: Stage, n_real: int, outputs: list[
     index = None if cur.kind == "reward" else scenarios.real_candidates(
         lc.scenario, g, n_real, n, lc.real_fraction, derived_seed(s, "real order"))
     deps = {f"out{k}": outputs[k] for k in scenarios.window_of(lc.scenario, lc.window, g)}
-    if index is not None:
+    if index is not None or cur.kind == "detector":
         deps["real"] = real
     if cur.kind in ("detector", "reward"):
         deps["classifier"] = classifier
