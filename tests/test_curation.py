@@ -249,3 +249,22 @@ def test_a_class_emptied_by_chance_is_an_error_naming_the_generation_and_class(t
     err = [line for line in err if line.startswith("error")]
     assert code == 2 and len(err) == 1, err
     assert "generation 1" in err[0] and "no images of class" in err[0] and "recall" in err[0]
+
+
+def test_sweep_series_gives_the_t_interval_over_seeds_at_the_last_generation(tmp_path):
+    from ouroboros.report.plots import plot_sweep, sweep_series
+
+    def row(recall, seed, gen, value, metric="accuracy"):
+        return {"study": "s", "cell": "guidance=1", "seed": str(seed), "generation": str(gen), "metric": metric,
+                "value": str(value), "guidance": "1.0", "curation.recall": str(recall)}
+
+    rows = [row(0.5, s, 2, v) for s, v in enumerate([0.2, 0.4, 0.9])] + [row(0.5, 0, 1, 7.0)]  # gen 1: not last
+    rows += [row(0.0, s, 2, 0.1 * s) for s in range(3)] + [row(0.5, 0, 2, 3.0, "fid")]
+    rows += [{**row(0.9, 0, 2, 5.0), "curation.recall": ""}]  # a run without the setting: left out
+    ((w, points),) = sweep_series(rows, "curation.recall", "accuracy").items()
+    assert w == "1.0" and [x for x, _ in points] == [0.0, 0.5]
+    mean, half = points[1][1].mean, points[1][1].half
+    # mean 0.5, sample sd sqrt(0.13), t_{0.975, 2} = 4.3027: half-width 4.3027 sqrt(0.13 / 3)
+    assert mean == pytest.approx(0.5) and half == pytest.approx(4.302653 * math.sqrt(0.13 / 3), rel=1e-5)
+    assert sweep_series(rows, "curation.recall", "accuracy", generation=1)["1.0"][0][1].mean == 7.0
+    assert plot_sweep(rows, "curation.recall", "accuracy", tmp_path / "sweep.png").stat().st_size > 1000
