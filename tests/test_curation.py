@@ -175,8 +175,8 @@ def test_reward_samples_k_times_and_keeps_one_per_group(tmp_path, digits):
 
 
 def test_detector_holds_out_real_images_for_its_probe(tmp_path, digits):
-    trains, outputs, plan = _chain(tmp_path, digits, "loop.scenario=accumulate", "loop.curation.kind=detector",
-                                   "loop.generations=2")
+    trains, _, plan = _chain(tmp_path, digits, "loop.scenario=accumulate", "loop.curation.kind=detector",
+                             "loop.generations=2")
     real = digits[0]
     loop_real = trains[0][0]
     assert len(loop_real) == 90 and set(_keys(loop_real)) < set(_keys(real))  # 10% held out, per class
@@ -268,3 +268,19 @@ def test_sweep_series_gives_the_t_interval_over_seeds_at_the_last_generation(tmp
     assert mean == pytest.approx(0.5) and half == pytest.approx(4.302653 * math.sqrt(0.13 / 3), rel=1e-5)
     assert sweep_series(rows, "curation.recall", "accuracy", generation=1)["1.0"][0][1].mean == 7.0
     assert plot_sweep(rows, "curation.recall", "accuracy", tmp_path / "sweep.png").stat().st_size > 1000
+
+
+def test_watermark_under_fresh_screens_exactly_the_new_real_images(tmp_path, digits):
+    trains, _, _ = _chain(tmp_path, digits, "loop.scenario=fresh", "loop.real_fraction=0.5",
+                                "loop.curation.kind=watermark", "loop.curation.recall=0.2",
+                                "loop.curation.false_positive=0.5")
+    seen = set(_keys(trains[0][0]))
+    for g in (1, 2):
+        train, stage, cur = trains[g]
+        new = stage.deps["curation"].params["real"]  # the 15 new reservoir images of generation g
+        assert len(new) == 15 and not {_keys(digits[0])[i] for i in new} & seen
+        reals = train.subset(np.flatnonzero(train.generation == 0))
+        kept = sorted(set(new) - set(cur["removed"]["real"]))
+        assert sorted(_keys(reals)) == sorted(_keys(digits[0].subset(kept)))  # removed ones are not replaced
+        assert cur["stats"]["curation_candidates"] == 15 + N
+        seen |= {_keys(digits[0])[i] for i in new}

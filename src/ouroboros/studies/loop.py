@@ -133,7 +133,9 @@ def check_loop(config: StudyConfig, loop_real: ImageSet) -> None:
         labels = []
         for g in range(1, lc.generations):
             index = scenarios.real_candidates(lc.scenario, g, len(loop_real), n, lc.real_fraction, real_seed)
-            if index is not None and lc.scenario == "mix":  # mix keeps only the first round(rho N)
+            # mix keeps the first round(rho N) real survivors: exactly the first of the order
+            # when no real image is removed
+            if index is not None and lc.scenario == "mix" and lc.curation.false_positive == 0:
                 index = scenarios.real_order(len(loop_real), real_seed)[: int(round(lc.real_fraction * n))]
             labels.append(None if index is None or len(index) == 0 else loop_real.labels[index])
         curation.certain_empty_class(lc.curation, labels, loop_real.class_names)
