@@ -185,7 +185,8 @@ def test_detector_holds_out_real_images_for_its_probe(tmp_path, digits):
     assert len(held_out) == 10 and not set(_keys(held_out)) & set(_keys(loop_real))
     # its generated images are a separate sample of generation 0's model, not O_0
     probe_sample = probe.deps["generated"]
-    assert probe_sample.deps["model"] is plan.chains[(0.5, 0)][0][0] and probe_sample.key != plan.chains[(0.5, 0)][0][1].key
+    fit0, sample0, _ = plan.chains[(0.5, 0)][0]
+    assert probe_sample.deps["model"] is fit0 and probe_sample.key != sample0.key
     # the classifier (the instrument) still trains on the whole real split
     assert plan.classifier.deps["train"].params["content_hash"] == real.content_hash()
     cur = trains[1][2]
@@ -272,8 +273,8 @@ def test_sweep_series_gives_the_t_interval_over_seeds_at_the_last_generation(tmp
 
 def test_watermark_under_fresh_screens_exactly_the_new_real_images(tmp_path, digits):
     trains, _, _ = _chain(tmp_path, digits, "loop.scenario=fresh", "loop.real_fraction=0.5",
-                                "loop.curation.kind=watermark", "loop.curation.recall=0.2",
-                                "loop.curation.false_positive=0.5")
+                          "loop.curation.kind=watermark", "loop.curation.recall=0.2",
+                          "loop.curation.false_positive=0.5")
     seen = set(_keys(trains[0][0]))
     for g in (1, 2):
         train, stage, cur = trains[g]

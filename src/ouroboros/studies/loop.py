@@ -7,7 +7,10 @@ the default "replace" trains only on the previous generation's samples, the wors
 case), each generation sampling as many images as the real set, balanced over
 classes. results.csv records each training set's size and make-up from provenance
 (train_size, train_real_share, train_share_gen<k>) and the scenario in its own
-column. Each generation's samples are scored by one classifier trained on the real
+column. `loop.curation` (ouroboros.studies.curation) filters each generation's
+candidates before the scenario draws from them (watermark, detector, reward) and
+results.csv records what it removed (curation_*) and the kind in a `curation` column.
+Each generation's samples are scored by one classifier trained on the real
 training split. One chain per (guidance, seed).
 
 In results.csv, ``generation`` is the model's index (0 = trained on real data); the
@@ -231,7 +234,8 @@ def run(config: StudyConfig, run_dir: Path, progress: bool = True, runner=None) 
     check_loop(config, curation_split(config, splits[0])[0])
     check_run(config, run_dir, splits[0].shape, splits[0].num_classes)  # and a bad --out or component
     if progress:
-        print(f"ouroboros: {config.name}: scenario {config.loop.scenario}, curation {config.loop.curation.kind}, {len(config.loop.guidance)} guidance x "
+        cur = "" if config.loop.curation.kind == "none" else f", curation {config.loop.curation.kind}"
+        print(f"ouroboros: {config.name}: scenario {config.loop.scenario}{cur}, {len(config.loop.guidance)} guidance x "
               f"{len(config.loop.seeds)} seeds x "
               f"{config.loop.generations} generations on {len(splits[0])} real training images -> {run_dir}",
               file=sys.stderr)
