@@ -21,13 +21,14 @@ def test_tiny_loop_writes_the_run_folder(tmp_path):
     assert "stages" in proc.stderr  # progress was shown
     with open(tmp_path / "results.csv") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["study", "cell", "seed", "generation", "metric", "value", "guidance", "scenario"]
+    assert list(rows[0]) == ["study", "cell", "seed", "generation", "metric", "value", "guidance", "scenario", "curation"]
     loop_rows = [r for r in rows if r["cell"] != "reference"]
     # 2 guidance x 2 seeds x 2 generations x (accuracy, cross-entropy, 10 per-class accuracies,
     # FID, precision, recall, density, coverage), plus the training set's make-up: train_size and
     # train_real_share, and for generation 1 (scenario replace) train_share_gen0
     assert len(loop_rows) == 2 * 2 * (17 + 2 + 17 + 3)
     assert {r["scenario"] for r in loop_rows} == {"replace"}
+    assert {r["curation"] for r in loop_rows} == {"none"}
     assert {r["metric"] for r in loop_rows} >= {"accuracy", "cross_entropy", "accuracy/7", "fid", "precision",
                                                 "recall", "density", "coverage"}
     assert {r["guidance"] for r in loop_rows} == {"1.0", "0.0"}

@@ -20,6 +20,7 @@ import yaml
 from ouroboros.errors import UserError, check_float, check_int, check_list, check_text
 from ouroboros.features.classifier import ClassifierConfig
 from ouroboros.generators.diffusion import DiffusionConfig, check_guidance
+from ouroboros.studies.curation import CurationConfig
 
 
 # Upper bounds on sizes and seeds. They sit far above any sensible setting and only
@@ -139,6 +140,7 @@ class LoopVariant:
     synthetic_ratio: Optional[float] = None
     window: Optional[int] = None
     generators: Optional[list[FamilyEntry]] = None
+    curation: Optional[CurationConfig] = None
 
     def changes(self) -> dict:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
@@ -187,6 +189,9 @@ class LoopConfig:
     # of the next pool. loop.guidance (the chain axis) is the bias of diffusion entries
     # that set none. None: one diffusion family, share 1, the `generator:` settings.
     generators: Optional[list[FamilyEntry]] = None
+    # A filter between each generation's candidates and its training set: none, watermark,
+    # detector or reward (ouroboros.studies.curation defines each exactly).
+    curation: CurationConfig = field(default_factory=CurationConfig)
     # A grid in one config: each variant is the loop above with some keys changed and
     # runs its own chains (every guidance x seed); null: the loop above alone.
     variants: Optional[list[LoopVariant]] = None
@@ -244,6 +249,7 @@ class LoopConfig:
             if abs(total - 1.0) > 1e-6:
                 raise UserError(f"{where}.generators: the shares sum to {total:g}, not 1; "
                                 f"make them sum to 1 (e.g. 0.7 and 0.3)")
+        self.curation.validate(f"{where}.curation")
 
 
 @dataclass

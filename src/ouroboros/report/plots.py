@@ -196,3 +196,52 @@ def plot_confusions(matrices: dict[str, np.ndarray], labels: list[str], path: Pa
     _save(fig, path)
     plt.close(fig)
     return path
+
+
+def sweep_series(rows: list[dict], column: str, metric: str, generation: int | None = None) -> dict:
+    """The points of a sweep plot: for each guidance, sorted by the swept setting `column`
+    (e.g. ``curation.recall``), the Student-t 95% interval over seeds
+    (ouroboros.report.stats.t_interval) of `metric` at `generation` (default: each
+    chain's last generation). Rows without a value in `column` are left out."""
+    from ouroboros.report.stats import t_interval
+
+    sel = [r for r in rows if r["metric"] == metric and r["cell"] != "reference" and r.get(column, "") != ""]
+    if generation is None and sel:
+        generation = max(int(r["generation"]) for r in sel)
+    by = defaultdict(lambda: defaultdict(list))
+    for r in sel:
+        if int(r["generation"]) == generation:
+            by[r.get("guidance", "")][float(r[column])].append(float(r["value"]))
+    return {w: [(x, t_interval(v)) for x, v in sorted(xs.items())] for w, xs in by.items()}
+
+
+def plot_sweep(rows: list[dict], column: str, metric: str, path: Path, generation: int | None = None,
+               title: str = "") -> Path:
+    """`metric` at one generation (default: the last) against the swept setting `column`
+    (e.g. ``curation.recall``: how good must detection be to stop the collapse), one
+    line per guidance: the mean over seeds with its 95% interval (a band; no band with
+    one seed). The real test split scored by the same classifier is a dashed line."""
+    plt = _pyplot()
+
+    series = sweep_series(rows, column, metric, generation)
+    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    for w in sorted(series, key=lambda g: -float(g) if g != "" else 0.0):
+        xs = [x for x, _ in series[w]]
+        ax.plot(xs, [i.mean for _, i in series[w]], marker="o", ms=3, label=f"w = {float(w):g}" if w != "" else None)
+        if all(i.n > 1 for _, i in series[w]):
+            ax.fill_between(xs, [i.lo for _, i in series[w]], [i.hi for _, i in series[w]], alpha=0.2)
+    ref = [float(r["value"]) for r in rows if r["metric"] == metric and r["cell"] == "reference"]
+    if ref:
+        ax.axhline(ref[0], color="k", ls="--", lw=1, label="real test split")
+    gen = generation if generation is not None else max(
+        (int(r["generation"]) for r in rows if r["metric"] == metric and r.get(column, "") != ""), default=0)
+    ax.set_xlabel(column)
+    ax.set_ylabel(LABELS.get(metric, metric))
+    ax.set_title(title or f"{LABELS.get(metric, metric)} at generation {gen} (mean, 95% interval over seeds)",
+                 fontsize=9)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    _save(fig, path)
+    plt.close(fig)
+    return path

@@ -7,7 +7,10 @@ the default "replace" trains only on the previous generation's samples, the wors
 case), each generation sampling as many images as the real set, balanced over
 classes. results.csv records each training set's size and make-up from provenance
 (train_size, train_real_share, train_share_gen<k>) and the scenario in its own
-column. Each generation's samples are scored by one classifier trained on the real
+column. `loop.curation` (ouroboros.studies.curation) filters each generation's
+candidates before the scenario draws from them (watermark, detector, reward) and
+results.csv records what it removed (curation_*) and the kind in a `curation` column.
+Each generation's samples are scored by one classifier trained on the real
 training split. One chain per (guidance, seed).
 
 In results.csv, ``generation`` is the model's index (0 = trained on real data); the
@@ -46,7 +49,7 @@ from ouroboros.errors import UserError
 from ouroboros.generators.base import GeneratorFamily, get_family
 from ouroboros.preflight import check_run
 from ouroboros.runner import Stage
-from ouroboros.studies import scenarios
+from ouroboros.studies import curation, scenarios
 from ouroboros.studies.common import (
     SAMPLING_FIELDS,
     data_stage,
@@ -154,19 +157,24 @@ def plan(config: StudyConfig, cache: Path, splits: tuple[ImageSet, ImageSet] | N
                       label="real test")
     chains, families = {}, {}
     for variant, lc in config.loop.cells():
-        n = lc.samples_per_generation or len(train)
-        scenarios.check_reservoir(lc.scenario, n, lc.generations, lc.real_fraction, len(train))
+        loop_real, probe_real = curation_split(lc, config.data.split_seed, train)
+        loop_stage = train_stage if probe_real is None else data_stage(loop_real, "loop real", cache)
+        n = lc.samples_per_generation or len(loop_real)
+        check_loop(lc, loop_real)
         # Each generation samples N images; augment's window (one generation by default)
-        # must also hold round(lambda |R|) of them.
-        n_sample = max(n, scenarios.generated_count(lc.scenario, n, len(train), lc.real_fraction,
+        # must also hold round(lambda |R|) of them; reward curation samples K times that.
+        n_sample = max(n, scenarios.generated_count(lc.scenario, n, len(loop_real), lc.real_fraction,
                                                     lc.synthetic_ratio) if lc.scenario == "augment" else n)
+        if lc.curation.kind == "reward":
+            n_sample *= lc.curation.choices
         entries = pool_entries(config, lc)
         counts = pool_counts([e.share for e in entries], n_sample)
         for w, s in itertools.product(lc.guidance, lc.seeds):
-            outputs, chain, parts_chain = [], [], []
+            outputs, chain, parts_chain, probe = [], [], [], None
             for g in range(lc.generations):
                 label = f"{variant + ' ' if variant else ''}w={w:g} seed={s} gen={g}"
-                source = _training_set(lc, g, s, n, train_stage, outputs, label)
+                curate = _curate(lc, g, s, n, loop_stage, len(loop_real), outputs, classifier, probe, label)
+                source = _training_set(lc, g, s, n, loop_stage, outputs, label, curate)
                 parts, first = {}, 0
                 for entry, count in zip(entries, counts):
                     if count:
@@ -188,6 +196,9 @@ def plan(config: StudyConfig, cache: Path, splits: tuple[ImageSet, ImageSet] | N
                     name: (f, sm, Stage("evaluate", evaluate, {"images": sm, "classifier": classifier,
                                                                "real": train_stage}, label=f"{label} {name}"))
                     for name, (f, sm) in parts.items()})
+                if g == 0 and probe_real is not None:
+                    probe = _probe(s, w, entries[0], fit, data_stage(probe_real, "probe real", cache),
+                                   len(probe_real), classifier, label.removesuffix(" gen=0"))
             chains[(variant, float(w), s)] = chain
             if any(parts_chain):
                 families[(variant, float(w), s)] = parts_chain
@@ -202,23 +213,96 @@ def _family_stages(entry: PoolEntry, several: bool, w: float, s: int, g: int, co
     seeds are derived from its name too."""
     tag = (entry.name,) if several else ()
     fit_params = {"config": entry.fit_config, "seed": derived_seed(s, g, "fit", *tag), "name": entry.name}
-    sample_params = {"n": count, entry.family.bias: w if entry.bias is None else entry.bias,
-                     "seed": derived_seed(s, g, "sample", *tag), **entry.sampling}
     if entry.family.name != "diffusion":  # the stages' default family
-        fit_params["family"] = sample_params["family"] = entry.family.name
-    if first_label:
-        sample_params["first_label"] = first_label
+        fit_params["family"] = entry.family.name
     fit = Stage("fit", fit_params, {"train": source}, label=f"{label} {entry.name}" if several else label)
-    return fit, Stage("sample", sample_params, {"model": fit}, label=fit.label)
+    return fit, _sample_stage(entry, fit, count, w, derived_seed(s, g, "sample", *tag), fit.label, first_label)
 
 
-def _training_set(lc, g: int, s: int, n: int, train_stage: Stage, outputs: list[Stage], label: str) -> Stage:
+def _sample_stage(entry: PoolEntry, fit: Stage, n: int, w: float, seed: int, label: str,
+                  first_label: int = 0) -> Stage:
+    """`n` samples of a fitted family, with its bias knob (the chain's guidance unless the
+    entry sets one)."""
+    params = {"n": n, entry.family.bias: w if entry.bias is None else entry.bias, "seed": seed, **entry.sampling}
+    if entry.family.name != "diffusion":
+        params["family"] = entry.family.name
+    if first_label:
+        params["first_label"] = first_label
+    return Stage("sample", params, {"model": fit}, label=label)
+
+
+def curation_split(lc, split_seed: int, train: ImageSet) -> tuple[ImageSet, ImageSet | None]:
+    """(the scenario's real split R, the detector probe's held-out real images or None):
+    with detector curation a stratified `probe_fraction` of the real training split
+    (seeded by data.split_seed) is held out for the probe; otherwise R is all of it."""
+    cur = lc.curation
+    if cur.kind != "detector":
+        return train, None
+    parts = stratified_split(train, {"loop": 1.0 - cur.probe_fraction, "probe": cur.probe_fraction},
+                             seed=split_seed)
+    return parts["loop"], parts["probe"]
+
+
+def check_loop(lc, loop_real: ImageSet) -> None:
+    """Config errors that need the real split's size or labels, before anything is written:
+    a real reservoir too small for the scenario, and a curation certain to empty a class
+    (`lc`: the loop settings of one variant)."""
+    n = lc.samples_per_generation or len(loop_real)
+    scenarios.check_reservoir(lc.scenario, n, lc.generations, lc.real_fraction, len(loop_real))
+    real_seeds = [derived_seed(s, "real order") for s in lc.seeds]
+    for real_seed in real_seeds:
+        labels = []
+        for g in range(1, lc.generations):
+            index = scenarios.real_candidates(lc.scenario, g, len(loop_real), n, lc.real_fraction, real_seed)
+            # mix keeps the first round(rho N) real survivors: exactly the first of the order
+            # when no real image is removed
+            if index is not None and lc.scenario == "mix" and lc.curation.false_positive == 0:
+                index = scenarios.real_order(len(loop_real), real_seed)[: int(round(lc.real_fraction * n))]
+            labels.append(None if index is None or len(index) == 0 else loop_real.labels[index])
+        curation.certain_empty_class(lc.curation, labels, loop_real.class_names)
+
+
+def _probe(s: int, w: float, entry: PoolEntry, fit0: Stage, probe_real: Stage, n: int, classifier: Stage,
+           label: str) -> Stage:
+    """The chain's detector probe: held-out real images against a separate sample (as
+    many) from generation 0's model (the pool's first family), never images that enter
+    the pool."""
+    sample = _sample_stage(entry, fit0, n, w, derived_seed(s, "probe sample"), f"{label} probe")
+    return Stage("probe", {"seed": derived_seed(s, "probe")},
+                 {"real": probe_real, "generated": sample, "classifier": classifier}, label=f"{label} probe")
+
+
+def _curate(lc, g: int, s: int, n: int, real: Stage, n_real: int, outputs: list[Stage], classifier: Stage,
+            probe: Stage | None, label: str) -> Stage | None:
+    """Generation g's curate stage (None without curation, and for generation 0). Its
+    real candidates: "all" of R, fresh's new images (indices into R), or none (replace,
+    and reward, which curates only generated images)."""
+    cur = lc.curation
+    if cur.kind == "none" or g == 0:
+        return None
+    index = None if cur.kind == "reward" else scenarios.real_candidates(
+        lc.scenario, g, n_real, n, lc.real_fraction, derived_seed(s, "real order"))
+    deps = {f"out{k}": outputs[k] for k in scenarios.window_of(lc.scenario, lc.window, g)}
+    if index is not None or cur.kind == "detector":
+        deps["real"] = real
+    if cur.kind in ("detector", "reward"):
+        deps["classifier"] = classifier
+    if cur.kind == "detector":
+        deps["probe"] = probe
+    candidates = None if index is None else "all" if lc.scenario != "fresh" else index.tolist()
+    params = {"curation": cur.params(), "generation": g, "seed": derived_seed(s, g, "curate"), "real": candidates}
+    return Stage("curate", params, deps, label=label)
+
+
+def _training_set(lc, g: int, s: int, n: int, train_stage: Stage, outputs: list[Stage], label: str,
+                  curate: Stage | None = None) -> Stage:
     """The stage whose artifact generation g trains on. The real split itself for
-    generation 0, and O_{g-1} itself under plain replace, so those keep the keys they
-    had before scenarios existed; an `assemble` stage otherwise."""
+    generation 0, and O_{g-1} itself under plain replace without curation, so those keep
+    the keys they had before scenarios existed; an `assemble` stage otherwise (reading
+    the curate stage's decisions when there is one)."""
     if g == 0 and lc.scenario != "fresh":
         return train_stage
-    if lc.scenario == "replace" and lc.window in (None, 1):
+    if lc.scenario == "replace" and lc.window in (None, 1) and curate is None:
         return outputs[g - 1]
     params = {"scenario": lc.scenario, "generation": g, "n": n, "seed": derived_seed(s, g, "assemble"),
               "real_seed": derived_seed(s, "real order")}
@@ -229,6 +313,8 @@ def _training_set(lc, g: int, s: int, n: int, train_stage: Stage, outputs: list[
         params["synthetic_ratio"] = lc.synthetic_ratio
     deps = {"real": train_stage,
             **{f"out{k}": outputs[k] for k in scenarios.window_of(lc.scenario, lc.window, g)}}
+    if curate is not None:
+        deps["curation"] = curate
     return Stage("assemble", params, deps, label=label)
 
 
@@ -264,10 +350,10 @@ def _entry_text(entry) -> str:
 
 
 def param_columns(config: StudyConfig, several_families: bool) -> list[str]:
-    """The parameter columns of results.csv: guidance and scenario; with loop.variants the
+    """The parameter columns of results.csv: guidance, scenario and curation (its kind); with loop.variants the
     variant's name and each loop setting the variants vary; with several generator
     families, the family column."""
-    columns = ["guidance", "scenario"]
+    columns = ["guidance", "scenario", "curation"]
     if config.loop.variants is not None:
         columns += ["variant", *varied_columns(config)]
     return columns + (["family"] if several_families else [])
@@ -280,13 +366,13 @@ def _rows(config: StudyConfig, plan_: LoopPlan, paths: dict) -> list[dict]:
     ref = json.loads(paths[plan_.reference.key].read_text())
     for metric, value in ref.items():
         rows.append({"study": config.name, "cell": "reference", "seed": "", "generation": "",
-                     "metric": metric, "value": value, "guidance": "", "scenario": ""})
+                     "metric": metric, "value": value, "guidance": "", "scenario": "", "curation": ""})
     cells = dict(config.loop.cells())
     varied = varied_columns(config)
     for (variant, w, s), chain in plan_.chains.items():
         lc = cells[variant]
         row = {"study": config.name, "cell": f"{variant}, guidance={w:g}" if variant else f"guidance={w:g}",
-               "seed": s, "guidance": w, "scenario": lc.scenario}
+               "seed": s, "guidance": w, "scenario": lc.scenario, "curation": lc.curation.kind}
         if variant:
             row.update({"variant": variant, **{col: by[variant] for col, by in varied.items()}})
         for g, (fit, _, ev) in enumerate(chain):
@@ -295,6 +381,9 @@ def _rows(config: StudyConfig, plan_: LoopPlan, paths: dict) -> list[dict]:
             # the model was actually fitted on.
             metrics.update(scenarios.makeup(ImageSet.load(paths[fit.deps["train"].key]),
                                             by_family=len(lc.families()) > 1))
+            curate = fit.deps["train"].deps.get("curation")
+            if curate is not None:  # what curation removed from this generation's candidates
+                metrics.update(json.loads(paths[curate.key].read_text())["stats"])
             rows += [{**row, "generation": g, "metric": metric, "value": value} for metric, value in metrics.items()]
             # With several families: each family's own samples scored too, named in the
             # family column (the pooled rows above leave it empty).
@@ -354,16 +443,17 @@ def run(config: StudyConfig, run_dir: Path, progress: bool = True, runner=None) 
     from ouroboros.report.results import write_results
 
     splits = load_splits(config)  # bad data fails here, before anything is written
-    for _, lc in config.loop.cells():  # and so does a real split too small for a scenario
-        scenarios.check_reservoir(lc.scenario, lc.samples_per_generation or len(splits[0]), lc.generations,
-                                  lc.real_fraction, len(splits[0]))
+    # and so does a real split too small for a scenario, or a curation certain to empty a class
+    for _, lc in config.loop.cells():
+        check_loop(lc, curation_split(lc, config.data.split_seed, splits[0])[0])
     check_run(config, run_dir, splits[0].shape, splits[0].num_classes)  # and a bad --out or component
     check_families(config, splits[0])  # and a family whose settings cannot fit this data
     if progress:
         lc = config.loop
         pool = " + ".join(f"{e.label} {e.share:.0%}" for e in lc.generators) if lc.generators else None
+        cur = "" if lc.curation.kind == "none" else f", curation {lc.curation.kind}"
         what = (f"{len(lc.variants)} variants" if lc.variants is not None else
-                f"scenario {lc.scenario}{f', families {pool}' if pool else ''}")
+                f"scenario {lc.scenario}{f', families {pool}' if pool else ''}{cur}")
         print(f"ouroboros: {config.name}: {what}, "
               f"{len(config.loop.guidance)} guidance x "
               f"{len(config.loop.seeds)} seeds x "
