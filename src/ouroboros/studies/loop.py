@@ -402,8 +402,6 @@ def check_families(config: StudyConfig, train: ImageSet) -> None:
     """Before anything is written: each diffusion entry's own settings build on this data
     (the top-level generator is checked by check_run), and a Gaussian family's PCA fits in
     the pixels and in the smallest training set a generation can have (N or |R|)."""
-    from ouroboros.preflight import check_components
-
     for variant, (_, lc) in enumerate(config.loop.cells()):
         at = f"loop.variants[{variant}]." if config.loop.variants is not None else "loop."
         _check_pool(config, lc, train, at)
