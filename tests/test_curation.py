@@ -185,7 +185,7 @@ def test_detector_holds_out_real_images_for_its_probe(tmp_path, digits):
     assert len(held_out) == 10 and not set(_keys(held_out)) & set(_keys(loop_real))
     # its generated images are a separate sample of generation 0's model, not O_0
     probe_sample = probe.deps["generated"]
-    fit0, sample0, _ = plan.chains[(0.5, 0)][0]
+    fit0, sample0, _ = plan.chains[("", 0.5, 0)][0]
     assert probe_sample.deps["model"] is fit0 and probe_sample.key != sample0.key
     # the classifier (the instrument) still trains on the whole real split
     assert plan.classifier.deps["train"].params["content_hash"] == real.content_hash()
