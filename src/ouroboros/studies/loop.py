@@ -38,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import sys
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -516,10 +517,32 @@ def _cells(loop_rows: list[dict]) -> list[str]:
     return sorted(order, key=order.get)
 
 
+def recall_sweeps(rows: list[dict]) -> dict[str, list[dict]]:
+    """The watermark-recall sweeps in a grid of variants: for each (scenario, generator
+    pool) with watermark variants at two or more recalls, their rows plus those of the
+    same scenario and pool without curation (recall 0: nothing removed), keyed by a name
+    for the plot's file (e.g. ``accumulate-subsample`` or ``accumulate-subsample-gaussian-1``)."""
+    def key(r):
+        return r["scenario"], r.get("generators", "")
+
+    marked = [r for r in rows if r.get("variant") and r.get("curation.recall", "") != ""]
+    watermark = defaultdict(list)
+    for r in marked:
+        if r["curation"] == "watermark" and float(r.get("curation.false_positive") or 0) == 0:
+            watermark[key(r)].append(r)
+    out = {}
+    for k, group in watermark.items():
+        plain = [{**r, "curation.recall": "0"} for r in marked if r["curation"] == "none" and key(r) == k]
+        if len({r["curation.recall"] for r in group + plain}) >= 2:
+            name = "-".join(part for part in k if part).replace(" ", "-")
+            out[name] = group + plain + [r for r in rows if r["cell"] == "reference"]
+    return out
+
+
 def report(run_dir: Path) -> Path:
     """(Re)draw plots and report.html from results.csv."""
     from ouroboros.report.html import write_report
-    from ouroboros.report.plots import plot_class_accuracy, plot_makeup, plot_metric
+    from ouroboros.report.plots import plot_class_accuracy, plot_makeup, plot_metric, plot_sweep
     from ouroboros.report.results import read_results
 
     run_dir = Path(run_dir)
@@ -540,5 +563,9 @@ def report(run_dir: Path) -> Path:
         plot_class_accuracy(sub, folder / "class_accuracy.png", by=by)
     rows = pooled(rows)
     plot_makeup(rows, run_dir / "plots" / "makeup.png", by=by)
+    for name, sweep in recall_sweeps(rows).items():
+        for metric in ("accuracy", "fid", "recall", "train_real_share"):
+            plot_sweep(sweep, "curation.recall", metric, run_dir / "plots" / f"sweep-{name}-{metric}.png",
+                       title=f"{name}: {metric} at the last generation vs watermark recall (95% interval)")
     study = rows[0]["study"] if rows else "study"
     return write_report(run_dir, f"ouroboros feedback loop: {study}", table, header)
