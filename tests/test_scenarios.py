@@ -306,3 +306,38 @@ def test_bad_variants_are_one_error_line_before_anything_is_written(tmp_path, ca
     err = capsys.readouterr().err
     assert code == 2 and fragment in err, err
     assert err.count("error:") == 1 and not out.exists()
+
+
+def test_variants_may_change_the_curation_and_the_generator_families_and_sweeps_are_plotted(tmp_path):
+    """A variant may set its own curation and generator pool: each variant's rows carry
+    its curation kind and (flattened) settings, the Gaussian variant trains the Gaussian
+    family, and watermark variants at two recalls plus the plain variant of the same
+    scenario give a recall-sweep plot whose points are those variants' rows."""
+    from ouroboros.studies.loop import recall_sweeps
+
+    variants = ("[{scenario: accumulate-subsample}, "
+                "{name: wm, scenario: accumulate-subsample, curation: {kind: watermark, recall: 0.5}}, "
+                "{name: wm1, scenario: accumulate-subsample, curation: {kind: watermark, recall: 1.0}}, "
+                "{name: gauss, scenario: mix, generators: [{family: gaussian}]}]")
+    args = ["demo", "--out", str(tmp_path), *_TINY_ARGS, "--set", "loop.samples_per_generation=100",
+            "--set", f"loop.variants={variants}"]
+    assert cli.main(args) == 0
+    with open(tmp_path / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    by = {(r["variant"], r["generation"], r["metric"]): r for r in rows if r["cell"] != "reference"}
+    assert by[("wm", "1", "train_size")]["curation"] == "watermark"
+    assert by[("wm", "1", "train_size")]["curation.recall"] == "0.5"
+    assert by[("accumulate-subsample", "1", "train_size")]["curation"] == "none"
+    assert ("accumulate-subsample", "1", "curation_recall") not in by
+    assert 0.3 < float(by[("wm", "1", "curation_recall")]["value"]) < 0.7
+    assert by[("wm1", "1", "curation_recall")]["value"] == "1.0"
+    assert by[("wm1", "1", "train_real_share")]["value"] == "1.0"  # every generated image removed
+    assert by[("gauss", "1", "train_size")]["generators"] == "gaussian 1"
+    assert by[("wm", "1", "train_size")]["generators"] == ""
+    model = tmp_path / "cache"
+    assert any('"format": "ouroboros.FittedGaussianMixture"' in p.read_text() for p in model.rglob("generator.json"))
+    sweeps = recall_sweeps(rows)
+    assert list(sweeps) == ["accumulate-subsample"]
+    points = {(r.get("variant"), r["curation.recall"]) for r in sweeps["accumulate-subsample"] if r["cell"] != "reference"}
+    assert points == {("accumulate-subsample", "0"), ("wm", "0.5"), ("wm1", "1.0")}
+    assert (tmp_path / "plots" / "sweep-accumulate-subsample-accuracy.png").stat().st_size > 1000
