@@ -1,7 +1,11 @@
-"""Plots drawn from results.csv: each metric against generation, one line per guidance.
+"""Plots drawn from results.csv: each metric against generation, one line per condition.
 
-Lines are the mean over seeds; the band is the min-max spread over seeds. The real
-test split scored by the same classifier is a dashed reference line.
+A condition is a loop chain's ``cell`` (``guidance=1``, a scenario variant, ...), or
+``run · cell`` when a report compares several runs. Lines are the mean over seeds; the
+band is the min-max spread over seeds. Generation 0 (the model trained on real data)
+is marked by a dotted vertical line, and the real test split scored by the same
+classifier by a dashed horizontal one. One colour per condition, the same in every plot
+of a report (`condition_colours`). Each plot is saved as PNG (screen) and SVG (papers).
 """
 
 from __future__ import annotations
@@ -14,8 +18,8 @@ import numpy as np
 from ouroboros.io import atomic_path
 
 LABELS = {
-    "accuracy": "classifier accuracy",
-    "cross_entropy": "cross-entropy (nats)",
+    "accuracy": "classifier accuracy (fraction correct)",
+    "cross_entropy": "cross-entropy (nats per image)",
     "fid": "FID (classifier features)",
     "precision": "precision (Naeem, k=5)",
     "recall": "recall (Naeem, k=5)",
@@ -24,11 +28,33 @@ LABELS = {
 }
 
 
+GENERATION_LABEL = "generation (0 = trained on real data)"
+
+
+def condition(row: dict) -> str:
+    """The line a loop row belongs to: its run-qualified condition when a report set one,
+    else its cell."""
+    return row.get("condition") or row["cell"]
+
+
+def conditions(rows: list[dict]) -> list[str]:
+    """The loop conditions of `rows`, in order of first appearance (the config's order)."""
+    return list(dict.fromkeys(condition(r) for r in rows if r["cell"] != "reference"))
+
+
+def condition_colours(names: list[str]) -> dict[str, tuple]:
+    """One colour per condition name, in the given order (tab10, then tab20 beyond 10)."""
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if len(names) <= 10 else "tab20"]
+    return {name: cmap(i % cmap.N) for i, name in enumerate(names)}
+
+
 def _series(rows: list[dict], metric: str) -> dict[str, dict[int, list[float]]]:
     by = defaultdict(lambda: defaultdict(list))
     for r in rows:
         if r["metric"] == metric and r["cell"] != "reference":
-            by[r["guidance"]][int(r["generation"])].append(float(r["value"]))
+            by[condition(r)][int(r["generation"])].append(float(r["value"]))
     return by
 
 
@@ -37,31 +63,46 @@ def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
+    # SVG for papers: text kept as text (searchable, editable), ids from a fixed salt so the
+    # same results give the same file.
+    matplotlib.rcParams.update({"svg.fonttype": "none", "svg.hashsalt": "ouroboros"})
     import matplotlib.pyplot as plt
 
     return plt
 
 
 def _save(fig, path: Path) -> None:
+    """`path` as PNG, and beside it the same figure as SVG (no date in it, so the same
+    results give the same file)."""
+    path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    with atomic_path(path.with_suffix(".svg")) as tmp:
+        fig.savefig(tmp, format="svg", bbox_inches="tight", metadata={"Date": None})
 
 
-def plot_metric(rows: list[dict], metric: str, path: Path, title: str = "") -> Path:
+def plot_metric(rows: list[dict], metric: str, path: Path, title: str = "", colours: dict | None = None) -> Path:
+    """`metric` against generation, one line per condition (see the module docstring)."""
     plt = _pyplot()
 
-    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    fig, ax = plt.subplots(figsize=(5.6, 3.8))
     series = _series(rows, metric)
-    for guidance in sorted(series, key=lambda g: -float(g)):
-        gens = sorted(series[guidance])
-        vals = [np.asarray(series[guidance][g]) for g in gens]
+    colours = colours or condition_colours(conditions(rows))
+    for name in conditions(rows):
+        if name not in series:
+            continue
+        gens = sorted(series[name])
+        vals = [np.asarray(series[name][g]) for g in gens]
         mean = np.array([v.mean() for v in vals])
-        ax.plot(gens, mean, marker="o", ms=3, label=f"w = {float(guidance):g}")
-        ax.fill_between(gens, [v.min() for v in vals], [v.max() for v in vals], alpha=0.2)
-    ref = [float(r["value"]) for r in rows if r["metric"] == metric and r["cell"] == "reference"]
-    if ref:
-        ax.axhline(ref[0], color="k", ls="--", lw=1, label="real test split")
-    ax.set_xlabel("generation")
+        ax.plot(gens, mean, marker="o", ms=3, color=colours[name], label=name)
+        ax.fill_between(gens, [v.min() for v in vals], [v.max() for v in vals], color=colours[name], alpha=0.2,
+                        lw=0)
+    refs = dict.fromkeys(float(r["value"]) for r in rows if r["metric"] == metric and r["cell"] == "reference")
+    for i, ref in enumerate(refs):
+        ax.axhline(ref, color="k", ls="--", lw=1, label="real test split" if i == 0 else None)
+    if any(0 in s for s in series.values()):
+        ax.axvline(0, color="0.4", ls=":", lw=1, label="generation 0 (trained on real)")
+    ax.set_xlabel(GENERATION_LABEL)
     ax.set_ylabel(LABELS.get(metric, metric))
     ax.set_title(title or LABELS.get(metric, metric))
     ax.grid(alpha=0.3)
@@ -72,24 +113,50 @@ def plot_metric(rows: list[dict], metric: str, path: Path, title: str = "") -> P
 
 
 def plot_class_accuracy(rows: list[dict], path: Path) -> Path:
-    """One panel per guidance; one line per class (mean over seeds)."""
+    """One panel per condition; one line per class (mean over seeds)."""
     plt = _pyplot()
 
     classes = sorted({r["metric"].split("/", 1)[1] for r in rows if r["metric"].startswith("accuracy/")})
-    guidances = sorted({r["guidance"] for r in rows if r["cell"] != "reference"}, key=lambda g: -float(g))
-    fig, axes = plt.subplots(1, len(guidances), figsize=(4 * len(guidances), 3.4), sharey=True, squeeze=False)
+    names = conditions(rows)
+    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.4), sharey=True, squeeze=False)
     cmap = plt.get_cmap("tab10")
-    for ax, guidance in zip(axes[0], guidances):
-        sub = [r for r in rows if r["guidance"] == guidance]
+    for ax, cond in zip(axes[0], names):
+        sub = [r for r in rows if r["cell"] != "reference" and condition(r) == cond]
         for i, name in enumerate(classes):
-            series = _series(sub, f"accuracy/{name}").get(guidance, {})
+            series = _series(sub, f"accuracy/{name}").get(cond, {})
             gens = sorted(series)
             ax.plot(gens, [np.mean(series[g]) for g in gens], color=cmap(i % 10), lw=1.2, label=name)
-        ax.set_title(f"w = {float(guidance):g}")
-        ax.set_xlabel("generation")
+        ax.set_title(cond, fontsize=9)
+        ax.set_xlabel(GENERATION_LABEL)
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("per-class accuracy")
+    axes[0][0].set_ylabel("per-class accuracy (fraction correct)")
     axes[0][-1].legend(fontsize=7, title="class", loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def plot_shares(curves: dict[str, list[tuple[float, float, float]]], path: Path, ylabel: str, title: str,
+                baseline: float | None = None, colours: dict | None = None) -> Path:
+    """Accuracy (or another metric) against the share of the training set replaced:
+    one line per condition, each point (share, mean, 95% half-width) with error bars
+    (none where the half-width is nan: one seed). `baseline`, the clean (0%) value, is a
+    dotted horizontal line."""
+    plt = _pyplot()
+
+    fig, ax = plt.subplots(figsize=(5.6, 3.8))
+    colours = colours or condition_colours(list(curves))
+    for name, points in curves.items():
+        x, mean, half = (np.asarray(v, dtype=float) for v in zip(*points))
+        ax.errorbar(100 * x, mean, yerr=np.where(np.isfinite(half), half, 0.0), marker="o", ms=3, capsize=3,
+                    color=colours[name], label=name)
+    if baseline is not None:
+        ax.axhline(baseline, color="0.4", ls=":", lw=1, label="clean baseline (0%)")
+    ax.set_xlabel("share of the training set replaced (%)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     _save(fig, path)
     plt.close(fig)
     return path

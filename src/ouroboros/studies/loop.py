@@ -198,20 +198,7 @@ def summary_table(rows: list[dict]) -> tuple[tuple[str, ...], list[tuple[str, ..
 
 
 def report(run_dir: Path) -> Path:
-    """(Re)draw plots and report.html from results.csv."""
+    """(Re)draw the plots and the self-contained report.html from results.csv."""
     from ouroboros.report.html import write_report
-    from ouroboros.report.plots import plot_class_accuracy, plot_metric
-    from ouroboros.report.results import read_results
 
-    run_dir = Path(run_dir)
-    rows = read_results(run_dir / "results.csv")
-    for line, r in enumerate(rows, start=2):  # every generation's row names its generation and guidance
-        if r["cell"] != "reference" and (r["generation"] == "" or r.get("guidance", "") == ""):
-            raise UserError(f"{run_dir / 'results.csv'} line {line} has no generation or guidance, so it is not a "
-                            "feedback-loop results table; run the study again with the same --out to rewrite it")
-    for metric in ("accuracy", "cross_entropy", "fid", "precision", "recall", "density", "coverage"):
-        plot_metric(rows, metric, run_dir / "plots" / f"{metric}.png")
-    plot_class_accuracy(rows, run_dir / "plots" / "class_accuracy.png")
-    header, table = summary_table(rows)
-    study = rows[0]["study"] if rows else "study"
-    return write_report(run_dir, f"ouroboros feedback loop: {study}", table, header)
+    return write_report([Path(run_dir)])
