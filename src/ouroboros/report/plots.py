@@ -103,6 +103,7 @@ def plot_metric(rows: list[dict], metric: str, path: Path, title: str = "", colo
     if any(0 in s for s in series.values()):
         ax.axvline(0, color="0.4", ls=":", lw=1, label="generation 0 (trained on real)")
     ax.set_xlabel(GENERATION_LABEL)
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel(LABELS.get(metric, metric))
     ax.set_title(title or LABELS.get(metric, metric))
     ax.grid(alpha=0.3)
@@ -128,6 +129,7 @@ def plot_class_accuracy(rows: list[dict], path: Path) -> Path:
             ax.plot(gens, [np.mean(series[g]) for g in gens], color=cmap(i % 10), lw=1.2, label=name)
         ax.set_title(cond, fontsize=9)
         ax.set_xlabel(GENERATION_LABEL)
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("per-class accuracy (fraction correct)")
     axes[0][-1].legend(fontsize=7, title="class", loc="upper left", bbox_to_anchor=(1.02, 1.0))
