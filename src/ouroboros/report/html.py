@@ -133,11 +133,19 @@ body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1250px;color:#11
 h1{font-size:1.6em}h2{border-bottom:1px solid #999;margin-top:1.6em}
 table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #bbb;padding:2px 7px;text-align:right}
 th{background:#eee}td.l,th.l{text-align:left}
-img.grid{image-rendering:pixelated}figure{display:inline-block;margin:4px;vertical-align:top}
+img{max-width:100%;height:auto}img.grid{image-rendering:pixelated}
+figure{display:inline-block;margin:4px;vertical-align:top;max-width:100%}
+figure.plot{width:calc(50% - 10px);margin:4px 2px}figure.plot img{width:100%}
+table.grids{width:100%;table-layout:fixed}table.grids th:first-child{width:8em}table.grids img{width:100%}
 figcaption{font-size:.85em;text-align:center}pre{background:#f6f6f6;padding:.6em;overflow:auto;font-size:.8em}
-.holds,.rises{color:#064}.reversed,.falls{color:#a00}.findings li{margin:.2em 0}
+span.rises,span.falls{font-weight:600}.not-resolved{color:#555}.findings li{margin:.2em 0}
 @media print{body{max-width:none;margin:0}h2{page-break-after:avoid}figure,table{page-break-inside:avoid}}
 """
+
+
+def _css(word: str) -> str:
+    """A verdict or direction as a CSS class name ('not resolved' -> 'not-resolved')."""
+    return word.replace(" ", "-")
 
 
 def _e(text) -> str:
@@ -155,12 +163,17 @@ def _figure(path: Path, caption: str, **kw) -> str:
     return f"<figure>{_img(path, caption, **kw)}<figcaption>{_e(caption)}</figcaption></figure>"
 
 
-def _table(header, body, left: int = 1) -> str:
+def _plot(path: Path, alt: str) -> str:
+    """A plot, half the page wide (its title is inside it)."""
+    return f"<figure class='plot'>{_img(path, alt)}</figure>"
+
+
+def _table(header, body, left: int = 1, cls: str = "") -> str:
     """An HTML table; the first `left` columns are left-aligned (names, not numbers)."""
     def cells(tag, row):
         return "".join(f"<{tag}{' class=l' if i < left else ''}>{c}</{tag}>" for i, c in enumerate(row))
 
-    return ("<table><tr>" + cells("th", [_e(h) for h in header]) + "</tr>"
+    return (f"<table{f' class={cls}' if cls else ''}><tr>" + cells("th", [_e(h) for h in header]) + "</tr>"
             + "".join("<tr>" + cells("td", row) + "</tr>" for row in body) + "</table>")
 
 
@@ -201,11 +214,11 @@ def _loop_findings(rows: list[dict]) -> str:
         return "<p>One generation only: no change to report.</p>"
     key = [c for c in changes if c.metric in ("accuracy", "fid", "recall")]
     parts = ["<ul class='findings'>"]
-    parts += [f"<li class='{c.direction}'>{_e(c.sentence())}</li>" for c in key]
+    parts += [f"<li class='{_css(c.direction)}'>{_e(c.sentence())}</li>" for c in key]
     parts.append("</ul>")
     body = [[_e(c.condition), _e(P.LABELS.get(c.metric, c.metric)), f"{c.first} → {c.last}",
              _e(c.start.format(1, HEADLINE[c.metric])), _e(c.end.format(1, HEADLINE[c.metric])),
-             _e(c.diff.format_range(1, HEADLINE[c.metric])), f"<span class='{c.direction}'>{c.direction}</span>",
+             _e(c.diff.format_range(1, HEADLINE[c.metric])), f"<span class='{_css(c.direction)}'>{c.direction}</span>",
              str(c.diff.n)] for c in changes]
     parts.append(_table(["condition", "metric", "generations", "first (mean ± 95%)", "last (mean ± 95%)",
                          "change [95% interval]", "", "seeds"], body, left=2))
@@ -227,7 +240,7 @@ def _contamination_findings(run: Run) -> str:
     for c in claims:
         if c.table == "1":
             unit = "points" if c.scale == 100 else ""
-            parts.append(f"<li class='{c.verdict.replace(' ', '-')}'>Table 1, {_e(c.text)}: difference "
+            parts.append(f"<li class='{_css(c.verdict)}'>Table 1, {_e(c.text)}: difference "
                          f"{_e(c.diff.format_range(c.scale, 1))} {unit} (<b>{_e(c.verdict)}</b>)</li>")
     parts.append("</ul>")
     return "\n".join(parts)
@@ -239,7 +252,7 @@ def _loop_plots(rows: list[dict], plot_dir: Path, colours: dict) -> str:
     for metric in LOOP_PLOTS:
         if metric in metrics:
             path = P.plot_metric(rows, metric, plot_dir / f"{metric}.png", colours=colours)
-            figures.append(_figure(path, P.LABELS.get(metric, metric), width=560))
+            figures.append(_plot(path, P.LABELS.get(metric, metric)))
     if any(m.startswith("accuracy/") for m in metrics):
         path = P.plot_class_accuracy(rows, plot_dir / "class_accuracy.png")
         figures.append(_figure(path, "per-class accuracy, one panel per condition"))
@@ -275,21 +288,22 @@ def _contamination_plots(runs: list[Run], plot_dir: Path, colours: dict, qualify
                                  plot_dir / f"accuracy_by_share_{arch}.png", "test accuracy (%)",
                                  f"Table 1, {arch}: accuracy by share replaced",
                                  baseline=100 * base[1] if base[0] == 0.0 else None, colours=colours)
-            figures.append(_figure(path, f"Table 1, {arch}: mean and 95% interval over seeds", width=560))
+            figures.append(_plot(path, f"Table 1, {arch}: accuracy by share replaced"))
     curves = _share_curves(runs, "3", "recall", qualify)
     if curves:
         base = next(iter(curves.values()))[0]
         path = P.plot_shares(curves, plot_dir / "generator_recall_by_share.png", "recall@5 (fraction)",
                              "Table 3: a generator trained on each mixture",
                              baseline=base[1] if base[0] == 0.0 else None, colours=colours)
-        figures.append(_figure(path, "Table 3, recall: mean and 95% interval over seeds", width=560))
+        figures.append(_plot(path, "Table 3: recall by share replaced"))
     for run in runs:
         for name, caption in (("spectra", "power spectra, real vs generated (first seed)"),
                               ("confusion", "confusion matrices (first seed)")):
             if (run.path / "plots" / f"{name}.png").is_file():
                 figures.append(_figure(run.path / "plots" / f"{name}.png",
                                        f"{run.label}: {caption}" if qualify else caption))
-    return "\n".join(figures)
+    return ("<p>Mean and 95% interval over seeds (error bars); dotted: the clean baseline (0% replaced). PNG and "
+            "SVG copies are in <code>plots/</code>.</p>" + "\n".join(figures))
 
 
 def _gen_index(path: Path) -> int:
@@ -316,7 +330,7 @@ def _samples(run: Run) -> str:
                 cells.append(_img(png, f"{d.name} generation {g}", cls="grid") if png.is_file() else "")
             body.append([_e(d.name)] + cells)
         parts.append("<p>Rows: conditions; columns: generations (first seed; one row of each grid per "
-                     "class).</p>" + _table(["condition"] + [f"gen {g}" for g in gens], body))
+                     "class).</p>" + _table(["condition"] + [f"gen {g}" for g in gens], body, cls="grids"))
     return "\n".join(parts) or "<p>No sample grids in this run folder.</p>"
 
 
@@ -383,8 +397,8 @@ def build_page(runs: list[Run], plot_dir: Path) -> str:
     for run in cont_runs:
         parts += [f"<h2>Tables: {_e(run.label)}</h2>", markdown_to_html(tables_markdown(run.rows, run.config))]
     for run in runs:
-        parts += [f"<h2>Config: {_e(run.label)}</h2>",
-                  f"<pre>{_e(run.config_text) or 'no config.yaml in this run folder'}</pre>"]
+        parts += [f"<h2>Config: {_e(run.label)}</h2>", "<details open><summary>config.yaml (resolved)</summary>",
+                  f"<pre>{_e(run.config_text) or 'no config.yaml in this run folder'}</pre></details>"]
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 
