@@ -233,9 +233,9 @@ def _contamination_findings(run: Run) -> str:
     claims = contamination_claims(run)
     counts = {v: sum(c.verdict == v for c in claims) for v in (HOLDS, REVERSED, NOT_RESOLVED)}
     n_seeds = len(run.config.contamination.seeds)
-    parts = [f"<p>Of the paper's {len(claims)} directions checked here, {counts[HOLDS]} hold, "
-             f"{counts[REVERSED]} are reversed and {counts[NOT_RESOLVED]} are not resolved at {n_seeds} "
-             f"seed{'s' if n_seeds != 1 else ''} (paired per-seed differences, 95% intervals).</p>",
+    parts = [(f"<p>Of the paper's {len(claims)} directions checked here, {counts[HOLDS]} hold, "
+              f"{counts[REVERSED]} are reversed and {counts[NOT_RESOLVED]} are not resolved at {n_seeds} "
+              f"seed{'s' if n_seeds != 1 else ''} (paired per-seed differences, 95% intervals).</p>"),
              "<ul class='findings'>"]
     for c in claims:
         if c.table == "1":
