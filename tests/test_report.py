@@ -34,14 +34,14 @@ START = {"guidance=1": [0.90, 0.91, 0.92], "guidance=0": [0.80, 0.82, 0.84]}
 CHANGE = {"guidance=1": [0.05, 0.06, 0.07], "guidance=0": [-0.1, -0.3, -0.2]}
 
 
-def _loop_rows(cells=("guidance=1", "guidance=0"), fid_cells=None, study="syn"):
+def _loop_rows(cells=("guidance=1", "guidance=0"), fid_cells=None, study="syn", shift=(0.0, 0.0, 0.0)):
     rows = [{"study": study, "cell": "reference", "seed": "", "generation": "", "metric": "accuracy",
              "value": 0.99, "guidance": "", "scenario": ""}]
     for cell in cells:
         w = float(cell.split("=")[1])
         for s in range(3):
             for g in range(3):
-                acc = START[cell][s] + CHANGE[cell][s] * g / 2
+                acc = START[cell][s] + CHANGE[cell][s] * g / 2 + shift[s]
                 rows.append({"study": study, "cell": cell, "seed": s, "generation": g, "metric": "accuracy",
                              "value": acc, "guidance": w, "scenario": "replace"})
                 if fid_cells is None or cell in fid_cells:
@@ -50,12 +50,13 @@ def _loop_rows(cells=("guidance=1", "guidance=0"), fid_cells=None, study="syn"):
     return rows
 
 
-def make_loop_run(path, cells=("guidance=1", "guidance=0"), fid_cells=None, overrides=()):
-    """A loop run folder: config.yaml, results.csv (see START/CHANGE) and sample grids."""
+def make_loop_run(path, cells=("guidance=1", "guidance=0"), fid_cells=None, overrides=(), shift=(0.0, 0.0, 0.0)):
+    """A loop run folder: config.yaml, results.csv (see START/CHANGE; accuracy + shift[seed])
+    and sample grids."""
     path.mkdir(parents=True, exist_ok=True)
     config = load_config(None, TINY + list(overrides), base={"name": "syn"})
     (path / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-    write_results(path / "results.csv", _loop_rows(cells, fid_cells), ["guidance", "scenario"])
+    write_results(path / "results.csv", _loop_rows(cells, fid_cells, shift=shift), ["guidance", "scenario"])
     rng = np.random.default_rng(0)
     images = ImageSet.create(rng.integers(0, 256, (30, 1, 8, 8), dtype=np.uint8), np.arange(30) % 3,
                              ["a", "b", "c"], source="real:toy")
@@ -135,7 +136,8 @@ def test_plots_label_axes_mark_generation_zero_and_keep_colours(tmp_path):
 
 def test_several_runs_compared_on_one_page(tmp_path, capsys):
     a = make_loop_run(tmp_path / "cpu")
-    b = make_loop_run(tmp_path / "gpu", cells=("guidance=1",), overrides=["generator.train_steps=80"])
+    b = make_loop_run(tmp_path / "gpu", cells=("guidance=1",), overrides=["generator.train_steps=80"],
+                      shift=(0.01, 0.03, 0.02))
     out = tmp_path / "cmp" / "report.html"
     proc = _main(capsys, "report", a, b, "--out", out)
     assert proc.returncode == 0, proc.stderr
@@ -144,6 +146,14 @@ def test_several_runs_compared_on_one_page(tmp_path, capsys):
     assert re.search(r"generator\.train_steps</td><td>60</td><td>80</td>", page)
     for name in ("cpu · guidance=1", "cpu · guidance=0", "gpu · guidance=1"):
         assert f"{name}: 0." in page  # a finding per run and condition
+    # Between runs, paired by seed: gpu - cpu = shift, mean 0.02, sd 0.01, at generation 2.
+    diffs = {(d.cell, d.metric): d for d in report_html.run_differences(*map(report_html.load_run, (a, b)))}
+    assert set(diffs) == {("guidance=1", "accuracy"), ("guidance=1", "fid")}  # only the shared condition
+    acc = diffs[("guidance=1", "accuracy")]
+    assert acc.generation == 2 and acc.diff.n == 3 and acc.diff.mean == pytest.approx(0.02)
+    assert acc.diff.half == pytest.approx(T_975_2 * 0.01 / math.sqrt(3))
+    assert diffs[("guidance=1", "fid")].diff.mean == 0.0
+    assert "Between runs: each against cpu" in page and f"<td>{acc.diff.format_range(1, 3)}</td>" in page
     assert (tmp_path / "cmp" / "plots" / "accuracy.svg").is_file()
     assert all(s.startswith("data:") for s in _srcs(page))
     assert not (a / "report.html").exists() and not (b / "report.html").exists()

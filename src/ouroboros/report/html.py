@@ -118,6 +118,38 @@ def loop_changes(rows: list[dict]) -> list[Change]:
     return out
 
 
+@dataclasses.dataclass
+class RunDifference:
+    """A loop metric at a cell's last generation, in another run against the first run."""
+
+    cell: str
+    metric: str
+    generation: int
+    base: Interval  # the first run, over seeds
+    other: Interval  # the other run, over seeds
+    diff: Interval  # paired by seed: other - base
+
+
+def run_differences(base: Run, other: Run) -> list[RunDifference]:
+    """Every headline metric of every cell the two loop runs share, at the last generation
+    both reached, paired by seed (the same seed of the same config draws the same real
+    data, so a CPU and a GPU run of one config differ only by how they computed)."""
+    out = []
+    for cell in P.conditions(base.rows):
+        if cell not in P.conditions(other.rows):
+            continue
+        gens = [{int(r["generation"]) for r in run.rows if r["cell"] == cell} for run in (base, other)]
+        g = max(gens[0] & gens[1], default=None)
+        if g is None:
+            continue
+        for metric in HEADLINE:
+            a, b = _per_seed(base.rows, cell, metric, g), _per_seed(other.rows, cell, metric, g)
+            if a and b:
+                out.append(RunDifference(cell, metric, g, t_interval(list(a.values())), t_interval(list(b.values())),
+                                         paired_difference(b, a)))
+    return out
+
+
 def contamination_claims(run: Run) -> list:
     """The contamination study's Claims (`studies.contamination.findings`), Table 1's first."""
     from ouroboros.studies.contamination import findings
@@ -244,6 +276,23 @@ def _contamination_findings(run: Run) -> str:
                          f"{_e(c.diff.format_range(c.scale, 1))} {unit} (<b>{_e(c.verdict)}</b>)</li>")
     parts.append("</ul>")
     return "\n".join(parts)
+
+
+def _between_runs(loop_runs: list[Run]) -> str:
+    base, parts = loop_runs[0], []
+    for other in loop_runs[1:]:
+        diffs = run_differences(base, other)
+        if not diffs:
+            parts.append(f"<p>{_e(other.label)} shares no condition with {_e(base.label)}.</p>")
+            continue
+        body = [[_e(d.cell), _e(P.LABELS.get(d.metric, d.metric)), str(d.generation),
+                 _e(d.base.format(1, HEADLINE[d.metric])), _e(d.other.format(1, HEADLINE[d.metric])),
+                 _e(d.diff.format_range(1, HEADLINE[d.metric])), str(d.diff.n)] for d in diffs]
+        parts.append(_table(["condition", "metric", "generation", f"{base.label} (mean ± 95%)",
+                             f"{other.label} (mean ± 95%)", f"{other.label} − {base.label} [95% interval]",
+                             "seeds"], body, left=2))
+    return ("<p>Each condition's metrics at the last generation both runs reached; the difference is paired by "
+            "seed.</p>" + "\n".join(parts))
 
 
 def _loop_plots(rows: list[dict], plot_dir: Path, colours: dict) -> str:
@@ -387,6 +436,8 @@ def build_page(runs: list[Run], plot_dir: Path) -> str:
             parts.append(_loop_findings(own))
         else:
             parts.append(_contamination_findings(run))
+    if len(loop_runs) > 1:
+        parts += [f"<h3>Between runs: each against {_e(loop_runs[0].label)}</h3>", _between_runs(loop_runs)]
     parts.append("<h2>Plots</h2>")
     if loop_rows:
         parts.append(_loop_plots(loop_rows, plot_dir, colours))
