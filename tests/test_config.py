@@ -108,8 +108,10 @@ def test_preflight_accepts_the_shipped_configs_and_leaves_the_global_rng_alone()
 
     from ouroboros.preflight import check_components
 
-    for name in ("loop-digits.yaml", "contamination-digits.yaml"):
-        config = load_config(REPO / "configs" / name)
+    shipped = sorted((REPO / "configs").glob("*.yaml"))
+    assert {"loop-digits.yaml", "contamination-digits.yaml", "scenarios-digits.yaml"} <= {p.name for p in shipped}
+    for path in shipped:
+        config = load_config(path)
         torch.manual_seed(0)
         check_components(config, (1, 8, 8), 10)
         after = torch.rand(3)

@@ -87,7 +87,7 @@ def test_keys_cover_what_changes_the_output(tmp_path):
     assert not set(keys(base)) & set(keys(changed))
     assert base.classifier.key == changed.classifier.key  # the classifier does not depend on the generator
     # Generation 0 is fitted on real data and shared across guidance values.
-    fits0 = {chain[0][0].key for (w, s), chain in base.chains.items() if s == 0}
+    fits0 = {chain[0][0].key for (_, w, s), chain in base.chains.items() if s == 0}
     assert len(fits0) == 1
     # Sampling settings change the samples (and all that follows) but not generation 0's model.
     first = lambda p: next(iter(p.chains.values()))[0]  # noqa: E731

@@ -66,6 +66,41 @@ class DataConfig:
 
 
 @dataclass
+class LoopVariant:
+    """One cell of a grid of loop variants: the LoopConfig keys it changes (None: the
+    loop section's value) and its name in results.csv (default: made from the changes)."""
+
+    name: Optional[str] = None
+    scenario: Optional[Literal["replace", "accumulate", "accumulate-subsample", "mix", "augment", "fresh"]] = None
+    samples_per_generation: Optional[int] = None
+    real_fraction: Optional[float] = None
+    synthetic_ratio: Optional[float] = None
+    window: Optional[int] = None
+
+    def changes(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name != "name" and getattr(self, f.name) is not None}
+
+    def label(self) -> str:
+        if self.name is not None:
+            return self.name
+        ch = self.changes()
+        short = {"real_fraction": "rho", "synthetic_ratio": "lambda", "window": "K", "samples_per_generation": "N"}
+        parts = [ch.pop("scenario")] if "scenario" in ch else []
+        parts += [f"{short.get(k, k)}={_plain(v)}" for k, v in ch.items()]
+        return " ".join(parts) or "loop"
+
+
+def _plain(value) -> str:
+    """A value as it reads in a variant's name: 0.2, 1, or a nested setting's own values."""
+    if isinstance(value, float):
+        return f"{value:g}"
+    if dataclasses.is_dataclass(value):
+        return ",".join(_plain(v) for v in dataclasses.asdict(value).values() if v is not None)
+    return str(value)
+
+
+@dataclass
 class LoopConfig:
     generations: int = 9
     guidance: list[float] = field(default_factory=lambda: [1.0, 0.1, 0.0])
@@ -79,8 +114,28 @@ class LoopConfig:
     # K: the generated part comes from the last K generations' output. None: 1 (only g-1),
     # except accumulate and accumulate-subsample, whose pool holds every generation so far.
     window: Optional[int] = None
+    # A grid in one config: each variant is the loop above with some keys changed and
+    # runs its own chains (every guidance x seed); null: the loop above alone.
+    variants: Optional[list[LoopVariant]] = None
+
+    def cells(self) -> list[tuple[str, "LoopConfig"]]:
+        """(name, resolved loop settings) of each variant; [("", self)] without variants."""
+        if self.variants is None:
+            return [("", self)]
+        return [(v.label(), dataclasses.replace(self, variants=None, **v.changes())) for v in self.variants]
 
     def validate(self, where: str = "loop") -> None:
+        if self.variants is not None:
+            check_list(f"{where}.variants", self.variants, MAX_LIST)
+            names = [v.label() for v in self.variants]
+            for i, (name, cell) in enumerate(self.cells()):
+                check_text(f"{where}.variants[{i}].name", name, 100)
+                if names.count(name) > 1:
+                    raise UserError(f"{where}.variants: two variants are named {name!r}; give each a distinct name")
+                cell.validate(f"{where}.variants[{i}]")
+        self._validate_one(where)
+
+    def _validate_one(self, where: str) -> None:
         from ouroboros.studies.scenarios import SCENARIOS
 
         check_int(f"{where}.generations", self.generations, 1, 1000)
@@ -289,6 +344,9 @@ def _convert(value: Any, tp, where: str) -> Any:
             raise UserError(f"{where} has {len(value)} values; at most {MAX_CONVERT} are allowed")
         return [_convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
     if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):  # already built (a validate() pass over a built config)
+            _check_type(value, tp, where)
+            return value
         return from_dict(tp, value, where)
     if tp is bool:
         if not isinstance(value, bool):

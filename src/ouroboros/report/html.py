@@ -305,6 +305,10 @@ def _loop_plots(rows: list[dict], plot_dir: Path, colours: dict) -> str:
     if any(m.startswith("accuracy/") for m in metrics):
         path = P.plot_class_accuracy(rows, plot_dir / "class_accuracy.png")
         figures.append(_figure(path, "per-class accuracy, one panel per condition"))
+    if "train_real_share" in metrics:
+        path = P.plot_makeup(rows, plot_dir / "makeup.png")
+        figures.append(_figure(path, "what each generation trained on (shares of its training set), one panel per "
+                                     "condition"))
     return ("<p>Mean over seeds; band: min-max over seeds; dotted: generation 0 (trained on real data); dashed: "
             "the real test split. PNG and SVG copies are in <code>plots/</code>.</p>" + "\n".join(figures))
 

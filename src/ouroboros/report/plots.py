@@ -85,8 +85,9 @@ def plot_metric(rows: list[dict], metric: str, path: Path, title: str = "", colo
     """`metric` against generation, one line per condition (see the module docstring)."""
     plt = _pyplot()
 
-    fig, ax = plt.subplots(figsize=(5.6, 3.8))
     series = _series(rows, metric)
+    many = len(series) > 6  # the legend goes beside the axes
+    fig, ax = plt.subplots(figsize=(8.0 if many else 5.6, 3.8))
     colours = colours or condition_colours(conditions(rows))
     for name in conditions(rows):
         if name not in series:
@@ -107,10 +108,24 @@ def plot_metric(rows: list[dict], metric: str, path: Path, title: str = "", colo
     ax.set_ylabel(LABELS.get(metric, metric))
     ax.set_title(title or LABELS.get(metric, metric))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if many:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    else:
+        ax.legend(fontsize=8)
     _save(fig, path)
     plt.close(fig)
     return path
+
+
+def _panels(rows: list[dict], plt, height: float = 3.4):
+    """One axis per condition, wrapped at 4 per row; returns (fig, axes, [(condition, ax)])."""
+    names = conditions(rows)
+    ncols = min(4, len(names))
+    nrows = -(-len(names) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4 * ncols, height * nrows), sharey=True, squeeze=False)
+    for ax in axes.flat[len(names):]:
+        ax.set_visible(False)
+    return fig, axes, list(zip(names, axes.flat))
 
 
 def plot_class_accuracy(rows: list[dict], path: Path) -> Path:
@@ -118,10 +133,9 @@ def plot_class_accuracy(rows: list[dict], path: Path) -> Path:
     plt = _pyplot()
 
     classes = sorted({r["metric"].split("/", 1)[1] for r in rows if r["metric"].startswith("accuracy/")})
-    names = conditions(rows)
-    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.4), sharey=True, squeeze=False)
+    fig, axes, panels = _panels(rows, plt)
     cmap = plt.get_cmap("tab10")
-    for ax, cond in zip(axes[0], names):
+    for cond, ax in panels:
         sub = [r for r in rows if r["cell"] != "reference" and condition(r) == cond]
         for i, name in enumerate(classes):
             series = _series(sub, f"accuracy/{name}").get(cond, {})
@@ -131,8 +145,48 @@ def plot_class_accuracy(rows: list[dict], path: Path) -> Path:
         ax.set_xlabel(GENERATION_LABEL)
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("per-class accuracy (fraction correct)")
+    for row in axes:
+        row[0].set_ylabel("per-class accuracy (fraction correct)")
     axes[0][-1].legend(fontsize=7, title="class", loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def plot_makeup(rows: list[dict], path: Path) -> Path:
+    """What each generation trained on: one panel per condition, the shares of real
+    images and of each earlier generation's output stacked (mean over seeds, from the
+    provenance rows train_real_share and train_share_gen<k>), with the training set's
+    size on a second axis."""
+    plt = _pyplot()
+
+    parts = ["train_real_share"] + sorted({r["metric"] for r in rows if r["metric"].startswith("train_share_gen")},
+                                          key=lambda m: int(m.removeprefix("train_share_gen")))
+    fig, axes, panels = _panels(rows, plt)
+    cmap = plt.get_cmap("viridis")
+    for cond, ax in panels:
+        sub = [r for r in rows if r["cell"] != "reference" and condition(r) == cond]
+        gens = sorted({int(r["generation"]) for r in sub})
+        shares = np.array([[np.mean([float(r["value"]) for r in sub if r["metric"] == m
+                                     and int(r["generation"]) == g] or [0.0]) for g in gens] for m in parts])
+        colors = ["0.55"] + [cmap(k / max(1, len(parts) - 2)) for k in range(len(parts) - 1)]
+        names = ["real"] + [f"gen {m.removeprefix('train_share_gen')}" for m in parts[1:]]
+        ax.stackplot(gens, shares, colors=colors, labels=names, alpha=0.9)
+        size = _series(sub, "train_size").get(cond, {})
+        twin = ax.twinx()
+        twin.plot(sorted(size), [np.mean(size[g]) for g in sorted(size)], color="k", ls="--", lw=1, label="size")
+        twin.set_ylim(bottom=0)
+        twin.tick_params(labelsize=7)
+        ax.set_ylim(0, 1)
+        ax.set_title(cond, fontsize=9)
+        ax.set_xlabel(GENERATION_LABEL)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    for row in axes:
+        row[0].set_ylabel("share of the training set (fraction)")
+    handles, names = panels[0][1].get_legend_handles_labels()
+    fig.legend(handles + [plt.Line2D([], [], color="k", ls="--")], names + ["size, images (right axis)"],
+               fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 0.95))
+    fig.tight_layout()
     _save(fig, path)
     plt.close(fig)
     return path

@@ -17,6 +17,7 @@ images it makes carry provenance generation ``g + 1``.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import sys
 from pathlib import Path
 
@@ -57,8 +58,9 @@ class LoopPlan:
     test: ImageSet
     classifier: Stage
     reference: Stage  # classifier on the real test split
-    # (guidance, seed) -> per generation: (fit, sample, evaluate)
-    chains: dict[tuple[float, int], list[tuple[Stage, Stage, Stage]]]
+    # (variant, guidance, seed) -> per generation: (fit, sample, evaluate); variant is
+    # "" without loop.variants
+    chains: dict[tuple[str, float, int], list[tuple[Stage, Stage, Stage]]]
 
     def targets(self) -> list[Stage]:
         return [self.reference] + [ev for chain in self.chains.values() for (_, _, ev) in chain]
@@ -75,20 +77,19 @@ def plan(config: StudyConfig, cache: Path, splits: tuple[ImageSet, ImageSet] | N
     evaluate = {"metrics": "classifier+fid+prdc", "k": 5}
     reference = Stage("evaluate", evaluate, {"images": test_stage, "classifier": classifier, "real": train_stage},
                       label="real test")
-    lc = config.loop
-    n = lc.samples_per_generation or len(train)
-    scenarios.check_reservoir(lc.scenario, n, lc.generations, lc.real_fraction, len(train))
-    # Each generation samples N images; augment's window (one generation by default) must
-    # also hold round(lambda |R|) of them.
-    n_sample = max(n, scenarios.generated_count(lc.scenario, n, len(train), lc.real_fraction, lc.synthetic_ratio)
-                   if lc.scenario == "augment" else n)
     fit_config, sampling = generator_params(config)
     chains = {}
-    for w in lc.guidance:
-        for s in lc.seeds:
+    for variant, lc in config.loop.cells():
+        n = lc.samples_per_generation or len(train)
+        scenarios.check_reservoir(lc.scenario, n, lc.generations, lc.real_fraction, len(train))
+        # Each generation samples N images; augment's window (one generation by default)
+        # must also hold round(lambda |R|) of them.
+        n_sample = max(n, scenarios.generated_count(lc.scenario, n, len(train), lc.real_fraction,
+                                                    lc.synthetic_ratio) if lc.scenario == "augment" else n)
+        for w, s in itertools.product(lc.guidance, lc.seeds):
             outputs, chain = [], []
             for g in range(lc.generations):
-                label = f"w={w:g} seed={s} gen={g}"
+                label = f"{variant + ' ' if variant else ''}w={w:g} seed={s} gen={g}"
                 source = _training_set(lc, g, s, n, train_stage, outputs, label)
                 fit = Stage("fit", {"config": fit_config, "seed": derived_seed(s, g, "fit"), "name": "diffusion"},
                             {"train": source}, label=label)
@@ -98,7 +99,7 @@ def plan(config: StudyConfig, cache: Path, splits: tuple[ImageSet, ImageSet] | N
                            label=label)
                 chain.append((fit, sample, ev))
                 outputs.append(sample)
-            chains[(float(w), s)] = chain
+            chains[(variant, float(w), s)] = chain
     return LoopPlan(train, test, classifier, reference, chains)
 
 
@@ -122,6 +123,37 @@ def _training_set(lc, g: int, s: int, n: int, train_stage: Stage, outputs: list[
     return Stage("assemble", params, deps, label=label)
 
 
+def varied_columns(config: StudyConfig) -> dict[str, dict[str, object]]:
+    """column -> {variant: value} for every loop setting whose value differs between the
+    variants (nested settings flattened as ``section.key``); {} without variants."""
+    cells = config.loop.cells()
+    if len(cells) < 2:
+        return {}
+    skip = {"generations", "guidance", "seeds", "variants", "scenario"}  # scenario has its own column
+    flat = {name: _flatten({k: v for k, v in dataclasses.asdict(lc).items() if k not in skip}) for name, lc in cells}
+    keys = list(next(iter(flat.values())))
+    return {k: {name: values[k] for name, values in flat.items()} for k in keys
+            if len({repr(values[k]) for values in flat.values()}) > 1}
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = "" if v is None else v
+    return out
+
+
+def param_columns(config: StudyConfig) -> list[str]:
+    """The parameter columns of results.csv: guidance and scenario, then (with
+    loop.variants) the variant's name and each loop setting the variants vary."""
+    if config.loop.variants is None:
+        return ["guidance", "scenario"]
+    return ["guidance", "scenario", "variant", *varied_columns(config)]
+
+
 def _rows(config: StudyConfig, plan_: LoopPlan, paths: dict) -> list[dict]:
     import json
 
@@ -130,16 +162,19 @@ def _rows(config: StudyConfig, plan_: LoopPlan, paths: dict) -> list[dict]:
     for metric, value in ref.items():
         rows.append({"study": config.name, "cell": "reference", "seed": "", "generation": "",
                      "metric": metric, "value": value, "guidance": "", "scenario": ""})
-    scenario = config.loop.scenario
-    for (w, s), chain in plan_.chains.items():
+    cells = dict(config.loop.cells())
+    varied = varied_columns(config)
+    for (variant, w, s), chain in plan_.chains.items():
+        extra = {"variant": variant, **{col: by[variant] for col, by in varied.items()}} if variant else {}
+        cell = f"{variant}, guidance={w:g}" if variant else f"guidance={w:g}"
         for g, (fit, _, ev) in enumerate(chain):
             metrics = json.loads(paths[ev.key].read_text())
             # The training set's size and make-up, read from the provenance of the set
             # the model was actually fitted on.
             metrics.update(scenarios.makeup(ImageSet.load(paths[fit.deps["train"].key])))
             for metric, value in metrics.items():
-                rows.append({"study": config.name, "cell": f"guidance={w:g}", "seed": s, "generation": g,
-                             "metric": metric, "value": value, "guidance": w, "scenario": scenario})
+                rows.append({"study": config.name, "cell": cell, "seed": s, "generation": g, "metric": metric,
+                             "value": value, "guidance": w, "scenario": cells[variant].scenario, **extra})
     return rows
 
 
@@ -149,12 +184,14 @@ def run(config: StudyConfig, run_dir: Path, progress: bool = True, runner=None) 
     from ouroboros.report.results import write_results
 
     splits = load_splits(config)  # bad data fails here, before anything is written
-    lc = config.loop  # and so does a real split too small for the scenario
-    scenarios.check_reservoir(lc.scenario, lc.samples_per_generation or len(splits[0]), lc.generations,
-                              lc.real_fraction, len(splits[0]))
+    for _, lc in config.loop.cells():  # and so does a real split too small for a scenario
+        scenarios.check_reservoir(lc.scenario, lc.samples_per_generation or len(splits[0]), lc.generations,
+                                  lc.real_fraction, len(splits[0]))
     check_run(config, run_dir, splits[0].shape, splits[0].num_classes)  # and a bad --out or component
     if progress:
-        print(f"ouroboros: {config.name}: scenario {config.loop.scenario}, {len(config.loop.guidance)} guidance x "
+        names = [name for name, _ in config.loop.cells()]
+        what = f"{len(names)} variants" if config.loop.variants is not None else f"scenario {config.loop.scenario}"
+        print(f"ouroboros: {config.name}: {what}, {len(config.loop.guidance)} guidance x "
               f"{len(config.loop.seeds)} seeds x "
               f"{config.loop.generations} generations on {len(splits[0])} real training images -> {run_dir}",
               file=sys.stderr)
@@ -163,14 +200,15 @@ def run(config: StudyConfig, run_dir: Path, progress: bool = True, runner=None) 
     p = plan(config, runner.cache, splits)
     paths = runner.run(p.targets())
 
-    write_results(run_dir / "results.csv", _rows(config, p, paths), ["guidance", "scenario"])
+    write_results(run_dir / "results.csv", _rows(config, p, paths), param_columns(config))
     write_timings(run_dir, runner)
     first_seed = config.loop.seeds[0]
-    for (w, s), chain in p.chains.items():
+    for (variant, w, s), chain in p.chains.items():
         if s != first_seed:
             continue
+        folder = f"{variant}, guidance={w:g}" if variant else f"guidance={w:g}"
         for g, (_, sample, _) in enumerate(chain):
-            out = run_dir / "samples" / f"guidance={w:g}" / f"gen{g}.png"
+            out = run_dir / "samples" / folder / f"gen{g}.png"
             save_grid(ImageSet.load(paths[sample.key]), out, config.output.grid_per_class, config.output.grid_scale)
     save_grid(p.train, run_dir / "samples" / "real.png", config.output.grid_per_class, config.output.grid_scale)
     report(run_dir)
@@ -178,23 +216,34 @@ def run(config: StudyConfig, run_dir: Path, progress: bool = True, runner=None) 
 
 
 def summary_table(rows: list[dict]) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
-    """Key metrics (mean ± std over seeds) at the first, middle and last generation per guidance."""
+    """Key metrics (mean ± std over seeds) at the first, middle and last generation per
+    guidance, or per variant and guidance when the run has loop.variants."""
     import numpy as np
 
-    header = ("guidance", "generation", "accuracy", "cross-entropy", "FID", "precision", "recall", "seeds")
-    out = []
     loop_rows = [r for r in rows if r["cell"] != "reference"]
-    guidances = sorted({r["guidance"] for r in loop_rows}, key=lambda g: -float(g))
+    by_variant = any(r.get("variant") for r in loop_rows)
+    header = ("variant" if by_variant else "guidance", "generation", "accuracy", "cross-entropy", "FID",
+              "precision", "recall", "seeds")
+    out = []
     gens = sorted({int(r["generation"]) for r in loop_rows})
-    for w in guidances:
+    for cell in _cells(loop_rows):
         for g in sorted({gens[0], gens[len(gens) // 2], gens[-1]}):
-            sel = [r for r in loop_rows if r["guidance"] == w and int(r["generation"]) == g]
-            cells = []
+            sel = [r for r in loop_rows if r["cell"] == cell and int(r["generation"]) == g]
+            values = []
             for metric in ("accuracy", "cross_entropy", "fid", "precision", "recall"):
                 v = [float(r["value"]) for r in sel if r["metric"] == metric]
-                cells.append(f"{np.mean(v):.3f} ± {np.std(v):.3f}" if v else "-")
-            out.append((f"{float(w):g}", str(g), *cells, str(len({r["seed"] for r in sel}))))
+                values.append(f"{np.mean(v):.3f} ± {np.std(v):.3f}" if v else "-")
+            first = cell if by_variant else f"{float(sel[0]['guidance']):g}"
+            out.append((first, str(g), *values, str(len({r["seed"] for r in sel}))))
     return header, out
+
+
+def _cells(loop_rows: list[dict]) -> list[str]:
+    """The conditions of a run in display order: variants as listed, guidance descending."""
+    order = {}
+    for r in loop_rows:
+        order.setdefault(r["cell"], (len(order) if r.get("variant") else 0, -float(r["guidance"])))
+    return sorted(order, key=order.get)
 
 
 def report(run_dir: Path) -> Path:
