@@ -182,7 +182,15 @@ def made_elsewhere_warning(records: list[dict]) -> str | None:
 
 
 class Runner:
-    def __init__(self, run_dir: Path, workers: int = 0, threads_per_worker: int = 1, progress: bool = True):
+    """Runs stages into ``run_dir/cache``. With `progress`, a bar of stages done / total
+    with the time remaining, and one line per finished stage. `on_event`, when given, is
+    called with one dict per event: ``{"event": "cached" | "started" | "finished" |
+    "failed", "kind", "label", "key"}``, plus ``"seconds"`` (wall time) when finished or
+    failed and ``"error"`` when failed (see `JsonEventLog`)."""
+
+    def __init__(self, run_dir: Path, workers: int = 0, threads_per_worker: int = 1, progress: bool = True,
+                 on_event: Callable[[dict], None] | None = None):
+        self.on_event = on_event
         self.run_dir = Path(run_dir)
         self.cache = self.run_dir / "cache"
         self.workers = workers
@@ -207,6 +215,9 @@ class Runner:
         paths = {k: s.artifact(self.cache) for k, s in order.items()}
         todo = {k: s for k, s in order.items() if not paths[k].exists()}
         done_before = len(order) - len(todo)
+        for key, stage in order.items():
+            if key not in todo:
+                self._emit("cached", stage)
         self._check_records([s for k, s in order.items() if k not in todo])
         bar = self._bar(len(order), done_before)
         try:
@@ -216,6 +227,10 @@ class Runner:
             if bar is not None:
                 bar.close()
         return paths
+
+    def _emit(self, event: str, stage: Stage, **extra) -> None:
+        if self.on_event is not None:
+            self.on_event({"event": event, "kind": stage.kind, "label": stage.label, "key": stage.key, **extra})
 
     def _check_records(self, cached: list[Stage]) -> None:
         """Warn (once, one line) when cached artifacts were made elsewhere."""
@@ -247,6 +262,7 @@ class Runner:
         workers = self._n_workers(todo)
         pending = dict(todo)
         running: dict[cf.Future, Stage] = {}
+        started: dict[str, float] = {}
 
         def ready(stage: Stage) -> bool:
             return all(d.key not in pending and d.key not in {s.key for s in running.values()} for d in stage.deps.values())
@@ -257,14 +273,26 @@ class Runner:
 
         def finished(stage: Stage, seconds: float) -> None:
             self.timings.append((stage.kind, stage.label, seconds))
+            self._emit("finished", stage, seconds=round(seconds, 3))
             if bar is not None:
-                bar.set_postfix_str(f"{stage.kind} {stage.label} {seconds:.1f}s", refresh=False)
+                bar.write(f"[{bar.n + 1}/{bar.total}] {stage.kind} {stage.label}: {seconds:.1f}s", file=sys.stderr)
                 bar.update(1)
+
+        def failed(stage: Stage, start: float, exc: BaseException) -> None:
+            self._emit("failed", stage, seconds=round(time.perf_counter() - start, 3),
+                       error=f"{type(exc).__name__}: {exc}")
 
         if workers == 1:
             _set_threads(self.threads)
             for key, stage in todo.items():  # `todo` is in dependency order
-                finished(stage, _execute(*args(stage)))
+                self._emit("started", stage)
+                start = time.perf_counter()
+                try:
+                    seconds = _execute(*args(stage))
+                except BaseException as exc:
+                    failed(stage, start, exc)
+                    raise
+                finished(stage, seconds)
             return
 
         ctx = multiprocessing.get_context("spawn")
@@ -276,15 +304,43 @@ class Runner:
                             break
                         if ready(stage):
                             del pending[key]
+                            self._emit("started", stage)
+                            started[key] = time.perf_counter()
                             running[pool.submit(_execute, *args(stage))] = stage
                     if not running:
                         raise RuntimeError("stage graph has a cycle or a missing dependency")
                     done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
                     for fut in done:
                         stage = running.pop(fut)
-                        finished(stage, fut.result())
+                        try:
+                            seconds = fut.result()
+                        except BaseException as exc:
+                            failed(stage, started[stage.key], exc)
+                            raise
+                        finished(stage, seconds)
             except BaseException:
                 for fut in running:
                     fut.cancel()
                 pool.shutdown(wait=False, cancel_futures=True)
                 raise
+
+
+class JsonEventLog:
+    """A Runner's `on_event` writing JSON Lines: each event one JSON object on one line
+    (the Runner's fields plus ``time``, seconds since the epoch), flushed as it
+    happens so another program can follow the file while the run goes on. The file is
+    created at the first event, so a run that fails its checks writes nothing."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.file = None
+
+    def __call__(self, event: dict) -> None:
+        if self.file is None:
+            self.file = open(self.path, "w", encoding="utf-8")  # noqa: SIM115  (closed by close())
+        self.file.write(json.dumps({**event, "time": round(time.time(), 3)}) + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()

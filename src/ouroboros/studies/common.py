@@ -43,7 +43,12 @@ def open_run(config: StudyConfig, run_dir: Path, progress: bool, runner: Runner 
 
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
-    return runner or Runner(run_dir, config.executor.workers, config.executor.threads_per_worker, progress)
+    return runner or make_runner(config, run_dir, progress)
+
+
+def make_runner(config: StudyConfig, run_dir: Path, progress: bool, on_event=None) -> Runner:
+    """The runner of a study's run folder, as `config.executor` asks; `on_event` as in `Runner`."""
+    return Runner(run_dir, config.executor.workers, config.executor.threads_per_worker, progress, on_event=on_event)
 
 
 def write_timings(run_dir: Path, runner: Runner) -> None:

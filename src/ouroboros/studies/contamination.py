@@ -523,6 +523,7 @@ def report(run_dir: Path, config: StudyConfig, rows: list[dict] | None = None) -
 
 def run(config: StudyConfig, run_dir: Path, progress: bool = True, runner=None) -> dict:
     from ouroboros.report.grids import save_grid
+    from ouroboros.report.html import write_report
     from ouroboros.report.results import write_results
 
     splits = load_splits(config)  # bad data fails here, before anything is written
@@ -550,4 +551,5 @@ def run(config: StudyConfig, run_dir: Path, progress: bool = True, runner=None) 
             save_grid(ImageSet.load(paths[cell.mixture.key]), run_dir / "samples" / f"{name}.png",
                       config.output.grid_per_class, config.output.grid_scale)
     save_grid(splits["train"], run_dir / "samples" / "real.png", config.output.grid_per_class, config.output.grid_scale)
+    write_report([run_dir])
     return {"run_dir": str(run_dir), "timings": runner.timings}

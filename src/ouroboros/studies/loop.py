@@ -540,32 +540,7 @@ def recall_sweeps(rows: list[dict]) -> dict[str, list[dict]]:
 
 
 def report(run_dir: Path) -> Path:
-    """(Re)draw plots and report.html from results.csv."""
+    """(Re)draw the plots and the self-contained report.html from results.csv."""
     from ouroboros.report.html import write_report
-    from ouroboros.report.plots import plot_class_accuracy, plot_makeup, plot_metric, plot_sweep
-    from ouroboros.report.results import read_results
 
-    run_dir = Path(run_dir)
-    rows = read_results(run_dir / "results.csv")
-    for line, r in enumerate(rows, start=2):  # every generation's row names its generation and guidance
-        if r["cell"] != "reference" and (r["generation"] == "" or r.get("guidance", "") == ""):
-            raise UserError(f"{run_dir / 'results.csv'} line {line} has no generation or guidance, so it is not a "
-                            "feedback-loop results table; run the study again with the same --out to rewrite it")
-    header, table = summary_table(rows)
-    by = "cell" if any(r.get("variant") for r in rows) else "guidance"
-    # The plots show the pooled output; each family's own samples get plots/family-<name>/.
-    for family in sorted({r.get("family", "") for r in rows}):
-        sub = [r for r in rows if r.get("family", "") in ("", family) and (r["cell"] == "reference" or
-                                                                          r.get("family", "") == family)]
-        folder = run_dir / "plots" / (f"family-{family}" if family else "")
-        for metric in ("accuracy", "cross_entropy", "fid", "precision", "recall", "density", "coverage"):
-            plot_metric(sub, metric, folder / f"{metric}.png", title=f"{family}: {metric}" if family else "", by=by)
-        plot_class_accuracy(sub, folder / "class_accuracy.png", by=by)
-    rows = pooled(rows)
-    plot_makeup(rows, run_dir / "plots" / "makeup.png", by=by)
-    for name, sweep in recall_sweeps(rows).items():
-        for metric in ("accuracy", "fid", "recall", "train_real_share"):
-            plot_sweep(sweep, "curation.recall", metric, run_dir / "plots" / f"sweep-{name}-{metric}.png",
-                       title=f"{name}: {metric} at the last generation vs watermark recall (95% interval)")
-    study = rows[0]["study"] if rows else "study"
-    return write_report(run_dir, f"ouroboros feedback loop: {study}", table, header)
+    return write_report([Path(run_dir)])
