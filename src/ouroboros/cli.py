@@ -40,17 +40,29 @@ def _run_study(config, out: Path, quiet: bool) -> int:
     return 0
 
 
+def _executor_options(config, args):
+    """--executor and --ray-address over the config's executor section."""
+    if args.executor is not None:
+        config.executor.kind = args.executor
+    if args.ray_address is not None:
+        if config.executor.kind != "ray":
+            raise UserError("--ray-address applies to the ray executor; add --executor ray")
+        config.executor.address = args.ray_address
+    config.validate()
+    return config
+
+
 def cmd_demo(args) -> int:
     from ouroboros.config import load_config
 
-    config = load_config(None, args.set, base={"name": "demo"})
+    config = _executor_options(load_config(None, args.set, base={"name": "demo"}), args)
     return _run_study(config, Path(args.out), args.quiet)
 
 
 def cmd_run(args) -> int:
     from ouroboros.config import load_config
 
-    config = load_config(args.config, args.set)
+    config = _executor_options(load_config(args.config, args.set), args)
     out = Path(args.out) if args.out else Path("runs") / config.name
     return _run_study(config, out, args.quiet)
 
@@ -173,6 +185,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config value, e.g. --set loop.generations=3 (repeatable)")
         p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+        p.add_argument("--executor", choices=["local", "ray"],
+                       help="where stages run: local worker processes or Ray tasks (default: the config's "
+                            "executor.kind, local)")
+        p.add_argument("--ray-address", metavar="ADDR",
+                       help="with --executor ray: auto (the cluster running here) or HOST:PORT of a head node "
+                            "(default: start a local Ray instance)")
 
     p = sub.add_parser("demo", help="the feedback-loop study on the embedded digits (what `make demo` runs)")
     p.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
@@ -182,7 +200,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run or resume a study config")
     p.add_argument("config", help="study config (YAML), e.g. configs/loop-digits.yaml")
     p.add_argument("--out", help="run folder (default: runs/<name>)")
-    p.add_argument("--executor", choices=["local"], default="local", help="where stages run (default: local)")
     common(p)
     p.set_defaults(func=cmd_run)
 

@@ -7,9 +7,10 @@ config lands on the same artifacts. An artifact is written atomically under
 the process at any point therefore loses at most the stages in flight, and running
 again resumes.
 
-Independent stages run in parallel worker processes (``executor.workers``). Each
-worker uses ``threads_per_worker`` torch threads, so results do not depend on how
-many workers there are.
+Independent stages run in parallel, on an executor (`ouroboros.executors`): local
+worker processes (``executor.workers``) or Ray tasks on a cluster. Each stage uses
+``threads_per_worker`` torch threads, so results do not depend on how many run at once
+or where.
 
 A key also covers the code that makes the artifact: the stage kind's `version` and the
 package version, so an upgrade never reuses artifacts older code made. Beside each
@@ -19,10 +20,7 @@ and the device it was made on; a resume that reuses artifacts made elsewhere say
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import json
-import multiprocessing
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -182,13 +180,18 @@ def made_elsewhere_warning(records: list[dict]) -> str | None:
 
 
 class Runner:
-    def __init__(self, run_dir: Path, workers: int = 0, threads_per_worker: int = 1, progress: bool = True):
+    def __init__(self, run_dir: Path, workers: int = 0, threads_per_worker: int = 1, progress: bool = True,
+                 executor=None):
+        """`executor` runs the stages (`ouroboros.executors`); by default the local one with
+        `workers` processes of `threads_per_worker` torch threads each."""
+        from ouroboros.executors import LocalExecutor
+
         self.run_dir = Path(run_dir)
         self.cache = self.run_dir / "cache"
-        self.workers = workers
-        self.threads = threads_per_worker
+        self.executor = executor if executor is not None else LocalExecutor(workers, threads_per_worker)
         self.progress = progress
         self.timings: list[tuple[str, str, float]] = []  # (kind, label, seconds) of stages run now
+        self.nodes: list[str] = []  # the node each of those stages ran on, in the same order
         self.warned = False  # about cached artifacts made elsewhere: once per runner
 
     def run(self, targets: list[Stage]) -> dict[str, Path]:
@@ -238,53 +241,16 @@ class Runner:
         return tqdm(total=total, initial=initial, desc="stages", unit="stage", file=sys.stderr,
                     dynamic_ncols=True, mininterval=0.5)
 
-    def _n_workers(self, todo: dict[str, Stage]) -> int:
-        if self.workers > 0:
-            return self.workers
-        return max(1, min(os.cpu_count() or 1, len(todo)))
-
     def _schedule(self, todo: dict[str, Stage], paths: dict[str, Path], bar) -> None:
-        workers = self._n_workers(todo)
-        pending = dict(todo)
-        running: dict[cf.Future, Stage] = {}
-
-        def ready(stage: Stage) -> bool:
-            return all(d.key not in pending and d.key not in {s.key for s in running.values()} for d in stage.deps.values())
-
         def args(stage: Stage):
             return (stage.kind, stage.params, {n: str(paths[d.key]) for n, d in stage.deps.items()},
                     str(paths[stage.key]), str(stage.record(self.cache)))
 
-        def finished(stage: Stage, seconds: float) -> None:
+        def finished(stage: Stage, seconds: float, node: str) -> None:
             self.timings.append((stage.kind, stage.label, seconds))
+            self.nodes.append(node)
             if bar is not None:
                 bar.set_postfix_str(f"{stage.kind} {stage.label} {seconds:.1f}s", refresh=False)
                 bar.update(1)
 
-        if workers == 1:
-            _set_threads(self.threads)
-            for key, stage in todo.items():  # `todo` is in dependency order
-                finished(stage, _execute(*args(stage)))
-            return
-
-        ctx = multiprocessing.get_context("spawn")
-        with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(self.threads,)) as pool:
-            try:
-                while pending or running:
-                    for key, stage in list(pending.items()):
-                        if len(running) >= workers:
-                            break
-                        if ready(stage):
-                            del pending[key]
-                            running[pool.submit(_execute, *args(stage))] = stage
-                    if not running:
-                        raise RuntimeError("stage graph has a cycle or a missing dependency")
-                    done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
-                    for fut in done:
-                        stage = running.pop(fut)
-                        finished(stage, fut.result())
-            except BaseException:
-                for fut in running:
-                    fut.cancel()
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
+        self.executor.execute(todo, args, finished, bar)

@@ -38,15 +38,24 @@ def generator_params(config: StudyConfig) -> tuple[dict, dict]:
 
 
 def open_run(config: StudyConfig, run_dir: Path, progress: bool, runner: Runner | None = None) -> Runner:
-    """Create the run folder, write the resolved config.yaml, and return its runner."""
+    """Start the executor, create the run folder, write the resolved config.yaml, and
+    return its runner. The executor starts first: a cluster that does not answer, or a
+    node that cannot see the run folder, stops the run before anything is written."""
     import yaml
 
+    from ouroboros.executors import make_executor
+
+    if runner is None:
+        runner = Runner(run_dir, progress=progress, executor=make_executor(config.executor))
+    runner.executor.start(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
-    return runner or Runner(run_dir, config.executor.workers, config.executor.threads_per_worker, progress)
+    return runner
 
 
 def write_timings(run_dir: Path, runner: Runner) -> None:
-    """timings.json: the stages run this time, with their wall time."""
+    """timings.json: the stages run this time, with their wall time and the node each ran on
+    (the host name locally; the Ray node's name under Ray)."""
     write_json_atomic(run_dir / "timings.json",
-                      [{"kind": k, "stage": label, "seconds": round(sec, 3)} for k, label, sec in runner.timings])
+                      [{"kind": k, "stage": label, "seconds": round(sec, 3), "node": node}
+                       for (k, label, sec), node in zip(runner.timings, runner.nodes)])
