@@ -49,6 +49,13 @@ def _executor_options(config, args):
             raise UserError("--ray-address applies to the ray executor; add --executor ray")
         config.executor.address = args.ray_address
     config.validate()
+    if config.executor.kind == "ray":  # a missing extra or a dead address: found before any data is loaded
+        from ouroboros.executors.address import check_reachable
+        from ouroboros.executors.ray import import_ray
+
+        import_ray()
+        if config.executor.address is not None:
+            check_reachable(config.executor.address)
     return config
 
 

@@ -37,17 +37,23 @@ def generator_params(config: StudyConfig) -> tuple[dict, dict]:
     return ({k: v for k, v in gen.items() if k not in SAMPLING_FIELDS}, {k: gen[k] for k in SAMPLING_FIELDS})
 
 
-def open_run(config: StudyConfig, run_dir: Path, progress: bool, runner: Runner | None = None) -> Runner:
-    """Start the executor, create the run folder, write the resolved config.yaml, and
-    return its runner. The executor starts first: a cluster that does not answer, or a
-    node that cannot see the run folder, stops the run before anything is written."""
-    import yaml
-
+def start_runner(config: StudyConfig, run_dir: Path, progress: bool, runner: Runner | None = None) -> Runner:
+    """The study's runner with its executor started: a cluster that does not answer, or a
+    node that cannot see the run folder, stops the run here, before anything is written."""
     from ouroboros.executors import make_executor
 
     if runner is None:
         runner = Runner(run_dir, progress=progress, executor=make_executor(config.executor))
     runner.executor.start(run_dir)
+    return runner
+
+
+def open_run(config: StudyConfig, run_dir: Path, progress: bool, runner: Runner | None = None) -> Runner:
+    """Create the run folder, write the resolved config.yaml, and return its runner
+    (started by `start_runner` unless given one already started)."""
+    import yaml
+
+    runner = start_runner(config, run_dir, progress, runner)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
     return runner

@@ -27,7 +27,8 @@ from ouroboros.errors import UserError
 from ouroboros.preflight import check_run
 from ouroboros.runner import Stage
 from ouroboros.studies import scenarios
-from ouroboros.studies.common import data_stage, derived_seed, generator_params, open_run, write_timings
+from ouroboros.studies.common import (data_stage, derived_seed, generator_params, open_run, start_runner,
+                                      write_timings)
 
 
 def load_splits(config: StudyConfig) -> tuple[ImageSet, ImageSet]:
@@ -153,6 +154,7 @@ def run(config: StudyConfig, run_dir: Path, progress: bool = True, runner=None) 
     scenarios.check_reservoir(lc.scenario, lc.samples_per_generation or len(splits[0]), lc.generations,
                               lc.real_fraction, len(splits[0]))
     check_run(config, run_dir, splits[0].shape, splits[0].num_classes)  # and a bad --out or component
+    runner = start_runner(config, Path(run_dir), progress, runner)  # and a cluster that cannot run it
     if progress:
         print(f"ouroboros: {config.name}: scenario {config.loop.scenario}, {len(config.loop.guidance)} guidance x "
               f"{len(config.loop.seeds)} seeds x "
