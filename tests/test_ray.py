@@ -291,8 +291,8 @@ def test_a_study_spreads_over_two_nodes_with_the_same_results(cluster, tmp_path,
 
 
 def test_a_node_that_cannot_see_the_run_folder_is_named(cluster):
-    out = cluster.hidden / "run"  # the head sees this folder; the second node sees an empty tmpfs there
+    out = cluster.hidden / "new" / "run"  # the head sees this folder; the second node sees an empty tmpfs there
     proc = subprocess.run(_demo(out, "--quiet", "--executor", "ray", "--ray-address", cluster.address),
                           capture_output=True, text=True, timeout=300, env=ENV)
     assert_user_error(proc, f"the run folder {out} is not usable from Ray node second", "shares")
-    assert not out.exists()
+    assert list(cluster.hidden.iterdir()) == []  # the folders made for the probe are gone

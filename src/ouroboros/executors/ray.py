@@ -157,7 +157,7 @@ class RayExecutor:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         nodes = [n for n in ray.nodes() if n["Alive"]]
-        created = not run_dir.exists()
+        created = [p for p in [run_dir, *run_dir.parents] if not p.exists()]  # removed again on failure
         run_dir.mkdir(parents=True, exist_ok=True)
         token = secrets.token_hex(8)
         mine = run_dir / f".ouroboros-probe-{token}"
@@ -171,7 +171,10 @@ class RayExecutor:
                 if ref in late:
                     reason = f"it did not answer within {PROBE_TIMEOUT_S:g} s"
                 else:
-                    reason = ray.get(ref)
+                    try:
+                        reason = ray.get(ref)
+                    except ray.exceptions.RayError as exc:  # the node died, or its worker could not start
+                        reason = type(exc).__name__
                     theirs = run_dir / f".ouroboros-probe-{token}-{node['NodeID']}"
                     if reason is None and not theirs.is_file():
                         reason = "what it wrote there does not show up here"
@@ -181,9 +184,9 @@ class RayExecutor:
                                     f"({node['NodeManagerAddress']}): {reason}; put --out on storage every node "
                                     "shares (e.g. NFS), mounted at the same path")
         except BaseException:
-            if created:
-                _remove_probes(run_dir, token)
-                run_dir.rmdir()
+            _remove_probes(run_dir, token)
+            for folder in created:  # innermost first
+                folder.rmdir()
             raise
         finally:
             _remove_probes(run_dir, token)
