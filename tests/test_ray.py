@@ -238,7 +238,7 @@ def test_a_killed_driver_resumes_from_the_finished_stages(tmp_path, local_result
 def _start_node(args: list[str], log: Path, hide: Path | None = None) -> subprocess.Popen:
     """`ray start ... --block` with one CPU; returns once the node is up. With `hide`, the node
     runs in its own mount namespace with an empty tmpfs over that folder."""
-    command = [RAY, "start", "--num-cpus=1", "--block", *args]
+    command = [RAY, "start", "--num-cpus=1", f"--object-store-memory={100 * 1024**2}", "--block", *args]
     if hide is not None:
         command = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
                    'mount -t tmpfs ouroboros-test "$0" && exec "$@"', str(hide), *command]
@@ -296,3 +296,23 @@ def test_a_node_that_cannot_see_the_run_folder_is_named(cluster):
                           capture_output=True, text=True, timeout=300, env=ENV)
     assert_user_error(proc, f"the run folder {out} is not usable from Ray node second", "shares")
     assert list(cluster.hidden.iterdir()) == []  # the folders made for the probe are gone
+
+
+def test_bad_input_inside_a_stage_reaches_the_cli_as_itself():
+    """A stage's UserError comes back from its Ray task as that UserError (the CLI prints
+    its one line), not as Ray's wrapper with a remote traceback."""
+    import ray
+
+    from ouroboros.executors.ray import _result
+
+    def bad_input():  # nested: Ray ships it by value (its workers cannot import this test module)
+        raise UserError("generator.hidden is too small for this data")
+
+    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False,
+             object_store_memory=100 * 1024**2)
+    try:
+        with pytest.raises(UserError) as caught:
+            _result(ray, ray.remote(bad_input).remote())
+        assert type(caught.value) is UserError and str(caught.value) == "generator.hidden is too small for this data"
+    finally:
+        ray.shutdown()
