@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml constraints-cpu.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints-cpu.txt torch==2.13.0
-	$(BIN)/pip install --quiet -c constraints-cpu.txt -e '.[test]'
+	$(BIN)/pip install --quiet -c constraints-cpu.txt -e '.[test,ray]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -86,8 +86,8 @@ def test_study_config_checks_types_of_python_values():
     with pytest.raises(UserError, match="study must be one of loop, contamination"):
         config.validate()
     config = StudyConfig()
-    config.executor.kind = "ray"
-    with pytest.raises(UserError, match="executor.kind must be one of local"):
+    config.executor.kind = "dask"
+    with pytest.raises(UserError, match="executor.kind must be one of local, ray"):
         config.validate()
     config = StudyConfig(name="a\udcffb")  # undecodable bytes from argv
     with pytest.raises(UserError, match="name is not valid UTF-8"):

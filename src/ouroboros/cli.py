@@ -49,17 +49,36 @@ def _run_study(config, out: Path, quiet: bool, log_json: str | None = None) -> i
     return 0
 
 
+def _executor_options(config, args):
+    """--executor and --ray-address over the config's executor section."""
+    if args.executor is not None:
+        config.executor.kind = args.executor
+    if args.ray_address is not None:
+        if config.executor.kind != "ray":
+            raise UserError("--ray-address applies to the ray executor; add --executor ray")
+        config.executor.address = args.ray_address
+    config.validate()
+    if config.executor.kind == "ray":  # a missing extra or a dead address: found before any data is loaded
+        from ouroboros.executors.address import check_reachable
+        from ouroboros.executors.ray import import_ray
+
+        import_ray()
+        if config.executor.address is not None:
+            check_reachable(config.executor.address)
+    return config
+
+
 def cmd_demo(args) -> int:
     from ouroboros.config import load_config
 
-    config = load_config(None, args.set, base={"name": "demo"})
+    config = _executor_options(load_config(None, args.set, base={"name": "demo"}), args)
     return _run_study(config, Path(args.out), args.quiet, args.log_json)
 
 
 def cmd_run(args) -> int:
     from ouroboros.config import load_config
 
-    config = load_config(args.config, args.set)
+    config = _executor_options(load_config(args.config, args.set), args)
     out = Path(args.out) if args.out else Path("runs") / config.name
     return _run_study(config, out, args.quiet, args.log_json)
 
@@ -182,6 +201,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--log-json", metavar="FILE",
                        help="write one JSON object per line to FILE for each stage cached, started, finished or "
                             "failed (kind, label, key, seconds)")
+        p.add_argument("--executor", choices=["local", "ray"],
+                       help="where stages run: local worker processes or Ray tasks (default: the config's "
+                            "executor.kind, local)")
+        p.add_argument("--ray-address", metavar="ADDR",
+                       help="with --executor ray: auto (the cluster running here) or HOST:PORT of a head node "
+                            "(default: start a local Ray instance)")
 
     p = sub.add_parser("demo", help="the feedback-loop study on the embedded digits (what `make demo` runs)")
     p.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
@@ -191,7 +216,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run or resume a study config")
     p.add_argument("config", help="study config (YAML), e.g. configs/loop-digits.yaml")
     p.add_argument("--out", help="run folder (default: runs/<name>)")
-    p.add_argument("--executor", choices=["local"], default="local", help="where stages run (default: local)")
     common(p)
     p.set_defaults(func=cmd_run)
 

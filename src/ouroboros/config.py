@@ -345,13 +345,25 @@ class OutputConfig:
 
 @dataclass
 class ExecutorConfig:
-    kind: Literal["local"] = "local"
-    workers: int = 0  # 0: one per CPU core (at most one per independent chain)
-    threads_per_worker: int = 1
+    # local: worker processes on this machine. ray: each stage a Ray task (ouroboros.executors.ray).
+    kind: Literal["local", "ray"] = "local"
+    workers: int = 0  # local: 0 = one per CPU core (at most one per independent chain); ray: CPUs of a local instance
+    threads_per_worker: int = 1  # torch threads per stage; under Ray, the CPUs each stage asks for
+    # ray: None starts a local Ray instance; "auto" joins the cluster running on this machine;
+    # HOST:PORT (or ray://HOST:PORT) joins that cluster's head.
+    address: Optional[str] = None
+    gpus_per_stage: float = 1.0  # ray: GPUs a stage whose device resolves to CUDA asks for (0.25: four share one)
+    retries: int = 3  # ray: how many times a stage whose worker or node died is run again
 
     def validate(self, where: str = "executor") -> None:
         check_int(f"{where}.workers", self.workers, 0, 256)
         check_int(f"{where}.threads_per_worker", self.threads_per_worker, 1, 256)
+        check_float(f"{where}.gpus_per_stage", self.gpus_per_stage, 0.0, 1.0, lo_open=True)
+        check_int(f"{where}.retries", self.retries, 0, 100)
+        if self.address is not None:
+            from ouroboros.executors.address import check_address
+
+            check_address(f"{where}.address", self.address)
 
 
 @dataclass

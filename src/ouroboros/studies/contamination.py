@@ -48,7 +48,8 @@ from ouroboros.errors import UserError
 from ouroboros.preflight import check_run
 from ouroboros.report.stats import HOLDS, NOT_RESOLVED, REVERSED, Interval, paired_difference, t_interval, verdict
 from ouroboros.runner import Stage
-from ouroboros.studies.common import data_stage, derived_seed, generator_params, open_run, write_timings
+from ouroboros.studies.common import (data_stage, derived_seed, generator_params, open_run, start_runner,
+                                      write_timings)
 
 PARAM_COLUMNS = ["table", "source", "ratio", "arch", "test"]
 SET_METRICS = ("images", "unique_images")  # rows describing each training set
@@ -528,6 +529,7 @@ def run(config: StudyConfig, run_dir: Path, progress: bool = True, runner=None) 
 
     splits = load_splits(config)  # bad data fails here, before anything is written
     check_run(config, run_dir, splits["train"].shape, splits["train"].num_classes)  # and a bad --out or component
+    runner = start_runner(config, Path(run_dir), progress, runner)  # and a cluster that cannot run it
     k = splits["train"].num_classes
     group_confusion(np.zeros((k, k)), splits["train"].class_names, config.contamination.class_groups)
     if progress:

@@ -56,6 +56,7 @@ from ouroboros.studies.common import (
     data_stage,
     derived_seed,
     open_run,
+    start_runner,
     write_timings,
 )
 
@@ -447,6 +448,7 @@ def run(config: StudyConfig, run_dir: Path, progress: bool = True, runner=None) 
         check_loop(lc, curation_split(lc, config.data.split_seed, splits[0])[0])
     check_run(config, run_dir, splits[0].shape, splits[0].num_classes)  # and a bad --out or component
     check_families(config, splits[0])  # and a family whose settings cannot fit this data
+    runner = start_runner(config, Path(run_dir), progress, runner)  # and a cluster that cannot run it
     if progress:
         lc = config.loop
         pool = " + ".join(f"{e.label} {e.share:.0%}" for e in lc.generators) if lc.generators else None
