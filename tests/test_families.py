@@ -228,3 +228,21 @@ def test_a_gaussian_family_without_two_images_per_class_is_refused_up_front(tmp_
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1 and "needs at least 2 images per class" in err[0] and "has 1 per class" in err[0], err
     assert not out.exists()
+
+
+def test_a_pca_family_models_every_generation_in_the_real_datas_pca_space(pooled_chain, digits):
+    """Item 4: the PCA space is fitted on the real training split, not on each
+    generation's training set, so every generation's Gaussians live in one space."""
+    from ouroboros.generators.base import load_fitted
+    from ouroboros.generators.gaussian import fit_pca
+
+    chain, parts, load = pooled_chain
+    real = digits[0].to_float().reshape(len(digits[0]), -1).astype(np.float64)
+    centre, basis = fit_pca(real, 8)
+    for g, generation in enumerate(parts):
+        for name, (fit, _, _) in generation.items():
+            _, model = load_fitted(load.paths[fit.key])
+            assert np.allclose(model.pca[0], centre) and np.allclose(model.pca[1], basis), (g, name)
+    # ...while a PCA on generation 2's own training set is a different space
+    _, own = fit_pca(load(chain[2][0].deps["train"]).to_float().reshape(-1, real.shape[1]).astype(np.float64), 8)
+    assert not np.allclose(own, basis)

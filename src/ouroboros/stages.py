@@ -40,9 +40,12 @@ def classifier_stage(params: dict, deps: dict, out: Path) -> None:
 def fit_stage(params: dict, deps: dict, out: Path) -> None:
     """Fit the generator family `params["family"]` (diffusion when absent, so plans made
     before families existed keep their keys) with settings `params["config"]`;
-    `params["name"]` is the provenance name of the images it will make (default: the family's)."""
+    `params["name"]` is the provenance name of the images it will make (default: the family's);
+    `deps["reference"]`, when present, the images a Gaussian family's PCA space is fitted on."""
     family = get_family(params.get("family", "diffusion"))
-    fitted = family.fit(ImageSet.load(deps["train"]), params["config"], seed=params["seed"], name=params.get("name"))
+    reference = ImageSet.load(deps["reference"]) if "reference" in deps else None
+    fitted = family.fit(ImageSet.load(deps["train"]), params["config"], seed=params["seed"], name=params.get("name"),
+                        reference=reference)
     fitted.save(out)
 
 

@@ -181,7 +181,7 @@ def plan(config: StudyConfig, cache: Path, splits: tuple[ImageSet, ImageSet] | N
                 for entry, count in zip(entries, counts):
                     if count:
                         fit, sample = _family_stages(entry, len(entries) > 1, float(w), s, g, count,
-                                                     first % train.num_classes, source, label)
+                                                     first % train.num_classes, source, label, train_stage)
                         parts[entry.name] = (fit, sample)
                         first += count
                 if len(parts) == 1:
@@ -208,16 +208,20 @@ def plan(config: StudyConfig, cache: Path, splits: tuple[ImageSet, ImageSet] | N
 
 
 def _family_stages(entry: PoolEntry, several: bool, w: float, s: int, g: int, count: int, first_label: int,
-                   source: Stage, label: str) -> tuple[Stage, Stage]:
+                   source: Stage, label: str, real: Stage) -> tuple[Stage, Stage]:
     """One family's fit on the generation's training set and its `count` samples. With
     one family the stages keep the keys they had before families existed (no family or
     first_label parameter, seeds not tied to the name); with several, each family's
-    seeds are derived from its name too."""
+    seeds are derived from its name too. A family on a PCA space fits it on the `real`
+    training split, so every generation models the same space."""
     tag = (entry.name,) if several else ()
     fit_params = {"config": entry.fit_config, "seed": derived_seed(s, g, "fit", *tag), "name": entry.name}
     if entry.family.name != "diffusion":  # the stages' default family
         fit_params["family"] = entry.family.name
-    fit = Stage("fit", fit_params, {"train": source}, label=f"{label} {entry.name}" if several else label)
+    deps = {"train": source}
+    if entry.fit_config.get("space") == "pca":
+        deps["reference"] = real
+    fit = Stage("fit", fit_params, deps, label=f"{label} {entry.name}" if several else label)
     return fit, _sample_stage(entry, fit, count, w, derived_seed(s, g, "sample", *tag), fit.label, first_label)
 
 
@@ -424,10 +428,11 @@ def _check_pool(config: StudyConfig, lc, train: ImageSet, at: str) -> None:
             except UserError as exc:
                 raise UserError(f"{where}: {exc}") from None
         components = settings.get("components") if settings.get("space") == "pca" else None
-        if components is not None and components > min(smallest, int(np.prod(train.shape))):
-            raise UserError(f"{where}: components ({components}) exceeds the {int(np.prod(train.shape))} pixel "
-                            f"values per image or the {smallest} images of the smallest training set; "
-                            f"use at most {min(smallest, int(np.prod(train.shape)))}")
+        pixels = int(np.prod(train.shape))
+        if components is not None and components > min(len(train), pixels):  # the PCA is fitted on R
+            raise UserError(f"{where}: components ({components}) exceeds the {pixels} pixel values per image or "
+                            f"the {len(train)} real training images the PCA is fitted on; "
+                            f"use at most {min(len(train), pixels)}")
         if "space" in settings:  # the Gaussian families estimate a covariance per class (per component)
             need = max(2, settings.get("mixture_components", 2))
             if smallest // classes < need:
