@@ -4,19 +4,27 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+# The browser test renders report.html in Debian's chromium; installed when missing
+# (as root, or through sudo). Where it cannot be, the test skips and says why.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test bench clean chromium
 
 $(STAMP): pyproject.toml constraints-cpu.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints-cpu.txt torch==2.13.0
-	$(BIN)/pip install --quiet -c constraints-cpu.txt -e '.[test]'
+	$(BIN)/pip install --quiet -c constraints-cpu.txt -e '.[test,ray]'
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/ouroboros demo --out runs/demo
 
-test: $(STAMP)
+chromium:
+	@command -v chromium >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium) \
+		|| echo "chromium could not be installed: the browser test will skip"
+
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

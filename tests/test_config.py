@@ -86,8 +86,8 @@ def test_study_config_checks_types_of_python_values():
     with pytest.raises(UserError, match="study must be one of loop, contamination"):
         config.validate()
     config = StudyConfig()
-    config.executor.kind = "ray"
-    with pytest.raises(UserError, match="executor.kind must be one of local"):
+    config.executor.kind = "dask"
+    with pytest.raises(UserError, match="executor.kind must be one of local, ray"):
         config.validate()
     config = StudyConfig(name="a\udcffb")  # undecodable bytes from argv
     with pytest.raises(UserError, match="name is not valid UTF-8"):
@@ -108,8 +108,10 @@ def test_preflight_accepts_the_shipped_configs_and_leaves_the_global_rng_alone()
 
     from ouroboros.preflight import check_components
 
-    for name in ("loop-digits.yaml", "contamination-digits.yaml"):
-        config = load_config(REPO / "configs" / name)
+    shipped = sorted((REPO / "configs").glob("*.yaml"))
+    assert {"loop-digits.yaml", "contamination-digits.yaml", "scenarios-digits.yaml"} <= {p.name for p in shipped}
+    for path in shipped:
+        config = load_config(path)
         torch.manual_seed(0)
         check_components(config, (1, 8, 8), 10)
         after = torch.rand(3)

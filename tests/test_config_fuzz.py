@@ -93,6 +93,10 @@ def invalid(tp, key, optional=False):
                           st.dictionaries(st.text(max_size=3), junk, min_size=1, max_size=2))
         bad_item = invalid(args[0], key).map(lambda v: [v])
         return st.one_of(wrong, bad_item) if key in EMPTY_OK else st.one_of(wrong, bad_item, st.just([]))
+    if dataclasses.is_dataclass(tp):  # a section inside a list (loop.generators): not a mapping, or junk keys
+        # (null is an empty section, i.e. the defaults, as for any section)
+        return st.one_of(st.integers(), st.floats(), st.text(max_size=5), st.booleans(),
+                         st.lists(junk, max_size=2), st.dictionaries(st.text(max_size=3), junk, min_size=1, max_size=2))
     if tp is int:
         return st.one_of(not_a_number, null, st.integers(max_value=-1), st.integers(min_value=2**32),
                          st.floats(), st.sampled_from([NAN, INF, -INF, 3.0]))  # YAML 3.0 is a float

@@ -240,3 +240,27 @@ def test_the_diverse_pool_samples_with_the_configured_sampler(tmp_path, sampler)
     pool = ImageSet.load(tmp_path / "pool.npz")
     np.testing.assert_array_equal(pool.images, expected.images)
     assert not np.array_equal(pool.images, other.images)
+
+
+def test_contamination_report_page(tiny_run):
+    """report.html: Table 1 findings with their paired intervals and verdicts, the plots
+    by share with the clean baseline, the sample grids and tables.md, all embedded."""
+    import re
+
+    from ouroboros.report.html import contamination_claims, load_run
+
+    tmp_path, config, rows = tiny_run
+    page = (tmp_path / "report.html").read_text()
+    sources = re.findall(r"""(?:src|href)=['"]([^'"]*)""", page)
+    assert all(s.startswith("data:") for s in sources)
+    claims = [c for c in contamination_claims(load_run(tmp_path)) if c.table == "1"]
+    assert claims
+    for c in claims:  # each Table 1 direction, with its difference and verdict
+        assert f"Table 1, {c.text}: difference {c.diff.format_range(100, 1)} points (<b>{c.verdict}</b>)" in page
+    assert "100% generated is less accurate than 100% real control" in page
+    for name in ("accuracy_by_share_cnn", "generator_recall_by_share"):
+        assert (tmp_path / "plots" / f"{name}.png").is_file() and (tmp_path / "plots" / f"{name}.svg").is_file()
+    assert "clean baseline (0%)" in (tmp_path / "plots" / "accuracy_by_share_cnn.svg").read_text()
+    assert "<h4>Table 1: replacing real training data</h4>" in page  # tables.md, as HTML tables
+    assert "<h4>Which of the paper&#x27;s directions hold here</h4>" in page
+    assert page.count("data:image/png") == 2 + 2 + 3  # 2 share plots, spectra and confusion, 3 grids

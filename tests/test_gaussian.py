@@ -203,7 +203,7 @@ def test_bad_settings_and_data_are_user_errors(make, match):
 
 def test_pca_components_cannot_exceed_the_training_images():
     train = blob_set((3, 3, 3), shape=(1, 4, 4))
-    with pytest.raises(UserError, match=r"components \(10\) exceeds the 9 training images"):
+    with pytest.raises(UserError, match=r"components \(10\) exceeds the 9 images the PCA is fitted on"):
         GaussianGenerator(GaussianConfig(space="pca", components=10)).fit(train, 0)
 
 

@@ -1,6 +1,8 @@
 """The stage runner and the feedback loop end to end, small."""
 
 import csv
+import json
+import re
 import subprocess
 import sys
 import time
@@ -16,18 +18,27 @@ def _tiny_config(*extra):
 
 
 def test_tiny_loop_writes_the_run_folder(tmp_path):
-    proc = run_cli("demo", "--out", tmp_path, *sum((["--set", s] for s in TINY), []))
+    log = tmp_path.parent / f"{tmp_path.name}-events.jsonl"
+    proc = run_cli("demo", "--out", tmp_path, "--log-json", log, *sum((["--set", s] for s in TINY), []))
     assert proc.returncode == 0, proc.stderr
     assert "stages" in proc.stderr  # progress was shown
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    finished = [e for e in events if e["event"] == "finished"]
+    started = [e for e in events if e["event"] == "started"]
+    assert finished and sorted(e["key"] for e in started) == sorted(e["key"] for e in finished)
+    assert {e["kind"] for e in finished} == {"classifier", "evaluate", "fit", "sample"}
+    total = len(finished) + sum(e["event"] == "cached" for e in events)
+    assert f"[{total}/{total}] " in proc.stderr  # one line per finished stage, numbered
     with open(tmp_path / "results.csv") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["study", "cell", "seed", "generation", "metric", "value", "guidance", "scenario"]
+    assert list(rows[0]) == ["study", "cell", "seed", "generation", "metric", "value", "guidance", "scenario", "curation"]
     loop_rows = [r for r in rows if r["cell"] != "reference"]
     # 2 guidance x 2 seeds x 2 generations x (accuracy, cross-entropy, 10 per-class accuracies,
     # FID, precision, recall, density, coverage), plus the training set's make-up: train_size and
     # train_real_share, and for generation 1 (scenario replace) train_share_gen0
     assert len(loop_rows) == 2 * 2 * (17 + 2 + 17 + 3)
     assert {r["scenario"] for r in loop_rows} == {"replace"}
+    assert {r["curation"] for r in loop_rows} == {"none"}
     assert {r["metric"] for r in loop_rows} >= {"accuracy", "cross_entropy", "accuracy/7", "fid", "precision",
                                                 "recall", "density", "coverage"}
     assert {r["guidance"] for r in loop_rows} == {"1.0", "0.0"}
@@ -47,6 +58,10 @@ def test_tiny_loop_writes_the_run_folder(tmp_path):
     for p in ["accuracy", "cross_entropy", "class_accuracy", "fid", "precision", "recall", "density", "coverage"]:
         assert (tmp_path / "plots" / f"{p}.png").is_file()
     assert (tmp_path / "report.html").is_file() and (tmp_path / "config.yaml").is_file()
+    page = (tmp_path / "report.html").read_text()
+    sources = re.findall(r"""(?:src|href)=['"]([^'"]*)""", page)
+    assert len(sources) > 10 and all(s.startswith("data:") for s in sources)  # self-contained
+    assert "accuracy at generation 1 vs 0, guidance=1: " in page and "95% interval over 2 seeds" in page
     assert not list(tmp_path.rglob(".tmp-*"))
 
 
@@ -73,7 +88,7 @@ def test_keys_cover_what_changes_the_output(tmp_path):
     assert not set(keys(base)) & set(keys(changed))
     assert base.classifier.key == changed.classifier.key  # the classifier does not depend on the generator
     # Generation 0 is fitted on real data and shared across guidance values.
-    fits0 = {chain[0][0].key for (w, s), chain in base.chains.items() if s == 0}
+    fits0 = {chain[0][0].key for (_, w, s), chain in base.chains.items() if s == 0}
     assert len(fits0) == 1
     # Sampling settings change the samples (and all that follows) but not generation 0's model.
     first = lambda p: next(iter(p.chains.values()))[0]  # noqa: E731

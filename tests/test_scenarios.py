@@ -254,3 +254,90 @@ def test_mix_needing_more_real_images_than_the_split_has_is_an_error(tmp_path, c
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and "1800" in err[0], err
     assert not out.exists()
+
+
+def test_a_grid_of_variants_runs_each_as_its_own_chains_and_names_it_in_the_results(tmp_path, capsys):
+    """loop.variants: each variant is the loop section with its keys changed; its rows
+    carry its name, its scenario, and the settings the variants vary as columns; a
+    variant equal to the plain loop shares its stages (same keys)."""
+    variants = ("[{scenario: replace}, {scenario: mix, real_fraction: 0.25}, "
+                "{name: mixed half, scenario: mix, real_fraction: 0.5}, {scenario: accumulate}]")
+    args = ["demo", "--out", str(tmp_path), *_TINY_ARGS, "--set", "loop.samples_per_generation=100",
+            "--set", f"loop.variants={variants}"]
+    assert cli.main(args) == 0
+    with open(tmp_path / "results.csv") as f:
+        reader = csv.DictReader(f)
+        columns, rows = reader.fieldnames, [r for r in reader if r["cell"] != "reference"]
+    assert columns[-5:] == ["guidance", "scenario", "curation", "variant", "real_fraction"]  # only rho differs
+    by = {(r["variant"], r["generation"], r["metric"]): r for r in rows}
+    assert {v for v, _, _ in by} == {"replace", "mix rho=0.25", "mixed half", "accumulate"}
+    assert by[("mix rho=0.25", "1", "train_real_share")]["value"] == "0.25"
+    assert by[("mix rho=0.25", "1", "train_real_share")]["real_fraction"] == "0.25"
+    assert by[("mixed half", "1", "train_real_share")]["value"] == "0.5"
+    assert by[("mixed half", "1", "train_real_share")]["cell"] == "mixed half, guidance=1"
+    assert by[("accumulate", "1", "train_size")]["scenario"] == "accumulate"
+    assert float(by[("accumulate", "1", "train_size")]["value"]) == float(by[("accumulate", "0", "train_size")]
+                                                                          ["value"]) + 100
+    assert by[("replace", "1", "train_real_share")]["value"] == "0.0"
+    # Generation 0 trains on the real split in every variant: one fit, shared.
+    assert len({by[(v, "0", "accuracy")]["value"] for v in ("replace", "mix rho=0.25", "accumulate")}) == 1
+    for name in ("accuracy.png", "makeup.png", "class_accuracy.png"):
+        assert (tmp_path / "plots" / name).stat().st_size > 1000
+    assert (tmp_path / "samples" / "mixed half, guidance=1" / "gen1.png").is_file()
+    # The same run without variants, as scenario mix rho=0.25, reuses that variant's stages.
+    cache = set((tmp_path / "cache").rglob("*.json"))
+    plain = ["demo", "--out", str(tmp_path), *_TINY_ARGS, "--set", "loop.samples_per_generation=100",
+             "--set", "loop.scenario=mix", "--set", "loop.real_fraction=0.25"]
+    assert cli.main(plain) == 0
+    assert set((tmp_path / "cache").rglob("*.json")) == cache
+
+
+@pytest.mark.parametrize("variants, fragment", [
+    ("[{scenario: mix}, {scenario: mix}]", "two variants are named 'mix'"),
+    ("[{scenario: mix, real_fraction: 2}]", "loop.variants[0].real_fraction"),
+    ("[{scenario: keep}]", "loop.variants[0].scenario"),
+    ("[{scenario: mix, rho: 0.2}]", "loop.variants[0].rho"),
+    ("[]", "loop.variants needs at least one value"),
+    ("[{scenario: fresh, real_fraction: 0.9, samples_per_generation: 1000}]", "scenario fresh needs 1900"),
+])
+def test_bad_variants_are_one_error_line_before_anything_is_written(tmp_path, capsys, variants, fragment):
+    out = tmp_path / "run"
+    code = cli.main(["demo", "--out", str(out), *_TINY_ARGS, "--set", f"loop.variants={variants}"])
+    err = capsys.readouterr().err
+    assert code == 2 and fragment in err, err
+    assert err.count("error:") == 1 and not out.exists()
+
+
+def test_variants_may_change_the_curation_and_the_generator_families_and_sweeps_are_plotted(tmp_path):
+    """A variant may set its own curation and generator pool: each variant's rows carry
+    its curation kind and (flattened) settings, the Gaussian variant trains the Gaussian
+    family, and watermark variants at two recalls plus the plain variant of the same
+    scenario give a recall-sweep plot whose points are those variants' rows."""
+    from ouroboros.studies.loop import recall_sweeps
+
+    variants = ("[{scenario: accumulate-subsample}, "
+                "{name: wm, scenario: accumulate-subsample, curation: {kind: watermark, recall: 0.5}}, "
+                "{name: wm1, scenario: accumulate-subsample, curation: {kind: watermark, recall: 1.0}}, "
+                "{name: gauss, scenario: mix, generators: [{family: gaussian}]}]")
+    args = ["demo", "--out", str(tmp_path), *_TINY_ARGS, "--set", "loop.samples_per_generation=100",
+            "--set", f"loop.variants={variants}"]
+    assert cli.main(args) == 0
+    with open(tmp_path / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    by = {(r["variant"], r["generation"], r["metric"]): r for r in rows if r["cell"] != "reference"}
+    assert by[("wm", "1", "train_size")]["curation"] == "watermark"
+    assert by[("wm", "1", "train_size")]["curation.recall"] == "0.5"
+    assert by[("accumulate-subsample", "1", "train_size")]["curation"] == "none"
+    assert ("accumulate-subsample", "1", "curation_recall") not in by
+    assert 0.3 < float(by[("wm", "1", "curation_recall")]["value"]) < 0.7
+    assert by[("wm1", "1", "curation_recall")]["value"] == "1.0"
+    assert by[("wm1", "1", "train_real_share")]["value"] == "1.0"  # every generated image removed
+    assert by[("gauss", "1", "train_size")]["generators"] == "gaussian 1"
+    assert by[("wm", "1", "train_size")]["generators"] == ""
+    model = tmp_path / "cache"
+    assert any('"format": "ouroboros.FittedGaussianMixture"' in p.read_text() for p in model.rglob("generator.json"))
+    sweeps = recall_sweeps(rows)
+    assert list(sweeps) == ["accumulate-subsample"]
+    points = {(r.get("variant"), r["curation.recall"]) for r in sweeps["accumulate-subsample"] if r["cell"] != "reference"}
+    assert points == {("accumulate-subsample", "0"), ("wm", "0.5"), ("wm1", "1.0")}
+    assert (tmp_path / "plots" / "sweep-accumulate-subsample-accuracy.png").stat().st_size > 1000

@@ -261,6 +261,8 @@ def test_bad_model_folders(tmp_path, capsys, model, classes, make_model, fragmen
     ("n01\ta\n", ["--device", "cuda:7"], "cuda"),
     ("n01\ta\n", ["--workers", "0", "--executor", "ray"], "--workers must lie in [1, 1024]"),
     ("n01\ta\n", ["--batch-size", "-1"], "--batch-size must lie in"),
+    ("n01\ta\n", ["--ray-address", "127.0.0.1:1"], "add --executor ray"),
+    ("n01\ta\n", ["--executor", "ray", "--ray-address", "127.0.0.1:1"], "127.0.0.1:1"),
 ])
 def test_bad_input_is_one_error_line_and_writes_nothing(tmp_path, capsys, model, text, args, fragment):
     classes = tmp_path / "classes.txt"

@@ -15,14 +15,23 @@ from pathlib import Path
 from ouroboros.errors import UserError
 
 
-def _run_study(config, out: Path, quiet: bool) -> int:
+def _run_study(config, out: Path, quiet: bool, log_json: str | None = None) -> int:
     from ouroboros.preflight import check_output_dir
+    from ouroboros.runner import JsonEventLog
     from ouroboros.studies import contamination, loop
+    from ouroboros.studies.common import make_runner
 
     out = check_output_dir(out)  # before loading data; the study checks again before writing
+    if log_json is not None and (Path(log_json).is_dir() or not Path(log_json).parent.is_dir()):
+        raise UserError(f"--log-json {log_json} must name a file in an existing folder")
     start = time.perf_counter()
     module = contamination if config.study == "contamination" else loop
-    summary = module.run(config, out, progress=not quiet)
+    log = JsonEventLog(Path(log_json)) if log_json is not None else None
+    try:
+        summary = module.run(config, out, progress=not quiet, runner=make_runner(config, out, not quiet, log))
+    finally:
+        if log is not None:
+            log.close()
     if not quiet:
         if config.study == "contamination":
             print((out / "tables.md").read_text())
@@ -40,19 +49,38 @@ def _run_study(config, out: Path, quiet: bool) -> int:
     return 0
 
 
+def _executor_options(config, args):
+    """--executor and --ray-address over the config's executor section."""
+    if args.executor is not None:
+        config.executor.kind = args.executor
+    if args.ray_address is not None:
+        if config.executor.kind != "ray":
+            raise UserError("--ray-address applies to the ray executor; add --executor ray")
+        config.executor.address = args.ray_address
+    config.validate()
+    if config.executor.kind == "ray":  # a missing extra or a dead address: found before any data is loaded
+        from ouroboros.executors.address import check_reachable
+        from ouroboros.executors.ray import import_ray
+
+        import_ray()
+        if config.executor.address is not None:
+            check_reachable(config.executor.address)
+    return config
+
+
 def cmd_demo(args) -> int:
     from ouroboros.config import load_config
 
-    config = load_config(None, args.set, base={"name": "demo"})
-    return _run_study(config, Path(args.out), args.quiet)
+    config = _executor_options(load_config(None, args.set, base={"name": "demo"}), args)
+    return _run_study(config, Path(args.out), args.quiet, args.log_json)
 
 
 def cmd_run(args) -> int:
     from ouroboros.config import load_config
 
-    config = load_config(args.config, args.set)
+    config = _executor_options(load_config(args.config, args.set), args)
     out = Path(args.out) if args.out else Path("runs") / config.name
-    return _run_study(config, out, args.quiet)
+    return _run_study(config, out, args.quiet, args.log_json)
 
 
 def _load_features_or_images(path: str):
@@ -144,18 +172,15 @@ def cmd_mix(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from ouroboros.config import load_config
-    from ouroboros.studies import contamination, loop
+    from ouroboros.report.html import load_run, report_path, write_report
+    from ouroboros.studies import contamination
 
-    run_dir = Path(args.run_dir)
-    if not run_dir.is_dir():
-        raise UserError(f"run folder not found: {run_dir}; give the --out folder of a study run")
-    config_path = run_dir / "config.yaml"
-    study = load_config(config_path) if config_path.is_file() else None
-    if study is not None and study.study == "contamination":
-        print(contamination.report(run_dir, study))
-    else:
-        print(loop.report(run_dir))
+    report_path(args.run_dirs, args.out)  # the output and every folder checked before anything is written
+    runs = [load_run(Path(p)) for p in args.run_dirs]
+    for run in runs:  # a contamination run's tables.md is redrawn from its results too
+        if run.study == "contamination":
+            contamination.report(run.path, run.config, run.rows)
+    print(write_report([Path(p) for p in args.run_dirs], Path(args.out) if args.out else None))
     return 0
 
 
@@ -214,7 +239,16 @@ def build_parser() -> argparse.ArgumentParser:
     def common(p):
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config value, e.g. --set loop.generations=3 (repeatable)")
-        p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+        p.add_argument("--quiet", action="store_true", help="no progress bar, per-stage lines or summary")
+        p.add_argument("--log-json", metavar="FILE",
+                       help="write one JSON object per line to FILE for each stage cached, started, finished or "
+                            "failed (kind, label, key, seconds)")
+        p.add_argument("--executor", choices=["local", "ray"],
+                       help="where stages run: local worker processes or Ray tasks (default: the config's "
+                            "executor.kind, local)")
+        p.add_argument("--ray-address", metavar="ADDR",
+                       help="with --executor ray: auto (the cluster running here) or HOST:PORT of a head node "
+                            "(default: start a local Ray instance)")
 
     p = sub.add_parser("demo", help="the feedback-loop study on the embedded digits (what `make demo` runs)")
     p.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
@@ -224,7 +258,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run or resume a study config")
     p.add_argument("config", help="study config (YAML), e.g. configs/loop-digits.yaml")
     p.add_argument("--out", help="run folder (default: runs/<name>)")
-    p.add_argument("--executor", choices=["local"], default="local", help="where stages run (default: local)")
     common(p)
     p.set_defaults(func=cmd_run)
 
@@ -291,8 +324,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--real-size", action="store_true", help="Stable Diffusion 1.5's sizes (about 1B parameters)")
     p.set_defaults(func=cmd_generate_tiny)
 
-    p = sub.add_parser("report", help="redraw plots and report.html of a run folder from its results.csv")
-    p.add_argument("run_dir")
+    p = sub.add_parser("report", help="redraw plots and the self-contained report.html of run folders from their "
+                                      "results.csv (several: compared on one page)")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", help="the .html file to write (default: RUN_DIR/report.html for one run folder, "
+                                 "./report.html for several); its plots go to plots/ beside it")
     p.set_defaults(func=cmd_report)
     return parser
 

@@ -20,6 +20,7 @@ import yaml
 from ouroboros.errors import UserError, check_float, check_int, check_list, check_text
 from ouroboros.features.classifier import ClassifierConfig
 from ouroboros.generators.diffusion import DiffusionConfig, check_guidance
+from ouroboros.studies.curation import CurationConfig
 
 
 # Upper bounds on sizes and seeds. They sit far above any sensible setting and only
@@ -65,6 +66,109 @@ class DataConfig:
         check_int(f"{where}.split_seed", self.split_seed, 0, 2**32 - 1)  # numpy's seed range
 
 
+MAX_BIAS = 100.0  # a family's sampling-bias knob (guidance, temperature) above this is a typo
+
+
+@dataclass
+class FamilyEntry:
+    """One generator family feeding the loop's shared pool (``loop.generators``).
+
+    Every generation, each entry's model is fitted on the same training set and samples
+    round(share x N) of the N images the generation makes (largest remainders, so the
+    counts sum to N exactly; an entry whose count is 0 makes nothing that generation).
+    """
+
+    family: str = "diffusion"  # a registered generator family: diffusion, gaussian, gmm
+    share: float = 1.0  # its fraction of every generation's output, in [0, 1]; shares sum to 1
+    # Provenance name: its images carry source gen:<name>, the results' family column and
+    # train_share_family_<name> use it. None: the family's name. Distinct across entries.
+    name: Optional[str] = None
+    # The family's settings. diffusion: overrides of the top-level `generator:` section;
+    # other families: their own settings (e.g. gaussian {space: pca, components: 16}).
+    settings: Optional[dict] = None
+    # The family's sampling-bias knob (guidance for diffusion, temperature for the
+    # Gaussians). None: diffusion entries take the chain's loop.guidance, others their
+    # family's neutral value (temperature 1: sample the fit as it is).
+    bias: Optional[float] = None
+
+    @property
+    def label(self) -> str:
+        return self.name or self.family
+
+    def validate(self, where: str) -> None:
+        from ouroboros.generators.base import get_family
+
+        try:
+            get_family(self.family)
+        except UserError as exc:
+            raise UserError(f"{where}.family: {exc}") from None
+        check_float(f"{where}.share", self.share, 0.0, 1.0)
+        if self.name is not None:
+            check_text(f"{where}.name", self.name, 50)
+            if not all(c.isalnum() or c in "-_." for c in self.name):
+                raise UserError(f"{where}.name {self.name!r} may hold only letters, digits, '-', '_' and '.' "
+                                "(it names files and results columns)")
+        if self.bias is not None:
+            check_float(f"{where}.bias", self.bias, 0.0, MAX_BIAS)
+
+    def generator_config(self, generator: DiffusionConfig, where: str):
+        """This entry's validated settings, as its family's config dataclass. A family whose
+        settings are the top-level generator's kind (diffusion) starts from `generator`."""
+        from ouroboros.generators.base import get_family
+
+        family = get_family(self.family)
+        if family.config is type(generator):
+            config = from_dict(family.config, {**dataclasses.asdict(generator), **(self.settings or {})},
+                               f"{where}.settings")
+            config.validate(f"{where}.settings")
+            return config
+        try:
+            return family.make_config(self.settings)
+        except (UserError, TypeError, ValueError) as exc:
+            raise UserError(f"{where}.settings: {exc}") from None
+
+
+@dataclass
+class LoopVariant:
+    """One cell of a grid of loop variants: the LoopConfig keys it changes (None: the
+    loop section's value) and its name in results.csv (default: made from the changes)."""
+
+    name: Optional[str] = None
+    scenario: Optional[Literal["replace", "accumulate", "accumulate-subsample", "mix", "augment", "fresh"]] = None
+    samples_per_generation: Optional[int] = None
+    real_fraction: Optional[float] = None
+    synthetic_ratio: Optional[float] = None
+    window: Optional[int] = None
+    generators: Optional[list[FamilyEntry]] = None
+    curation: Optional[CurationConfig] = None
+
+    def changes(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name != "name" and getattr(self, f.name) is not None}
+
+    def label(self) -> str:
+        if self.name is not None:
+            return self.name
+        ch = self.changes()
+        short = {"real_fraction": "rho", "synthetic_ratio": "lambda", "window": "K", "samples_per_generation": "N"}
+        parts = [ch.pop("scenario")] if "scenario" in ch else []
+        parts += [f"{short.get(k, k)}={_plain(v)}" for k, v in ch.items()]
+        return " ".join(parts) or "loop"
+
+
+def _plain(value) -> str:
+    """A value as it reads in a variant's name: 0.2, 1, or a nested setting's own values."""
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list):
+        return "+".join(_plain(v) for v in value)
+    if isinstance(value, FamilyEntry):
+        return value.label if value.share == 1 else f"{value.label}:{value.share:g}"
+    if dataclasses.is_dataclass(value):
+        return ",".join(_plain(v) for v in dataclasses.asdict(value).values() if v is not None)
+    return str(value)
+
+
 @dataclass
 class LoopConfig:
     generations: int = 9
@@ -79,8 +183,41 @@ class LoopConfig:
     # K: the generated part comes from the last K generations' output. None: 1 (only g-1),
     # except accumulate and accumulate-subsample, whose pool holds every generation so far.
     window: Optional[int] = None
+    # The generator families feeding one shared pool (FamilyEntry: family, share, name,
+    # settings, bias), e.g. [{family: diffusion, share: 0.7}, {family: gaussian, share: 0.3}].
+    # Every family retrains on the same training set each generation and makes its share
+    # of the next pool. loop.guidance (the chain axis) is the bias of diffusion entries
+    # that set none. None: one diffusion family, share 1, the `generator:` settings.
+    generators: Optional[list[FamilyEntry]] = None
+    # A filter between each generation's candidates and its training set: none, watermark,
+    # detector or reward (ouroboros.studies.curation defines each exactly).
+    curation: CurationConfig = field(default_factory=CurationConfig)
+    # A grid in one config: each variant is the loop above with some keys changed and
+    # runs its own chains (every guidance x seed); null: the loop above alone.
+    variants: Optional[list[LoopVariant]] = None
+
+    def families(self) -> list[FamilyEntry]:
+        """The pool's entries; the default is one diffusion family with share 1."""
+        return self.generators if self.generators is not None else [FamilyEntry()]
+
+    def cells(self) -> list[tuple[str, "LoopConfig"]]:
+        """(name, resolved loop settings) of each variant; [("", self)] without variants."""
+        if self.variants is None:
+            return [("", self)]
+        return [(v.label(), dataclasses.replace(self, variants=None, **v.changes())) for v in self.variants]
 
     def validate(self, where: str = "loop") -> None:
+        if self.variants is not None:
+            check_list(f"{where}.variants", self.variants, MAX_LIST)
+            names = [v.label() for v in self.variants]
+            for i, (name, cell) in enumerate(self.cells()):
+                check_text(f"{where}.variants[{i}].name", name, 100)
+                if names.count(name) > 1:
+                    raise UserError(f"{where}.variants: two variants are named {name!r}; give each a distinct name")
+                cell.validate(f"{where}.variants[{i}]")
+        self._validate_one(where)
+
+    def _validate_one(self, where: str) -> None:
         from ouroboros.studies.scenarios import SCENARIOS
 
         check_int(f"{where}.generations", self.generations, 1, 1000)
@@ -100,6 +237,19 @@ class LoopConfig:
         _seeds(f"{where}.seeds", self.seeds)
         if self.samples_per_generation is not None:
             check_int(f"{where}.samples_per_generation", self.samples_per_generation, 1, 10**7)
+        if self.generators is not None:
+            check_list(f"{where}.generators", self.generators, MAX_LIST)
+            for i, entry in enumerate(self.generators):
+                entry.validate(f"{where}.generators[{i}]")
+            labels = [e.label for e in self.generators]
+            twice = sorted({x for x in labels if labels.count(x) > 1})
+            if twice:
+                raise UserError(f"{where}.generators names {twice[0]!r} twice; give each entry a distinct name")
+            total = sum(e.share for e in self.generators)
+            if abs(total - 1.0) > 1e-6:
+                raise UserError(f"{where}.generators: the shares sum to {total:g}, not 1; "
+                                f"make them sum to 1 (e.g. 0.7 and 0.3)")
+        self.curation.validate(f"{where}.curation")
 
 
 @dataclass
@@ -198,13 +348,25 @@ class OutputConfig:
 
 @dataclass
 class ExecutorConfig:
-    kind: Literal["local"] = "local"
-    workers: int = 0  # 0: one per CPU core (at most one per independent chain)
-    threads_per_worker: int = 1
+    # local: worker processes on this machine. ray: each stage a Ray task (ouroboros.executors.ray).
+    kind: Literal["local", "ray"] = "local"
+    workers: int = 0  # local: 0 = one per CPU core (at most one per independent chain); ray: CPUs of a local instance
+    threads_per_worker: int = 1  # torch threads per stage; under Ray, the CPUs each stage asks for
+    # ray: None starts a local Ray instance; "auto" joins the cluster running on this machine;
+    # HOST:PORT (or ray://HOST:PORT) joins that cluster's head.
+    address: Optional[str] = None
+    gpus_per_stage: float = 1.0  # ray: GPUs a stage whose device resolves to CUDA asks for (0.25: four share one)
+    retries: int = 3  # ray: how many times a stage whose worker or node died is run again
 
     def validate(self, where: str = "executor") -> None:
         check_int(f"{where}.workers", self.workers, 0, 256)
         check_int(f"{where}.threads_per_worker", self.threads_per_worker, 1, 256)
+        check_float(f"{where}.gpus_per_stage", self.gpus_per_stage, 0.0, 1.0, lo_open=True)
+        check_int(f"{where}.retries", self.retries, 0, 100)
+        if self.address is not None:
+            from ouroboros.executors.address import check_address
+
+            check_address(f"{where}.address", self.address)
 
 
 @dataclass
@@ -233,6 +395,8 @@ class StudyConfig:
             value = getattr(self, f.name)
             if hasattr(value, "validate"):
                 value.validate(f.name)
+        for i, entry in enumerate(self.loop.generators or []):  # each family's own settings
+            entry.generator_config(self.generator, f"loop.generators[{i}]")
         steps = self.generator.num_train_timesteps
         for st in self.contamination.diverse_sample_steps:
             if st > steps:
@@ -292,7 +456,14 @@ def _convert(value: Any, tp, where: str) -> Any:
             raise UserError(f"{where} has {len(value)} values; at most {MAX_CONVERT} are allowed")
         return [_convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
     if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):  # already built (a validate() pass, a list of sections)
+            _check_type(value, tp, where)
+            return value
         return from_dict(tp, value, where)
+    if tp is dict:  # free-form settings, checked by whoever reads them
+        if not isinstance(value, dict):
+            raise UserError(f"{where} must be a mapping of keys to values; got {_show(value)}")
+        return value
     if tp is bool:
         if not isinstance(value, bool):
             raise UserError(f"{where} must be true or false; got {_show(value)}")

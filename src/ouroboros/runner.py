@@ -7,9 +7,10 @@ config lands on the same artifacts. An artifact is written atomically under
 the process at any point therefore loses at most the stages in flight, and running
 again resumes.
 
-Independent stages run in parallel worker processes (``executor.workers``). Each
-worker uses ``threads_per_worker`` torch threads, so results do not depend on how
-many workers there are.
+Independent stages run in parallel, on an executor (`ouroboros.executors`): local
+worker processes (``executor.workers``) or Ray tasks on a cluster. Each stage uses
+``threads_per_worker`` torch threads, so results do not depend on how many run at once
+or where.
 
 A key also covers the code that makes the artifact: the stage kind's `version` and the
 package version, so an upgrade never reuses artifacts older code made. Beside each
@@ -19,10 +20,7 @@ and the device it was made on; a resume that reuses artifacts made elsewhere say
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import json
-import multiprocessing
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -182,13 +180,25 @@ def made_elsewhere_warning(records: list[dict]) -> str | None:
 
 
 class Runner:
-    def __init__(self, run_dir: Path, workers: int = 0, threads_per_worker: int = 1, progress: bool = True):
+    """Runs stages into ``run_dir/cache``. With `progress`, a bar of stages done / total
+    with the time remaining, and one line per finished stage. `on_event`, when given, is
+    called with one dict per event: ``{"event": "cached" | "started" | "finished" |
+    "failed", "kind", "label", "key"}``, plus ``"seconds"`` (wall time) when finished or
+    failed and ``"error"`` when failed (see `JsonEventLog`)."""
+
+    def __init__(self, run_dir: Path, workers: int = 0, threads_per_worker: int = 1, progress: bool = True,
+                 on_event: Callable[[dict], None] | None = None, executor=None):
+        """`executor` runs the stages (`ouroboros.executors`); by default the local one with
+        `workers` processes of `threads_per_worker` torch threads each."""
+        from ouroboros.executors import LocalExecutor
+
+        self.on_event = on_event
         self.run_dir = Path(run_dir)
         self.cache = self.run_dir / "cache"
-        self.workers = workers
-        self.threads = threads_per_worker
+        self.executor = executor if executor is not None else LocalExecutor(workers, threads_per_worker)
         self.progress = progress
         self.timings: list[tuple[str, str, float]] = []  # (kind, label, seconds) of stages run now
+        self.nodes: list[str] = []  # the node each of those stages ran on, in the same order
         self.warned = False  # about cached artifacts made elsewhere: once per runner
 
     def run(self, targets: list[Stage]) -> dict[str, Path]:
@@ -207,6 +217,9 @@ class Runner:
         paths = {k: s.artifact(self.cache) for k, s in order.items()}
         todo = {k: s for k, s in order.items() if not paths[k].exists()}
         done_before = len(order) - len(todo)
+        for key, stage in order.items():
+            if key not in todo:
+                self._emit("cached", stage)
         self._check_records([s for k, s in order.items() if k not in todo])
         bar = self._bar(len(order), done_before)
         try:
@@ -216,6 +229,10 @@ class Runner:
             if bar is not None:
                 bar.close()
         return paths
+
+    def _emit(self, event: str, stage: Stage, **extra) -> None:
+        if self.on_event is not None:
+            self.on_event({"event": event, "kind": stage.kind, "label": stage.label, "key": stage.key, **extra})
 
     def _check_records(self, cached: list[Stage]) -> None:
         """Warn (once, one line) when cached artifacts were made elsewhere."""
@@ -238,53 +255,47 @@ class Runner:
         return tqdm(total=total, initial=initial, desc="stages", unit="stage", file=sys.stderr,
                     dynamic_ncols=True, mininterval=0.5)
 
-    def _n_workers(self, todo: dict[str, Stage]) -> int:
-        if self.workers > 0:
-            return self.workers
-        return max(1, min(os.cpu_count() or 1, len(todo)))
-
     def _schedule(self, todo: dict[str, Stage], paths: dict[str, Path], bar) -> None:
-        workers = self._n_workers(todo)
-        pending = dict(todo)
-        running: dict[cf.Future, Stage] = {}
-
-        def ready(stage: Stage) -> bool:
-            return all(d.key not in pending and d.key not in {s.key for s in running.values()} for d in stage.deps.values())
-
         def args(stage: Stage):
             return (stage.kind, stage.params, {n: str(paths[d.key]) for n, d in stage.deps.items()},
                     str(paths[stage.key]), str(stage.record(self.cache)))
 
-        def finished(stage: Stage, seconds: float) -> None:
+        def finished(stage: Stage, seconds: float, node: str) -> None:
             self.timings.append((stage.kind, stage.label, seconds))
+            self._emit("finished", stage, seconds=round(seconds, 3))
+            self.nodes.append(node)
             if bar is not None:
-                bar.set_postfix_str(f"{stage.kind} {stage.label} {seconds:.1f}s", refresh=False)
+                bar.write(f"[{bar.n + 1}/{bar.total}] {stage.kind} {stage.label}: {seconds:.1f}s", file=sys.stderr)
                 bar.update(1)
 
-        if workers == 1:
-            _set_threads(self.threads)
-            for key, stage in todo.items():  # `todo` is in dependency order
-                finished(stage, _execute(*args(stage)))
-            return
+        def started(stage: Stage) -> None:
+            self._emit("started", stage)
+            start_times[stage.key] = time.perf_counter()
 
-        ctx = multiprocessing.get_context("spawn")
-        with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(self.threads,)) as pool:
-            try:
-                while pending or running:
-                    for key, stage in list(pending.items()):
-                        if len(running) >= workers:
-                            break
-                        if ready(stage):
-                            del pending[key]
-                            running[pool.submit(_execute, *args(stage))] = stage
-                    if not running:
-                        raise RuntimeError("stage graph has a cycle or a missing dependency")
-                    done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
-                    for fut in done:
-                        stage = running.pop(fut)
-                        finished(stage, fut.result())
-            except BaseException:
-                for fut in running:
-                    fut.cancel()
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
+        def failed(stage: Stage, exc: BaseException) -> None:
+            self._emit("failed", stage, seconds=round(time.perf_counter() - start_times.get(stage.key, 0.0), 3),
+                       error=f"{type(exc).__name__}: {exc}")
+
+        start_times: dict[str, float] = {}
+        self.executor.execute(todo, args, finished, bar, started=started, failed=failed)
+
+
+class JsonEventLog:
+    """A Runner's `on_event` writing JSON Lines: each event one JSON object on one line
+    (the Runner's fields plus ``time``, seconds since the epoch), flushed as it
+    happens so another program can follow the file while the run goes on. The file is
+    created at the first event, so a run that fails its checks writes nothing."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.file = None
+
+    def __call__(self, event: dict) -> None:
+        if self.file is None:
+            self.file = open(self.path, "w", encoding="utf-8")  # noqa: SIM115  (closed by close())
+        self.file.write(json.dumps({**event, "time": round(time.time(), 3)}) + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()

@@ -40,9 +40,12 @@ def classifier_stage(params: dict, deps: dict, out: Path) -> None:
 def fit_stage(params: dict, deps: dict, out: Path) -> None:
     """Fit the generator family `params["family"]` (diffusion when absent, so plans made
     before families existed keep their keys) with settings `params["config"]`;
-    `params["name"]` is the provenance name of the images it will make (default: the family's)."""
+    `params["name"]` is the provenance name of the images it will make (default: the family's);
+    `deps["reference"]`, when present, the images a Gaussian family's PCA space is fitted on."""
     family = get_family(params.get("family", "diffusion"))
-    fitted = family.fit(ImageSet.load(deps["train"]), params["config"], seed=params["seed"], name=params.get("name"))
+    reference = ImageSet.load(deps["reference"]) if "reference" in deps else None
+    fitted = family.fit(ImageSet.load(deps["train"]), params["config"], seed=params["seed"], name=params.get("name"),
+                        reference=reference)
     fitted.save(out)
 
 
@@ -51,19 +54,24 @@ def sample_stage(params: dict, deps: dict, out: Path) -> None:
     """Sample `params["n"]` images with `params["seed"]` from a fitted model of any family.
     The family's sampling-bias knob is read under its own name (`guidance` for diffusion,
     `temperature` for the Gaussians; the family's neutral value when absent), plus any
-    sampling settings the family has (diffusion: sampler, sample_steps, sample_batch_size)."""
+    sampling settings the family has (diffusion: sampler, sample_steps, sample_batch_size).
+    Labels cycle through the classes starting at class `params["first_label"]` (default 0),
+    so that families sharing one pool continue each other's cycle and the pool stays balanced."""
+    import numpy as np
+
     family, model = load_fitted(deps["model"])
     if params.get("family", family.name) != family.name:
         raise UserError(f"sample stage expects a {params['family']} generator but {deps['model']} holds a "
                         f"{family.name} one")
-    known = {"n", "seed", "family", family.bias, *family.sampling_params}
+    known = {"n", "seed", "family", "first_label", family.bias, *family.sampling_params}
     unknown = sorted(set(params) - known)
     if unknown:
         raise UserError(f"the {family.name} generator does not take sampling parameter(s) {unknown}; "
                         f"it takes {sorted(known)} (its sampling-bias knob is {family.bias!r})")
     options = {kw: params[p] for p, kw in family.sampling_params.items() if p in params}
     options[family.bias] = params.get(family.bias, family.bias_default)
-    model.sample(params["n"], seed=params["seed"], **options).save(out)
+    labels = (params.get("first_label", 0) + np.arange(params["n"])) % len(model.class_names)
+    model.sample(params["n"], labels, seed=params["seed"], **options).save(out)
 
 
 @stage_kind("evaluate", ".json", version=1)
@@ -204,6 +212,92 @@ def assemble_stage(params: dict, deps: dict, out: Path) -> None:
     from ouroboros.studies.scenarios import assemble
 
     outputs = {int(name[3:]): ImageSet.load(path) for name, path in deps.items() if name.startswith("out")}
-    assemble(params["scenario"], params["generation"], ImageSet.load(deps["real"]), outputs, n=params["n"],
-             seed=params["seed"], real_seed=params["real_seed"], rho=params.get("real_fraction", 0.5),
-             lam=params.get("synthetic_ratio", 1.0)).save(out)
+    real = ImageSet.load(deps["real"])
+    real_keep = None
+    if "curation" in deps:  # keep only what the curate stage left
+        import json
+
+        import numpy as np
+
+        from ouroboros.studies.curation import check_class_left
+
+        curated = json.loads(Path(deps["curation"]).read_text())
+        removed = curated["removed"]
+        real_keep = np.ones(len(real), dtype=bool)
+        real_keep[removed.get("real", [])] = False
+        outputs = {k: o.subset(np.setdiff1d(np.arange(len(o)), removed.get(f"out{k}", []))) for k, o in outputs.items()}
+    train = assemble(params["scenario"], params["generation"], real, outputs, n=params["n"], seed=params["seed"],
+                     real_seed=params["real_seed"], rho=params.get("real_fraction", 0.5),
+                     lam=params.get("synthetic_ratio", 1.0), real_keep=real_keep)
+    if real_keep is not None:
+        check_class_left(train, params["generation"], curated["curation"], curated["stats"])
+    train.save(out)
+
+
+@stage_kind("probe", ".json", version=1)
+def probe_stage(params: dict, deps: dict, out: Path) -> None:
+    """The detector curation's real-vs-generated probe (ouroboros.studies.curation.Probe)
+    on the real-data classifier's features of held-out real images (`deps["real"]`) and
+    of generation 0's probe sample (`deps["generated"]`)."""
+    from ouroboros.studies.curation import Probe
+
+    classifier = Classifier.load(deps["classifier"])
+    real = classifier.features(ImageSet.load(deps["real"]))
+    generated = classifier.features(ImageSet.load(deps["generated"]))
+    write_json_atomic(out, Probe.fit(real, generated, seed=params["seed"]).to_json())
+
+
+@stage_kind("curate", ".json", version=1)
+def curate_stage(params: dict, deps: dict, out: Path) -> None:
+    """Generation `params["generation"]`'s curation (ouroboros.studies.curation): which
+    candidates it removes, by index into the real split (`real`, the candidates
+    `params["real"]`: null for none, else indices) and into each window output
+    (`out<k>`), and the removal counts from the candidates' provenance."""
+    import numpy as np
+
+    from ouroboros.studies import curation
+
+    cfg = params["curation"]
+    rng = np.random.default_rng(params["seed"])
+    extra = {}
+    parts = []  # (name, candidate indices, images)
+    if params["real"] is not None:
+        real = ImageSet.load(deps["real"])
+        index = np.arange(len(real)) if params["real"] == "all" else np.asarray(params["real"], dtype=np.int64)
+        parts.append(("real", index, real.subset(index)))
+    for name in sorted((d for d in deps if d.startswith("out")), key=lambda d: int(d[3:])):
+        o = ImageSet.load(deps[name])
+        parts.append((name, np.arange(len(o)), o))
+    candidates = ImageSet.concat([images for _, _, images in parts])
+    if cfg["kind"] == "watermark":
+        removed = curation.watermark(candidates.generation, cfg["recall"], cfg["false_positive"], rng)
+    elif cfg["kind"] == "detector":
+        probe, classifier = curation.Probe.load(deps["probe"]), Classifier.load(deps["classifier"])
+        removed = probe.prob_generated(classifier.features(candidates)) > cfg["threshold"]
+        flagged = probe.prob_generated(classifier.features(ImageSet.load(deps["real"]))) > cfg["threshold"]
+        extra = {"curation_detector_fpr": float(flagged.mean())}
+    elif cfg["kind"] == "reward":  # per output: its groups of K share a class and a model
+        rewards = cfg["reward_scale"] * curation.log_label_probability(
+            Classifier.load(deps["classifier"]).logits(candidates), candidates.labels)
+        removed, start = np.zeros(len(candidates), dtype=bool), 0
+        for _, _, images in parts:
+            stop = start + len(images)
+            removed[start:stop] = curation.k_choice(images.labels, rewards[start:stop], cfg["choices"], rng)
+            start = stop
+    else:
+        raise UserError(f"unknown curation {cfg['kind']!r}; use one of {', '.join(curation.KINDS)}")
+    result, start = {}, 0
+    for name, index, images in parts:
+        result[name] = index[removed[start: start + len(images)]].tolist()
+        start += len(images)
+    write_json_atomic(out, {"curation": cfg, "removed": result,
+                            "stats": {**curation.removal_stats(candidates.generation, removed), **extra}})
+
+
+@stage_kind("pool", ".npz", version=1)
+def pool_stage(params: dict, deps: dict, out: Path) -> None:
+    """One generation's output when several generator families feed the loop: the
+    families' samples (`deps["part<i>"]`, in entry order i) concatenated, each image
+    keeping its provenance (source gen:<family name>)."""
+    parts = sorted((int(name[4:]), path) for name, path in deps.items() if name.startswith("part"))
+    ImageSet.concat([ImageSet.load(path) for _, path in parts]).save(out)

@@ -85,9 +85,14 @@ class GeneratorFamily:
         config.validate()
         return config
 
-    def fit(self, train, settings: dict | None, seed: int, name: str | None = None):
-        """Fit the family on an ImageSet; `name` is the provenance name (default: the family's)."""
-        return self.generator(self.make_config(settings), name=name or self.name).fit(train, seed=seed)
+    def fit(self, train, settings: dict | None, seed: int, name: str | None = None, reference=None):
+        """Fit the family on an ImageSet; `name` is the provenance name (default: the family's);
+        `reference`, for families that fit a feature space (the Gaussians' PCA), the images
+        to fit it on."""
+        generator = self.generator(self.make_config(settings), name=name or self.name)
+        if reference is None:
+            return generator.fit(train, seed=seed)
+        return generator.fit(train, seed=seed, reference=reference)
 
 
 _FAMILIES: dict[str, GeneratorFamily] = {}

@@ -15,8 +15,10 @@ image families run, without uint8 quantisation:
   then ``sample_gaussian``.
 
 The families (``gaussian``, ``gmm``) fit one model per class on images as float
-vectors in [-1, 1], either on the pixels or on a PCA space fitted on all the training
-images (``space: pca``, ``components`` dimensions). The stored covariance is the
+vectors in [-1, 1], either on the pixels or on a PCA space (``space: pca``,
+``components`` dimensions) fitted on the `reference` images when ``fit`` is given them
+(the feedback loop gives the real training split, so every generation models the same
+space) and otherwise on all the training images. The stored covariance is the
 estimate plus ``ridge`` times the identity (scikit-learn's ``reg_covar`` convention),
 so classes whose covariance is singular (a pixel that is always black, fewer images
 than dimensions) still sample. The default ridge, 1e-6, is a standard deviation of
@@ -271,9 +273,10 @@ class FittedGaussianMixture:
 # -- the families ------------------------------------------------------------------------
 
 
-def _prepare(train: ImageSet, config: _SpaceConfig, family: str, need: int):
-    """Training images as float vectors in the model's space, plus the PCA (or None).
-    Every class needs at least `need` images."""
+def _prepare(train: ImageSet, config: _SpaceConfig, family: str, need: int, reference: ImageSet | None = None):
+    """Training images as float vectors in the model's space, plus the PCA (or None),
+    fitted on `reference` when given, else on `train`. Every class needs at least
+    `need` images."""
     if len(train) < 1:
         raise UserError("cannot fit a generator on an empty training set")
     counts = train.class_counts()
@@ -287,10 +290,14 @@ def _prepare(train: ImageSet, config: _SpaceConfig, family: str, need: int):
     if config.components > x.shape[1]:
         raise UserError(f"components ({config.components}) exceeds the {x.shape[1]} pixel values per image; "
                         f"use at most {x.shape[1]}")
-    if config.components > len(x):
-        raise UserError(f"components ({config.components}) exceeds the {len(x)} training images the PCA is "
-                        f"fitted on; use at most {len(x)}")
-    centre, basis = fit_pca(x, config.components)
+    basis_x = x if reference is None else reference.to_float().reshape(len(reference), -1).astype(np.float64)
+    if reference is not None and basis_x.shape[1] != x.shape[1]:
+        raise UserError(f"the PCA's reference images have {basis_x.shape[1]} pixel values, the training images "
+                        f"{x.shape[1]}; they must match")
+    if config.components > len(basis_x):
+        raise UserError(f"components ({config.components}) exceeds the {len(basis_x)} images the PCA is "
+                        f"fitted on; use at most {len(basis_x)}")
+    centre, basis = fit_pca(basis_x, config.components)
     return (x - centre) @ basis.T, (centre, basis)
 
 
@@ -307,9 +314,10 @@ class GaussianGenerator:
         self.config.validate()
         self.name = name
 
-    def fit(self, train: ImageSet, seed: int) -> FittedGaussianMixture:
+    def fit(self, train: ImageSet, seed: int, reference: ImageSet | None = None) -> FittedGaussianMixture:
+        """`reference`: the images the PCA space is fitted on (space: pca; default `train`)."""
         cfg = self.config
-        x, pca = _prepare(train, cfg, "gaussian", need=2)
+        x, pca = _prepare(train, cfg, "gaussian", need=2, reference=reference)
         d = x.shape[1]
         means, covs = np.empty((train.num_classes, 1, d)), np.empty((train.num_classes, 1, d, d))
         for c in range(train.num_classes):
@@ -330,12 +338,13 @@ class GMMGenerator:
         self.config.validate()
         self.name = name
 
-    def fit(self, train: ImageSet, seed: int) -> FittedGaussianMixture:
+    def fit(self, train: ImageSet, seed: int, reference: ImageSet | None = None) -> FittedGaussianMixture:
+        """`reference`: the images the PCA space is fitted on (space: pca; default `train`)."""
         from sklearn.mixture import GaussianMixture
 
         cfg = self.config
         k = cfg.mixture_components
-        x, pca = _prepare(train, cfg, "gmm", need=max(2, k))
+        x, pca = _prepare(train, cfg, "gmm", need=max(2, k), reference=reference)
         d = x.shape[1]
         means, covs, weights = np.empty((train.num_classes, k, d)), np.empty((train.num_classes, k, d, d)), \
             np.empty((train.num_classes, k))

@@ -419,8 +419,14 @@ def generate(items: list[WorkItem], settings: Settings, out: str | Path, workers
             **(meta or {})}
     check_settings_file(out, meta)
     pipe = None
-    if executor == "ray":
+    if executor == "ray":  # a missing extra or a dead address: found before anything is written
+        from ouroboros.executors.address import check_reachable
+
         import_ray()
+        if ray_address is not None:
+            check_reachable(ray_address)
+    elif ray_address is not None:
+        raise UserError("--ray-address applies to the ray executor; add --executor ray")
     elif workers == 1:  # loaded before anything is written: damaged weights fail here
         pipe = load_pipeline(settings, devices[0], dtype)
     out.mkdir(parents=True, exist_ok=True)
@@ -502,11 +508,9 @@ def _run_processes(shards, settings, out, devices, batch_size, prog) -> str:
 
 
 def import_ray():
-    try:
-        import ray
-    except ImportError:
-        raise UserError("--executor ray needs Ray: pip install 'ray[default]'") from None
-    return ray
+    from ouroboros.executors.ray import import_ray as the_executors
+
+    return the_executors()
 
 
 def _ray_shard(shard, settings, out, device, batch_size, queue) -> str:

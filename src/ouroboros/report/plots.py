@@ -1,7 +1,11 @@
-"""Plots drawn from results.csv: each metric against generation, one line per guidance.
+"""Plots drawn from results.csv: each metric against generation, one line per condition.
 
-Lines are the mean over seeds; the band is the min-max spread over seeds. The real
-test split scored by the same classifier is a dashed reference line.
+A condition is a loop chain's ``cell`` (``guidance=1``, a scenario variant, ...), or
+``run · cell`` when a report compares several runs. Lines are the mean over seeds; the
+band is the min-max spread over seeds. Generation 0 (the model trained on real data)
+is marked by a dotted vertical line, and the real test split scored by the same
+classifier by a dashed horizontal one. One colour per condition, the same in every plot
+of a report (`condition_colours`). Each plot is saved as PNG (screen) and SVG (papers).
 """
 
 from __future__ import annotations
@@ -14,8 +18,8 @@ import numpy as np
 from ouroboros.io import atomic_path
 
 LABELS = {
-    "accuracy": "classifier accuracy",
-    "cross_entropy": "cross-entropy (nats)",
+    "accuracy": "classifier accuracy (fraction correct)",
+    "cross_entropy": "cross-entropy (nats per image)",
     "fid": "FID (classifier features)",
     "precision": "precision (Naeem, k=5)",
     "recall": "recall (Naeem, k=5)",
@@ -24,11 +28,39 @@ LABELS = {
 }
 
 
+GENERATION_LABEL = "generation (0 = trained on real data)"
+
+
+def condition(row: dict) -> str:
+    """The line a loop row belongs to: its run-qualified condition when a report set one,
+    else its cell; a generator family's own rows (several families feeding one pool) are
+    a line of their own, "<cell> · <family>"."""
+    name = row.get("condition") or row["cell"]
+    return f"{name} · {row['family']}" if row.get("family") else name
+
+
+def conditions(rows: list[dict]) -> list[str]:
+    """The loop conditions of `rows`, in order of first appearance (the config's order)."""
+    return list(dict.fromkeys(condition(r) for r in rows if r["cell"] != "reference"))
+
+
+def condition_colours(names: list[str]) -> dict[str, tuple]:
+    """One colour per condition name, in the given order (tab10, tab20 beyond 10, evenly
+    spaced hues of turbo beyond 20)."""
+    from matplotlib import colormaps
+
+    if len(names) > 20:  # a large grid: evenly spaced hues, so that no two lines share one
+        cmap = colormaps["turbo"]
+        return {name: cmap(0.05 + 0.9 * i / (len(names) - 1)) for i, name in enumerate(names)}
+    cmap = colormaps["tab10" if len(names) <= 10 else "tab20"]
+    return {name: cmap(i % cmap.N) for i, name in enumerate(names)}
+
+
 def _series(rows: list[dict], metric: str) -> dict[str, dict[int, list[float]]]:
     by = defaultdict(lambda: defaultdict(list))
     for r in rows:
         if r["metric"] == metric and r["cell"] != "reference":
-            by[r["guidance"]][int(r["generation"])].append(float(r["value"]))
+            by[condition(r)][int(r["generation"])].append(float(r["value"]))
     return by
 
 
@@ -37,59 +69,156 @@ def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
+    # SVG for papers: text kept as text (searchable, editable), ids from a fixed salt so the
+    # same results give the same file.
+    matplotlib.rcParams.update({"svg.fonttype": "none", "svg.hashsalt": "ouroboros"})
     import matplotlib.pyplot as plt
 
     return plt
 
 
 def _save(fig, path: Path) -> None:
+    """`path` as PNG, and beside it the same figure as SVG (no date in it, so the same
+    results give the same file)."""
+    path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    with atomic_path(path.with_suffix(".svg")) as tmp:
+        fig.savefig(tmp, format="svg", bbox_inches="tight", metadata={"Date": None})
 
 
-def plot_metric(rows: list[dict], metric: str, path: Path, title: str = "") -> Path:
+def plot_metric(rows: list[dict], metric: str, path: Path, title: str = "", colours: dict | None = None) -> Path:
+    """`metric` against generation, one line per condition (see the module docstring)."""
     plt = _pyplot()
 
-    fig, ax = plt.subplots(figsize=(5.2, 3.6))
     series = _series(rows, metric)
-    for guidance in sorted(series, key=lambda g: -float(g)):
-        gens = sorted(series[guidance])
-        vals = [np.asarray(series[guidance][g]) for g in gens]
+    many = len(series) > 6  # the legend goes beside the axes
+    fig, ax = plt.subplots(figsize=(8.0 if many else 5.6, 3.8))
+    colours = colours or condition_colours(conditions(rows))
+    for name in conditions(rows):
+        if name not in series:
+            continue
+        gens = sorted(series[name])
+        vals = [np.asarray(series[name][g]) for g in gens]
         mean = np.array([v.mean() for v in vals])
-        ax.plot(gens, mean, marker="o", ms=3, label=f"w = {float(guidance):g}")
-        ax.fill_between(gens, [v.min() for v in vals], [v.max() for v in vals], alpha=0.2)
-    ref = [float(r["value"]) for r in rows if r["metric"] == metric and r["cell"] == "reference"]
-    if ref:
-        ax.axhline(ref[0], color="k", ls="--", lw=1, label="real test split")
-    ax.set_xlabel("generation")
+        ax.plot(gens, mean, marker="o", ms=3, color=colours[name], label=name)
+        ax.fill_between(gens, [v.min() for v in vals], [v.max() for v in vals], color=colours[name], alpha=0.2,
+                        lw=0)
+    refs = dict.fromkeys(float(r["value"]) for r in rows if r["metric"] == metric and r["cell"] == "reference")
+    for i, ref in enumerate(refs):
+        ax.axhline(ref, color="k", ls="--", lw=1, label="real test split" if i == 0 else None)
+    if any(0 in s for s in series.values()):
+        ax.axvline(0, color="0.4", ls=":", lw=1, label="generation 0 (trained on real)")
+    ax.set_xlabel(GENERATION_LABEL)
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel(LABELS.get(metric, metric))
     ax.set_title(title or LABELS.get(metric, metric))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if many:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    else:
+        ax.legend(fontsize=8)
     _save(fig, path)
     plt.close(fig)
     return path
 
 
+def _panels(rows: list[dict], plt, height: float = 3.4):
+    """One axis per condition, wrapped at 4 per row; returns (fig, axes, [(condition, ax)])."""
+    names = conditions(rows)
+    ncols = min(4, len(names))
+    nrows = -(-len(names) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4 * ncols, height * nrows), sharey=True, squeeze=False)
+    for ax in axes.flat[len(names):]:
+        ax.set_visible(False)
+    return fig, axes, list(zip(names, axes.flat))
+
+
 def plot_class_accuracy(rows: list[dict], path: Path) -> Path:
-    """One panel per guidance; one line per class (mean over seeds)."""
+    """One panel per condition; one line per class (mean over seeds)."""
     plt = _pyplot()
 
     classes = sorted({r["metric"].split("/", 1)[1] for r in rows if r["metric"].startswith("accuracy/")})
-    guidances = sorted({r["guidance"] for r in rows if r["cell"] != "reference"}, key=lambda g: -float(g))
-    fig, axes = plt.subplots(1, len(guidances), figsize=(4 * len(guidances), 3.4), sharey=True, squeeze=False)
+    fig, axes, panels = _panels(rows, plt)
     cmap = plt.get_cmap("tab10")
-    for ax, guidance in zip(axes[0], guidances):
-        sub = [r for r in rows if r["guidance"] == guidance]
+    for cond, ax in panels:
+        sub = [r for r in rows if r["cell"] != "reference" and condition(r) == cond]
         for i, name in enumerate(classes):
-            series = _series(sub, f"accuracy/{name}").get(guidance, {})
+            series = _series(sub, f"accuracy/{name}").get(cond, {})
             gens = sorted(series)
             ax.plot(gens, [np.mean(series[g]) for g in gens], color=cmap(i % 10), lw=1.2, label=name)
-        ax.set_title(f"w = {float(guidance):g}")
-        ax.set_xlabel("generation")
+        ax.set_title(cond, fontsize=9)
+        ax.set_xlabel(GENERATION_LABEL)
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("per-class accuracy")
+    for row in axes:
+        row[0].set_ylabel("per-class accuracy (fraction correct)")
     axes[0][-1].legend(fontsize=7, title="class", loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def plot_makeup(rows: list[dict], path: Path) -> Path:
+    """What each generation trained on: one panel per condition, the shares of real
+    images and of each earlier generation's output stacked (mean over seeds, from the
+    provenance rows train_real_share and train_share_gen<k>), with the training set's
+    size on a second axis."""
+    plt = _pyplot()
+
+    parts = ["train_real_share"] + sorted({r["metric"] for r in rows if r["metric"].startswith("train_share_gen")},
+                                          key=lambda m: int(m.removeprefix("train_share_gen")))
+    fig, axes, panels = _panels(rows, plt)
+    cmap = plt.get_cmap("viridis")
+    for cond, ax in panels:
+        sub = [r for r in rows if r["cell"] != "reference" and condition(r) == cond]
+        gens = sorted({int(r["generation"]) for r in sub})
+        shares = np.array([[np.mean([float(r["value"]) for r in sub if r["metric"] == m
+                                     and int(r["generation"]) == g] or [0.0]) for g in gens] for m in parts])
+        colors = ["0.55"] + [cmap(k / max(1, len(parts) - 2)) for k in range(len(parts) - 1)]
+        names = ["real"] + [f"gen {m.removeprefix('train_share_gen')}" for m in parts[1:]]
+        ax.stackplot(gens, shares, colors=colors, labels=names, alpha=0.9)
+        size = _series(sub, "train_size").get(cond, {})
+        twin = ax.twinx()
+        twin.plot(sorted(size), [np.mean(size[g]) for g in sorted(size)], color="k", ls="--", lw=1, label="size")
+        twin.set_ylim(bottom=0)
+        twin.tick_params(labelsize=7)
+        ax.set_ylim(0, 1)
+        ax.set_title(cond, fontsize=9)
+        ax.set_xlabel(GENERATION_LABEL)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    for row in axes:
+        row[0].set_ylabel("share of the training set (fraction)")
+    handles, names = panels[0][1].get_legend_handles_labels()
+    fig.legend(handles + [plt.Line2D([], [], color="k", ls="--")], names + ["size, images (right axis)"],
+               fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 0.95))
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def plot_shares(curves: dict[str, list[tuple[float, float, float]]], path: Path, ylabel: str, title: str,
+                baseline: float | None = None, colours: dict | None = None) -> Path:
+    """Accuracy (or another metric) against the share of the training set replaced:
+    one line per condition, each point (share, mean, 95% half-width) with error bars
+    (none where the half-width is nan: one seed). `baseline`, the clean (0%) value, is a
+    dotted horizontal line."""
+    plt = _pyplot()
+
+    fig, ax = plt.subplots(figsize=(5.6, 3.8))
+    colours = colours or condition_colours(list(curves))
+    for name, points in curves.items():
+        x, mean, half = (np.asarray(v, dtype=float) for v in zip(*points))
+        ax.errorbar(100 * x, mean, yerr=np.where(np.isfinite(half), half, 0.0), marker="o", ms=3, capsize=3,
+                    color=colours[name], label=name)
+    if baseline is not None:
+        ax.axhline(baseline, color="0.4", ls=":", lw=1, label="clean baseline (0%)")
+    ax.set_xlabel("share of the training set replaced (%)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     _save(fig, path)
     plt.close(fig)
     return path
@@ -129,6 +258,55 @@ def plot_confusions(matrices: dict[str, np.ndarray], labels: list[str], path: Pa
         ax.set_title(title, fontsize=9)
     axes[0][0].set_ylabel("true")
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8)
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def sweep_series(rows: list[dict], column: str, metric: str, generation: int | None = None) -> dict:
+    """The points of a sweep plot: for each guidance, sorted by the swept setting `column`
+    (e.g. ``curation.recall``), the Student-t 95% interval over seeds
+    (ouroboros.report.stats.t_interval) of `metric` at `generation` (default: each
+    chain's last generation). Rows without a value in `column` are left out."""
+    from ouroboros.report.stats import t_interval
+
+    sel = [r for r in rows if r["metric"] == metric and r["cell"] != "reference" and r.get(column, "") != ""]
+    if generation is None and sel:
+        generation = max(int(r["generation"]) for r in sel)
+    by = defaultdict(lambda: defaultdict(list))
+    for r in sel:
+        if int(r["generation"]) == generation:
+            by[r.get("guidance", "")][float(r[column])].append(float(r["value"]))
+    return {w: [(x, t_interval(v)) for x, v in sorted(xs.items())] for w, xs in by.items()}
+
+
+def plot_sweep(rows: list[dict], column: str, metric: str, path: Path, generation: int | None = None,
+               title: str = "") -> Path:
+    """`metric` at one generation (default: the last) against the swept setting `column`
+    (e.g. ``curation.recall``: how good must detection be to stop the collapse), one
+    line per guidance: the mean over seeds with its 95% interval (a band; no band with
+    one seed). The real test split scored by the same classifier is a dashed line."""
+    plt = _pyplot()
+
+    series = sweep_series(rows, column, metric, generation)
+    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    for w in sorted(series, key=lambda g: -float(g) if g != "" else 0.0):
+        xs = [x for x, _ in series[w]]
+        ax.plot(xs, [i.mean for _, i in series[w]], marker="o", ms=3, label=f"w = {float(w):g}" if w != "" else None)
+        if all(i.n > 1 for _, i in series[w]):
+            ax.fill_between(xs, [i.lo for _, i in series[w]], [i.hi for _, i in series[w]], alpha=0.2)
+    ref = [float(r["value"]) for r in rows if r["metric"] == metric and r["cell"] == "reference"]
+    if ref:
+        ax.axhline(ref[0], color="k", ls="--", lw=1, label="real test split")
+    gen = generation if generation is not None else max(
+        (int(r["generation"]) for r in rows if r["metric"] == metric and r.get(column, "") != ""), default=0)
+    ax.set_xlabel(column)
+    ax.set_ylabel(LABELS.get(metric, metric))
+    ax.set_title(title or f"{LABELS.get(metric, metric)} at generation {gen} (mean, 95% interval over seeds)",
+                 fontsize=9)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
     _save(fig, path)
     plt.close(fig)
     return path

@@ -37,16 +37,37 @@ def generator_params(config: StudyConfig) -> tuple[dict, dict]:
     return ({k: v for k, v in gen.items() if k not in SAMPLING_FIELDS}, {k: gen[k] for k in SAMPLING_FIELDS})
 
 
+def start_runner(config: StudyConfig, run_dir: Path, progress: bool, runner: Runner | None = None) -> Runner:
+    """The study's runner with its executor started: a cluster that does not answer, or a
+    node that cannot see the run folder, stops the run here, before anything is written."""
+    if runner is None:
+        runner = make_runner(config, run_dir, progress)
+    runner.executor.start(run_dir)
+    return runner
+
+
 def open_run(config: StudyConfig, run_dir: Path, progress: bool, runner: Runner | None = None) -> Runner:
-    """Create the run folder, write the resolved config.yaml, and return its runner."""
+    """Create the run folder, write the resolved config.yaml, and return its runner
+    (started by `start_runner` unless given one already started)."""
     import yaml
 
+    runner = start_runner(config, run_dir, progress, runner)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
-    return runner or Runner(run_dir, config.executor.workers, config.executor.threads_per_worker, progress)
+    return runner
+
+
+def make_runner(config: StudyConfig, run_dir: Path, progress: bool, on_event=None) -> Runner:
+    """The runner of a study's run folder, with the executor `config.executor` asks for
+    (not started yet: `start_runner` does that); `on_event` as in `Runner`."""
+    from ouroboros.executors import make_executor
+
+    return Runner(run_dir, progress=progress, on_event=on_event, executor=make_executor(config.executor))
 
 
 def write_timings(run_dir: Path, runner: Runner) -> None:
-    """timings.json: the stages run this time, with their wall time."""
+    """timings.json: the stages run this time, with their wall time and the node each ran on
+    (the host name locally; the Ray node's name under Ray)."""
     write_json_atomic(run_dir / "timings.json",
-                      [{"kind": k, "stage": label, "seconds": round(sec, 3)} for k, label, sec in runner.timings])
+                      [{"kind": k, "stage": label, "seconds": round(sec, 3), "node": node}
+                       for (k, label, sec), node in zip(runner.timings, runner.nodes)])

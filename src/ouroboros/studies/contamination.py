@@ -48,7 +48,8 @@ from ouroboros.errors import UserError
 from ouroboros.preflight import check_run
 from ouroboros.report.stats import HOLDS, NOT_RESOLVED, REVERSED, Interval, paired_difference, t_interval, verdict
 from ouroboros.runner import Stage
-from ouroboros.studies.common import data_stage, derived_seed, generator_params, open_run, write_timings
+from ouroboros.studies.common import (data_stage, derived_seed, generator_params, open_run, start_runner,
+                                      write_timings)
 
 PARAM_COLUMNS = ["table", "source", "ratio", "arch", "test"]
 SET_METRICS = ("images", "unique_images")  # rows describing each training set
@@ -550,10 +551,12 @@ def report(run_dir: Path, config: StudyConfig, rows: list[dict] | None = None) -
 
 def run(config: StudyConfig, run_dir: Path, progress: bool = True, runner=None) -> dict:
     from ouroboros.report.grids import save_grid
+    from ouroboros.report.html import write_report
     from ouroboros.report.results import write_results
 
     splits = load_splits(config)  # bad data fails here, before anything is written
     check_run(config, run_dir, splits["train"].shape, splits["train"].num_classes)  # and a bad --out or component
+    runner = start_runner(config, Path(run_dir), progress, runner)  # and a cluster that cannot run it
     k = splits["train"].num_classes
     group_confusion(np.zeros((k, k)), splits["train"].class_names, config.contamination.class_groups)
     if progress:
@@ -577,4 +580,5 @@ def run(config: StudyConfig, run_dir: Path, progress: bool = True, runner=None) 
             save_grid(ImageSet.load(paths[cell.mixture.key]), run_dir / "samples" / f"{name}.png",
                       config.output.grid_per_class, config.output.grid_scale)
     save_grid(splits["train"], run_dir / "samples" / "real.png", config.output.grid_per_class, config.output.grid_scale)
+    write_report([run_dir])
     return {"run_dir": str(run_dir), "timings": runner.timings}

@@ -32,6 +32,11 @@ Generation 0 trains on all of R, except under `fresh` (see there). For g >= 1:
 
 The real parts of `mix` and `fresh` are uniform (not balanced) prefixes of the real
 order, so they keep the real split's class proportions in expectation.
+
+When several generator families feed the loop (``loop.generators``), O_k is their
+pooled output (each family's images with source ``gen:<name>``), and every draw above
+takes from it without regard to family: the families' shares of a drawn set follow
+their shares of the pool only in expectation, and `makeup` reports the realised ones.
 """
 
 from __future__ import annotations
@@ -109,11 +114,28 @@ def _draw(pool: ImageSet, k: int, rng: np.random.Generator) -> ImageSet:
     return pool.subset(np.sort(chosen))
 
 
+def real_candidates(scenario: str, g: int, n_real: int, n: int, rho: float, real_seed: int) -> np.ndarray | None:
+    """Indices into R of the real images generation g >= 1 may draw (None: the scenario
+    uses no real data): all of R, except fresh's m new reservoir images."""
+    if scenario == "replace":
+        return None
+    if scenario == "fresh":
+        m = int(round(rho * n))
+        return np.sort(real_order(n_real, real_seed)[n + (g - 1) * m: n + g * m])
+    return np.arange(n_real)
+
+
 def assemble(scenario: str, g: int, real: ImageSet, outputs: dict[int, ImageSet], *, n: int, seed: int,
-             real_seed: int, rho: float = 0.5, lam: float = 1.0) -> ImageSet:
+             real_seed: int, rho: float = 0.5, lam: float = 1.0, real_keep: np.ndarray | None = None) -> ImageSet:
     """Generation g's training set. `outputs` maps k -> O_k for exactly the window's k
     (every k < g for accumulate); `seed` seeds this generation's draws, `real_seed` the
-    chain's fixed real order."""
+    chain's fixed real order.
+
+    After curation (ouroboros.studies.curation), `outputs` hold only the survivors and
+    `real_keep` (a boolean mask over R) marks the real survivors; every size is then
+    clipped to what survived: a draw takes at most its pool, mix's real part is the
+    first round(rho N) survivors of the real order, fresh's removed new images are
+    used up."""
     if scenario not in SCENARIOS:
         raise UserError(f"unknown scenario {scenario!r}; use one of {', '.join(SCENARIOS)}")
     rng = np.random.default_rng(int(seed))
@@ -121,27 +143,37 @@ def assemble(scenario: str, g: int, real: ImageSet, outputs: dict[int, ImageSet]
     m = int(round(rho * n))
     if g == 0:
         return real.subset(np.sort(order[:n])) if scenario == "fresh" else real
+    curated = real_keep is not None
+    keep = np.ones(len(real), dtype=bool) if real_keep is None else np.asarray(real_keep, dtype=bool)
+    kept_real = real if not curated else real.subset(np.flatnonzero(keep))
+
+    def draw(pool: ImageSet, k: int) -> ImageSet:
+        return _draw(pool, min(k, len(pool)) if curated else k, rng)
+
     pool = ImageSet.concat([outputs[k] for k in sorted(outputs)])
     if scenario == "accumulate":
-        return ImageSet.concat([real, pool])
+        return ImageSet.concat([kept_real, pool])
     if scenario == "accumulate-subsample":
-        return _draw(ImageSet.concat([real, pool]), n, rng)
-    generated = _draw(pool, generated_count(scenario, n, len(real), rho, lam), rng)
+        return draw(ImageSet.concat([kept_real, pool]), n)
+    generated = draw(pool, generated_count(scenario, n, len(real), rho, lam))
     if scenario == "replace":
         return generated
     if scenario == "augment":
-        return ImageSet.concat([real, generated])
+        return ImageSet.concat([kept_real, generated])
     if scenario == "mix":
-        reals = order[:m]
-    else:  # fresh: the next m unseen images of the reservoir
+        reals = order[keep[order]][:m]
+    else:  # fresh: the next m unseen images of the reservoir (those curation left)
         reals = order[n + (g - 1) * m: n + g * m]
+        reals = reals[keep[reals]]
     return ImageSet.concat([real.subset(np.sort(reals)), generated])
 
 
-def makeup(train: ImageSet) -> dict[str, float]:
+def makeup(train: ImageSet, by_family: bool = False) -> dict[str, float]:
     """Size and make-up of a training set, from its provenance: `train_real_share` (the
     share of provenance generation 0) and `train_share_gen<k>` for the output of the
-    model of generation k (provenance generation k + 1), for each k present."""
+    model of generation k (provenance generation k + 1), for each k present; with
+    `by_family` (several families feed the loop), also `train_share_family_<name>` for
+    the images of each generator family present (source ``gen:<name>``, any generation)."""
     out = {"train_size": float(len(train))}
     if len(train) == 0:
         return out
@@ -151,4 +183,8 @@ def makeup(train: ImageSet) -> dict[str, float]:
     for p in sorted(share):
         if p > 0:
             out[f"train_share_gen{p - 1}"] = share[p]
+    sources, counts = np.unique(train.source, return_counts=True)
+    for source, count in zip(sources.tolist(), counts.tolist()):
+        if by_family and source.startswith("gen:"):
+            out[f"train_share_family_{source[4:]}"] = count / len(train)
     return out

@@ -1,0 +1,80 @@
+"""The local executor: stages in worker processes on this machine (the default).
+
+``workers`` processes (0: one per CPU core, at most one per stage due), each with
+``threads`` torch threads, so results do not depend on how many workers there are.
+With one worker the stages run in this process, one after another.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+import os
+import platform
+
+
+class LocalExecutor:
+    def __init__(self, workers: int = 0, threads: int = 1):
+        self.workers = workers
+        self.threads = threads
+        self.node = platform.node() or "local"  # what timings.json records as where each stage ran
+
+    def start(self, run_dir) -> None:
+        """Nothing to connect to: the run folder was checked by the study's preflight."""
+
+    def close(self) -> None:
+        pass
+
+    def _n_workers(self, n_todo: int) -> int:
+        if self.workers > 0:
+            return self.workers
+        return max(1, min(os.cpu_count() or 1, n_todo))
+
+    def execute(self, todo: dict, args, finished, bar=None, started=None, failed=None) -> None:
+        from ouroboros.executors import ready
+        from ouroboros.runner import _execute, _set_threads, _worker_init
+
+        started = started or (lambda stage: None)
+        failed = failed or (lambda stage, exc: None)
+        workers = self._n_workers(len(todo))
+        if workers == 1:
+            _set_threads(self.threads)
+            for stage in todo.values():  # `todo` is in dependency order
+                started(stage)
+                try:
+                    seconds = _execute(*args(stage))
+                except BaseException as exc:
+                    failed(stage, exc)
+                    raise
+                finished(stage, seconds, self.node)
+            return
+
+        pending = dict(todo)
+        running: dict[cf.Future, object] = {}
+        ctx = multiprocessing.get_context("spawn")
+        with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(self.threads,)) as pool:
+            try:
+                while pending or running:
+                    for key, stage in list(pending.items()):
+                        if len(running) >= workers:
+                            break
+                        if ready(stage, set(pending) | {s.key for s in running.values()}):
+                            del pending[key]
+                            started(stage)
+                            running[pool.submit(_execute, *args(stage))] = stage
+                    if not running:
+                        raise RuntimeError("stage graph has a cycle or a missing dependency")
+                    done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+                    for fut in done:
+                        stage = running.pop(fut)
+                        try:
+                            seconds = fut.result()
+                        except BaseException as exc:
+                            failed(stage, exc)
+                            raise
+                        finished(stage, seconds, self.node)
+            except BaseException:
+                for fut in running:
+                    fut.cancel()
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
