@@ -56,11 +56,14 @@ class DataConfig:
     test: Optional[str] = None  # None: split test_fraction of `train` off, per class
     test_fraction: float = 0.3
     split_seed: int = 0
+    image_size: Optional[int] = None  # an ImageFolder's images resized to this x this on load; None: as they are
 
     def validate(self, where: str = "data") -> None:
         _dataset_spec(f"{where}.train", self.train)
         if self.test is not None:
             _dataset_spec(f"{where}.test", self.test)
+        if self.image_size is not None:
+            check_int(f"{where}.image_size", self.image_size, 2, 1024)
         check_float(f"{where}.test_fraction", self.test_fraction, 0.0, 1.0, lo_open=True, hi_open=True)
         check_int(f"{where}.split_seed", self.split_seed, 0, 2**32 - 1)  # numpy's seed range
 
@@ -117,6 +120,9 @@ class LoopConfig:
     # A grid in one config: each variant is the loop above with some keys changed and
     # runs its own chains (every guidance x seed); null: the loop above alone.
     variants: Optional[list[LoopVariant]] = None
+    # The FID Inception weights file for colour images of 32x32 and up (features: inception);
+    # null: $OUROBOROS_INCEPTION_WEIGHTS or the cache folders, else classifier features.
+    inception_weights: Optional[str] = None
 
     def cells(self) -> list[tuple[str, "LoopConfig"]]:
         """(name, resolved loop settings) of each variant; [("", self)] without variants."""
@@ -155,6 +161,8 @@ class LoopConfig:
         _seeds(f"{where}.seeds", self.seeds)
         if self.samples_per_generation is not None:
             check_int(f"{where}.samples_per_generation", self.samples_per_generation, 1, 10**7)
+        if self.inception_weights is not None:
+            check_text(f"{where}.inception_weights", self.inception_weights)
 
 
 @dataclass
@@ -285,6 +293,14 @@ class StudyConfig:
             value = getattr(self, f.name)
             if hasattr(value, "validate"):
                 value.validate(f.name)
+        if not self.generator.conditional:
+            if self.study == "contamination":
+                raise UserError("the contamination study replaces images class by class and needs a class-conditional "
+                                "generator: remove generator.conditional: false")
+            guided = [w for _, lc in self.loop.cells() for w in lc.guidance if w != 0]
+            if guided:
+                raise UserError(f"generator.conditional is false, and an unconditional model takes no guidance, but "
+                                f"loop.guidance holds {guided[0]:g}: set loop.guidance: [0]")
         steps = self.generator.num_train_timesteps
         for st in self.contamination.diverse_sample_steps:
             if st > steps:

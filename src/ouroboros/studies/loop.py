@@ -7,8 +7,15 @@ the default "replace" trains only on the previous generation's samples, the wors
 case), each generation sampling as many images as the real set, balanced over
 classes. results.csv records each training set's size and make-up from provenance
 (train_size, train_real_share, train_share_gen<k>) and the scenario in its own
-column. Each generation's samples are scored by one classifier trained on the real
-training split. One chain per (guidance, seed).
+column. One chain per (guidance, seed).
+
+Each generation's samples are scored as the data allows (`evaluation`): a classifier
+trained on the real training split gives accuracy, cross-entropy and per-class
+accuracy when the generator is class-conditional; FID, precision, recall, density and
+coverage against the real training split always, on Inception features for colour
+images of 32x32 and up when Inception weights are given (`loop.inception_weights`, or
+found where ouroboros.features.inception looks), on the real-data classifier's
+penultimate features otherwise.
 
 In results.csv, ``generation`` is the model's index (0 = trained on real data); the
 images it makes carry provenance generation ``g + 1``.
@@ -32,13 +39,17 @@ from ouroboros.studies.common import data_stage, derived_seed, generator_params,
 
 
 def load_splits(config: StudyConfig) -> tuple[ImageSet, ImageSet]:
-    full = load_dataset(config.data.train)
+    full = load_dataset(config.data.train, config.data.image_size)
     if config.data.test is not None:
-        test = load_dataset(config.data.test)
+        test = load_dataset(config.data.test, config.data.image_size)
         if test.class_names != full.class_names:
             raise UserError(
                 f"train and test datasets have different classes: {list(full.class_names)} vs {list(test.class_names)}"
             )
+        if test.shape[0] != full.shape[0]:
+            kind = {1: "greyscale (1 channel)", 3: "colour (3 channels)"}
+            raise UserError(f"data.train is {kind.get(full.shape[0], full.shape[0])} but data.test "
+                            f"{kind.get(test.shape[0], test.shape[0])}; use a test set of the same kind of images")
         if test.shape != full.shape:
             raise UserError(f"data.test has images of shape {test.shape} but data.train {full.shape}; "
                             "they must match")
@@ -74,8 +85,9 @@ def plan(config: StudyConfig, cache: Path, splits: tuple[ImageSet, ImageSet] | N
     train_stage, test_stage = data_stage(train, "train", cache), data_stage(test, "test", cache)
     classifier = Stage("classifier", {"config": dataclasses.asdict(config.classifier), "seed": 0},
                        {"train": train_stage}, label="real data")
-    evaluate = {"metrics": "classifier+fid+prdc", "k": 5}
-    reference = Stage("evaluate", evaluate, {"images": test_stage, "classifier": classifier, "real": train_stage},
+    evaluate = evaluation(config, train)
+    scorer = {"classifier": classifier} if uses_classifier(evaluate) else {}
+    reference = Stage("evaluate", evaluate, {"images": test_stage, **scorer, "real": train_stage},
                       label="real test")
     fit_config, sampling = generator_params(config)
     chains = {}
@@ -95,12 +107,54 @@ def plan(config: StudyConfig, cache: Path, splits: tuple[ImageSet, ImageSet] | N
                             {"train": source}, label=label)
                 sample = Stage("sample", {"n": n_sample, "guidance": float(w), "seed": derived_seed(s, g, "sample"),
                                           **sampling}, {"model": fit}, label=label)
-                ev = Stage("evaluate", evaluate, {"images": sample, "classifier": classifier, "real": train_stage},
-                           label=label)
+                ev = Stage("evaluate", evaluate, {"images": sample, **scorer, "real": train_stage}, label=label)
                 chain.append((fit, sample, ev))
                 outputs.append(sample)
             chains[(variant, float(w), s)] = chain
     return LoopPlan(train, test, classifier, reference, chains)
+
+
+def evaluation(config: StudyConfig, train: ImageSet) -> dict:
+    """The evaluate stage's parameters for this study and data (see the module docstring):
+    ``metrics`` is ``classifier+fid+prdc`` for a conditional generator, ``fid+prdc``
+    otherwise; ``features`` (absent: the classifier's) is ``inception`` for colour
+    images of at least 32x32 when the weights file is found, with its path and SHA-256
+    (so other weights make other keys)."""
+    params = {"metrics": "classifier+fid+prdc" if config.generator.conditional else "fid+prdc", "k": 5}
+    c, h, w = train.shape
+    if c == 3 and min(h, w) >= 32:
+        weights = inception_weights(config.loop.inception_weights)
+        if weights is not None:
+            params.update(features="inception", weights=str(weights), weights_sha256=_sha256(weights))
+    return params
+
+
+def uses_classifier(evaluate: dict) -> bool:
+    """Whether the evaluate stage needs the real-data classifier (for scores or features)."""
+    return evaluate["metrics"].startswith("classifier+") or evaluate.get("features", "classifier") == "classifier"
+
+
+def inception_weights(path: str | None) -> Path | None:
+    """The Inception weights file: `path` (an error when it is not there), else
+    $OUROBOROS_INCEPTION_WEIGHTS or the cache folders (None when not found there)."""
+    from ouroboros.features.inception import find_weights
+
+    if path is not None:
+        return find_weights(path).resolve()
+    try:
+        return find_weights().resolve()
+    except UserError:
+        return None
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _training_set(lc, g: int, s: int, n: int, train_stage: Stage, outputs: list[Stage], label: str) -> Stage:
@@ -188,12 +242,15 @@ def run(config: StudyConfig, run_dir: Path, progress: bool = True, runner=None) 
         scenarios.check_reservoir(lc.scenario, lc.samples_per_generation or len(splits[0]), lc.generations,
                                   lc.real_fraction, len(splits[0]))
     check_run(config, run_dir, splits[0].shape, splits[0].num_classes)  # and a bad --out or component
+    evaluate = evaluation(config, splits[0])  # and missing Inception weights named in the config
     if progress:
         names = [name for name, _ in config.loop.cells()]
         what = f"{len(names)} variants" if config.loop.variants is not None else f"scenario {config.loop.scenario}"
+        scores = ("classifier accuracy, " if evaluate["metrics"].startswith("classifier+") else "") + \
+            f"FID/PRDC on {evaluate.get('features', 'classifier')} features"
         print(f"ouroboros: {config.name}: {what}, {len(config.loop.guidance)} guidance x "
               f"{len(config.loop.seeds)} seeds x "
-              f"{config.loop.generations} generations on {len(splits[0])} real training images -> {run_dir}",
+              f"{config.loop.generations} generations on {len(splits[0])} real training images ({scores}) -> {run_dir}",
               file=sys.stderr)
     run_dir = Path(run_dir)
     runner = open_run(config, run_dir, progress, runner)
@@ -259,9 +316,12 @@ def report(run_dir: Path) -> Path:
             raise UserError(f"{run_dir / 'results.csv'} line {line} has no generation or guidance, so it is not a "
                             "feedback-loop results table; run the study again with the same --out to rewrite it")
     by = "cell" if any(r.get("variant") for r in rows) else "guidance"
+    present = {r["metric"] for r in rows}
     for metric in ("accuracy", "cross_entropy", "fid", "precision", "recall", "density", "coverage"):
-        plot_metric(rows, metric, run_dir / "plots" / f"{metric}.png", by=by)
-    plot_class_accuracy(rows, run_dir / "plots" / "class_accuracy.png", by=by)
+        if metric in present:  # an unconditional model's samples have no accuracy
+            plot_metric(rows, metric, run_dir / "plots" / f"{metric}.png", by=by)
+    if "accuracy" in present:
+        plot_class_accuracy(rows, run_dir / "plots" / "class_accuracy.png", by=by)
     plot_makeup(rows, run_dir / "plots" / "makeup.png", by=by)
     header, table = summary_table(rows)
     study = rows[0]["study"] if rows else "study"
