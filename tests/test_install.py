@@ -52,7 +52,7 @@ def test_an_unknown_config_lists_the_shipped_names(tmp_path, monkeypatch, capsys
     assert main(["run", name, "--quiet", "--set", "loop.generations=0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: config file not found"), err
-    assert "contamination-digits, loop-digits" in err[0]
+    assert "contamination-digits, loop-cub, loop-digits, loop-flowers, loop-mnist" in err[0]
     assert not (tmp_path / "runs").exists()
 
 
