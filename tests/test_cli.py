@@ -159,7 +159,7 @@ def test_full_disk_keeps_an_existing_run_intact(tmp_path, capsys, monkeypatch):
 
 @pytest.mark.parametrize("args, fragment", [
     (["demo", "--set", "generator.denoiser=unet", "--set", "generator.hidden=8", "--set", "generator.depth=5"],
-     "generator.depth 5 needs images whose sides divide by 16"),
+     "U-Net of generator.depth 5 takes images whose sides are multiples of 16"),
     (["run", REPO / "configs" / "contamination-digits.yaml", "--set", "classifier.shift=8"],
      "classifier.shift (8) must be smaller"),
     (["demo", "--set", "classifier.device=cuda:99"], "classifier.device"),

@@ -109,18 +109,23 @@ def test_preflight_accepts_the_shipped_configs_and_leaves_the_global_rng_alone()
     from ouroboros.preflight import check_components
 
     shipped = sorted((REPO / "configs").glob("*.yaml"))
-    assert {"loop-digits.yaml", "contamination-digits.yaml", "scenarios-digits.yaml"} <= {p.name for p in shipped}
+    assert {"loop-digits.yaml", "contamination-digits.yaml", "scenarios-digits.yaml", "loop-mnist.yaml",
+            "loop-flowers.yaml", "loop-cub.yaml"} <= {p.name for p in shipped}
+    # Each config on the shape of its own data (mnist5k; Flowers-102 and CUB resized to 64x64).
+    shapes = {"loop-mnist.yaml": ((1, 28, 28), 10), "loop-flowers.yaml": ((3, 64, 64), 102),
+              "loop-cub.yaml": ((3, 64, 64), 200)}
     for path in shipped:
         config = load_config(path)
         torch.manual_seed(0)
-        check_components(config, (1, 8, 8), 10)
+        check_components(config, *shapes.get(path.name, ((1, 8, 8), 10)))
         after = torch.rand(3)
         torch.manual_seed(0)
         assert torch.equal(after, torch.rand(3)), "the dry build must not move the seeded global generator"
 
 
 @pytest.mark.parametrize("overrides, shape, classes, fragment", [
-    (["generator.denoiser=unet", "generator.hidden=8", "generator.depth=3"], (1, 6, 6), 10, "divide by 4"),
+    (["generator.denoiser=unet", "generator.hidden=8", "generator.depth=3"], (1, 6, 6), 10,
+     "sides are multiples of 4 (e.g. 4, 8, 12); the data's are 6x6"),
     (["classifier.shift=8"], (1, 8, 8), 10, "classifier.shift (8) must be smaller"),
     (["generator.device=meta"], (1, 8, 8), 10, "generator.device"),
     (["classifier.device=npu"], (1, 8, 8), 10, "classifier.device: unknown device"),

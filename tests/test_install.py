@@ -52,7 +52,8 @@ def test_an_unknown_config_lists_the_shipped_names(tmp_path, monkeypatch, capsys
     assert main(["run", name, "--quiet", "--set", "loop.generations=0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: config file not found"), err
-    assert "contamination-digits, contamination-sd-imagenet, contamination-sd-tiny, loop-digits" in err[0]
+    assert ("contamination-digits, contamination-sd-imagenet, contamination-sd-tiny, loop-cub, loop-digits, "
+            "loop-digits-gaussian, loop-flowers, loop-mnist, scenarios-digits") in err[0]
     assert not (tmp_path / "runs").exists()
 
 

@@ -57,11 +57,14 @@ class DataConfig:
     test: Optional[str] = None  # None: split test_fraction of `train` off, per class
     test_fraction: float = 0.3
     split_seed: int = 0
+    image_size: Optional[int] = None  # an ImageFolder's images resized to this x this on load; None: as they are
 
     def validate(self, where: str = "data") -> None:
         _dataset_spec(f"{where}.train", self.train)
         if self.test is not None:
             _dataset_spec(f"{where}.test", self.test)
+        if self.image_size is not None:
+            check_int(f"{where}.image_size", self.image_size, 2, 1024)
         check_float(f"{where}.test_fraction", self.test_fraction, 0.0, 1.0, lo_open=True, hi_open=True)
         check_int(f"{where}.split_seed", self.split_seed, 0, 2**32 - 1)  # numpy's seed range
 
@@ -195,6 +198,9 @@ class LoopConfig:
     # A grid in one config: each variant is the loop above with some keys changed and
     # runs its own chains (every guidance x seed); null: the loop above alone.
     variants: Optional[list[LoopVariant]] = None
+    # The FID Inception weights file for colour images of 32x32 and up (features: inception);
+    # null: $OUROBOROS_INCEPTION_WEIGHTS or the cache folders, else classifier features.
+    inception_weights: Optional[str] = None
 
     def families(self) -> list[FamilyEntry]:
         """The pool's entries; the default is one diffusion family with share 1."""
@@ -250,6 +256,8 @@ class LoopConfig:
                 raise UserError(f"{where}.generators: the shares sum to {total:g}, not 1; "
                                 f"make them sum to 1 (e.g. 0.7 and 0.3)")
         self.curation.validate(f"{where}.curation")
+        if self.inception_weights is not None:
+            check_text(f"{where}.inception_weights", self.inception_weights)
 
 
 @dataclass
@@ -397,6 +405,14 @@ class StudyConfig:
                 value.validate(f.name)
         for i, entry in enumerate(self.loop.generators or []):  # each family's own settings
             entry.generator_config(self.generator, f"loop.generators[{i}]")
+        if not self.generator.conditional:
+            if self.study == "contamination":
+                raise UserError("the contamination study replaces images class by class and needs a class-conditional "
+                                "generator: remove generator.conditional: false")
+            guided = [w for _, lc in self.loop.cells() for w in lc.guidance if w != 0]
+            if guided:
+                raise UserError(f"generator.conditional is false, and an unconditional model takes no guidance, but "
+                                f"loop.guidance holds {guided[0]:g}: set loop.guidance: [0]")
         steps = self.generator.num_train_timesteps
         for st in self.contamination.diverse_sample_steps:
             if st > steps:

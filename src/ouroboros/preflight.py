@@ -92,6 +92,19 @@ def resolve_device(where: str, device: str):
     return dev
 
 
+def check_unet_size(depth: int, h: int, w: int) -> None:
+    """The U-Net halves the image at each of its levels but the last, and its skip
+    connections need every halving exact: both sides must be multiples of 2^(depth-1)."""
+    factor = 2 ** (depth - 1)
+    if h % factor == 0 and w % factor == 0:
+        return
+    fits = max(d for d in range(1, depth) if h % 2 ** (d - 1) == 0 and w % 2 ** (d - 1) == 0)
+    sizes = ", ".join(str(factor * k) for k in range(max(1, min(h, w) // factor - 1), min(h, w) // factor + 3))
+    raise UserError(f"the U-Net of generator.depth {depth} takes images whose sides are multiples of {factor} "
+                    f"(e.g. {sizes}); the data's are {h}x{w}: resize them (data.image_size for an ImageFolder) "
+                    f"or lower generator.depth to {fits}")
+
+
 def check_components(config, image_shape: tuple[int, int, int], num_classes: int) -> None:
     """Build the study's denoiser, schedulers and classifiers for this data once; no training."""
     import torch
@@ -107,10 +120,7 @@ def check_components(config, image_shape: tuple[int, int, int], num_classes: int
     resolve_device("generator.device", gen.device)
     resolve_device("classifier.device", clf.device)
     if gen.denoiser == "unet":
-        factor = 2 ** (gen.depth - 1)  # each U-Net level but the last halves the image
-        if h % factor or w % factor:
-            raise UserError(f"generator.depth {gen.depth} needs images whose sides divide by {factor}; the data's are "
-                            f"{h}x{w}: lower generator.depth")
+        check_unet_size(gen.depth, h, w)
     if clf.shift >= min(h, w):
         raise UserError(f"classifier.shift ({clf.shift}) must be smaller than the images ({h}x{w})")
 
@@ -127,9 +137,10 @@ def check_components(config, image_shape: tuple[int, int, int], num_classes: int
         x = torch.zeros((2, c, h, w))
         what = f"generator (denoiser {gen.denoiser}, hidden {gen.hidden}, depth {gen.depth})"
         try:
-            model = build_denoiser(gen.denoiser, image_shape, num_classes, gen.hidden, gen.depth)
+            labels = gen.label_count(num_classes)  # 0 when unconditional: the null label only
+            model = build_denoiser(gen.denoiser, image_shape, labels, gen.hidden, gen.depth)
             t = torch.tensor([0, gen.num_train_timesteps - 1])
-            y = torch.tensor([0, num_classes])  # a class and the null label
+            y = torch.tensor([0, labels])  # a class (the null label when unconditional) and the null label
             out = model(x, t, y)
             if out.shape != x.shape:
                 raise ValueError(f"it predicts noise of shape {tuple(out.shape[1:])} for images {image_shape}")

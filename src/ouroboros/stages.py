@@ -76,13 +76,29 @@ def sample_stage(params: dict, deps: dict, out: Path) -> None:
 
 @stage_kind("evaluate", ".json", version=1)
 def evaluate_stage(params: dict, deps: dict, out: Path) -> None:
-    """Classifier accuracy / cross-entropy of the images, and FID + PRDC (k = params["k"])
-    of their classifier features against the real training split's."""
+    """Scores of the images against the real training split (`deps["real"]`).
+
+    ``params["metrics"]``: ``classifier+fid+prdc`` adds the real-data classifier's
+    accuracy / cross-entropy / per-class accuracy (the images' labels are their classes);
+    ``fid+prdc`` is FID and PRDC (k = params["k"]) alone. ``params["features"]``: the
+    classifier's penultimate features (``classifier``, the default) or Inception's
+    (``inception``, from the weights file ``params["weights"]``)."""
     images = ImageSet.load(deps["images"])
-    classifier = Classifier.load(deps["classifier"])
-    logits, fake = classifier.logits_and_features(images)
-    metrics = classification_metrics(logits, images.labels, images.class_names)
-    real = classifier.features(ImageSet.load(deps["real"]))
+    real_set = ImageSet.load(deps["real"])
+    metrics, fake = {}, None
+    if params["metrics"].startswith("classifier+"):
+        logits, fake = Classifier.load(deps["classifier"]).logits_and_features(images)
+        metrics = classification_metrics(logits, images.labels, images.class_names)
+    if params.get("features", "classifier") == "inception":
+        from ouroboros.features.inception import inception_features, load_inception
+        from ouroboros.generators.base import resolve_device
+
+        model = load_inception(params["weights"], resolve_device("auto"))
+        real, fake = inception_features(real_set.images, model), inception_features(images.images, model)
+    else:
+        classifier = Classifier.load(deps["classifier"])
+        fake = classifier.features(images) if fake is None else fake
+        real = classifier.features(real_set)
     metrics["fid"] = fid(real, fake)
     metrics.update(prdc(real, fake, k=params["k"]))
     write_json_atomic(out, metrics)

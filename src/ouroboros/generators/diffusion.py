@@ -1,4 +1,4 @@
-"""Class-conditional diffusion with classifier-free guidance.
+"""Class-conditional diffusion with classifier-free guidance, or unconditional diffusion.
 
 Training is DDPM's (Ho et al. 2020): predict the noise added by diffusers'
 ``DDPMScheduler.add_noise`` at a uniformly drawn timestep, with the class label
@@ -11,7 +11,17 @@ Sampling uses diffusers' ``DDPMScheduler`` (ancestral) or ``DDIMScheduler``
     eps = (1 + w) * eps_cond - w * eps_uncond,   w >= 0
 
 so w = 0 is plain conditional sampling. (diffusers pipelines call ``1 + w`` the
-``guidance_scale``.) Sampling uses the exponential moving average of the weights.
+``guidance_scale``.) A w so small that ``1 + w == 1`` in float32 (w < 6e-8, such as
+the feedback-loop paper's 1e-10, its "no guidance") samples as w = 0: the guided noise
+would differ from the conditional one by less than float32 rounding, so the
+unconditional pass is skipped. Sampling uses the exponential moving average of the weights.
+
+With ``conditional: false`` the model is unconditional (the feedback-loop paper's
+second experiment): it trains and samples with every label set to the null label, so
+it learns p(x) alone and takes no guidance. Its samples keep the training set's class
+names so they mix with real data and later generations, but their labels carry no
+information: they are the balanced cycle 0, 1, ..., K-1, and their condition is
+``unconditional``.
 
 A fitted model saves as ``model.safetensors`` + ``generator.json``; nothing is pickled.
 """
@@ -57,6 +67,7 @@ class DiffusionConfig:
     sample_steps: int = 50
     sample_batch_size: int = 2048
     device: str = "auto"
+    conditional: bool = True  # false: unconditional (no labels, no guidance)
 
     def validate(self, where: str = "generator") -> None:
         """Every field in range, so a bad value fails here and not inside a worker.
@@ -93,6 +104,12 @@ class DiffusionConfig:
                             f"{where}.num_train_timesteps ({self.num_train_timesteps})")
         check_int(f"{where}.sample_batch_size", self.sample_batch_size, 1, 65536)
         check_text(f"{where}.device", self.device, 64)  # resolved by ouroboros.preflight before a run
+        if not isinstance(self.conditional, bool):
+            raise UserError(f"{where}.conditional must be true or false; got {self.conditional!r}")
+
+    def label_count(self, num_classes: int) -> int:
+        """Class labels the denoiser embeds besides the null label: none when unconditional."""
+        return num_classes if self.conditional else 0
 
 
 def _scheduler(config: DiffusionConfig, kind: str | None = None):
@@ -120,8 +137,13 @@ def check_guidance(guidance: float) -> float:
     return guidance
 
 
+def is_unguided(guidance: float) -> bool:
+    """True when w is 0 or too small to change float32 noise (1 + w == 1 in float32)."""
+    return float(np.float32(1.0) + np.float32(guidance)) == 1.0
+
+
 class FittedDiffusion:
-    """A trained denoiser (EMA weights) that samples class-conditional images."""
+    """A trained denoiser (EMA weights) that samples class-conditional (or unconditional) images."""
 
     def __init__(
         self,
@@ -147,11 +169,14 @@ class FittedDiffusion:
 
     @torch.no_grad()
     def eps(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, guidance: float) -> torch.Tensor:
-        """Guided noise prediction: (1 + w) * eps_cond - w * eps_uncond."""
+        """Guided noise prediction: (1 + w) * eps_cond - w * eps_uncond (the null label's
+        prediction alone when unconditional)."""
         tt = t.expand(x.shape[0]) if t.ndim == 0 else t
-        if guidance == 0.0:
+        null = torch.full_like(labels, self.config.label_count(len(self.class_names)))
+        if not self.config.conditional:
+            return self.model(x, tt, null)
+        if is_unguided(guidance):
             return self.model(x, tt, labels)
-        null = torch.full_like(labels, len(self.class_names))
         both = self.model(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([labels, null]))
         eps_cond, eps_uncond = both.chunk(2)
         return (1.0 + guidance) * eps_cond - guidance * eps_uncond
@@ -167,8 +192,12 @@ class FittedDiffusion:
         sample_steps: int | None = None,
         batch_size: int | None = None,
     ) -> ImageSet:
-        """Draw n images (balanced over classes unless `labels` is given), quantised to uint8."""
+        """Draw n images (balanced over classes unless `labels` is given), quantised to uint8.
+        An unconditional model takes guidance 0 only, and `labels` only as the samples' labels."""
         guidance = check_guidance(guidance)
+        if not self.config.conditional and guidance != 0.0:
+            raise UserError(f"an unconditional diffusion model (conditional: false) takes no guidance; got {guidance:g}: "
+                            "use guidance 0")
         labels = balanced_labels(n, len(self.class_names)) if labels is None else np.asarray(labels, dtype=np.int64)
         if len(labels) != n:
             raise UserError(f"got {len(labels)} labels for {n} samples")
@@ -192,7 +221,8 @@ class FittedDiffusion:
                 x = scheduler.step(eps, t, x, generator=gen, **step_options).prev_sample
             out.append(quantize(x))
         images = np.concatenate(out) if out else np.zeros((0, *self.image_shape), np.uint8)
-        conditions = [f"class={self.class_names[c]};guidance={guidance:g}" for c in labels]
+        conditions = ([f"class={self.class_names[c]};guidance={guidance:g}" for c in labels]
+                      if self.config.conditional else ["unconditional"] * len(labels))
         return ImageSet.create(
             images, labels, self.class_names, source=f"gen:{self.name}", generation=self.generation,
             seed=int(seed), condition=conditions,
@@ -217,7 +247,8 @@ class FittedDiffusion:
         if device is not None:
             config.device = device
         dev = resolve_device(config.device)
-        model = build_denoiser(config.denoiser, meta["image_shape"], len(meta["class_names"]), config.hidden, config.depth)
+        model = build_denoiser(config.denoiser, meta["image_shape"], config.label_count(len(meta["class_names"])),
+                               config.hidden, config.depth)
         model.load_state_dict(load_file(weights, device="cpu"))
         return cls(config, model.to(dev), tuple(meta["class_names"]), tuple(meta["image_shape"]),
                    meta["generation"], meta["name"], meta.get("info"))
@@ -237,15 +268,16 @@ class DiffusionGenerator:
             raise UserError("cannot fit a generator on an empty training set")
         device = resolve_device(cfg.device)
         torch.manual_seed(int(seed))  # parameter initialisation
-        model = build_denoiser(cfg.denoiser, train.shape, train.num_classes, cfg.hidden, cfg.depth).to(device)
+        labels_embedded = cfg.label_count(train.num_classes)
+        model = build_denoiser(cfg.denoiser, train.shape, labels_embedded, cfg.hidden, cfg.depth).to(device)
         ema = copy.deepcopy(model).requires_grad_(False)
         opt = _adamw(model.parameters(), cfg.lr, cfg.weight_decay, device)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps)))
         noise_scheduler = _scheduler(cfg, "ddpm")
 
         data = torch.as_tensor(train.to_float(), device=device)
-        labels = torch.as_tensor(train.labels, device=device)
-        null = train.num_classes
+        null = labels_embedded  # the null label; the only one an unconditional model sees
+        labels = torch.as_tensor(train.labels if cfg.conditional else np.full(len(train), null), device=device)
         gen = torch.Generator(device=device).manual_seed(int(seed))
         ema_params = list(ema.parameters())
         model_params = list(model.parameters())

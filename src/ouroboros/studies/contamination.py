@@ -57,7 +57,7 @@ SET_METRICS = ("images", "unique_images")  # rows describing each training set
 
 def load_splits(config: StudyConfig) -> dict[str, ImageSet]:
     c = config.contamination
-    full = load_dataset(config.data.train)
+    full = load_dataset(config.data.train, config.data.image_size)
     # The generator split also trains the feature network of Tables 3 and 4, so it is
     # needed even when the generated pool comes from an external folder.
     fractions = {"train": c.split_train, "generator": c.split_generator}

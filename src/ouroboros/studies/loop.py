@@ -10,8 +10,15 @@ classes. results.csv records each training set's size and make-up from provenanc
 column. `loop.curation` (ouroboros.studies.curation) filters each generation's
 candidates before the scenario draws from them (watermark, detector, reward) and
 results.csv records what it removed (curation_*) and the kind in a `curation` column.
-Each generation's samples are scored by one classifier trained on the real
-training split. One chain per (guidance, seed).
+One chain per (guidance, seed).
+
+Each generation's samples are scored as the data allows (`evaluation`): a classifier
+trained on the real training split gives accuracy, cross-entropy and per-class
+accuracy when the generator is class-conditional; FID, precision, recall, density and
+coverage against the real training split always, on Inception features for colour
+images of 32x32 and up when Inception weights are given (`loop.inception_weights`, or
+found where ouroboros.features.inception looks), on the real-data classifier's
+penultimate features otherwise.
 
 In results.csv, ``generation`` is the model's index (0 = trained on real data); the
 images it makes carry provenance generation ``g + 1``.
@@ -62,13 +69,17 @@ from ouroboros.studies.common import (
 
 
 def load_splits(config: StudyConfig) -> tuple[ImageSet, ImageSet]:
-    full = load_dataset(config.data.train)
+    full = load_dataset(config.data.train, config.data.image_size)
     if config.data.test is not None:
-        test = load_dataset(config.data.test)
+        test = load_dataset(config.data.test, config.data.image_size)
         if test.class_names != full.class_names:
             raise UserError(
                 f"train and test datasets have different classes: {list(full.class_names)} vs {list(test.class_names)}"
             )
+        if test.shape[0] != full.shape[0]:
+            kind = {1: "greyscale (1 channel)", 3: "colour (3 channels)"}
+            raise UserError(f"data.train is {kind.get(full.shape[0], full.shape[0])} but data.test "
+                            f"{kind.get(test.shape[0], test.shape[0])}; use a test set of the same kind of images")
         if test.shape != full.shape:
             raise UserError(f"data.test has images of shape {test.shape} but data.train {full.shape}; "
                             "they must match")
@@ -154,8 +165,9 @@ def plan(config: StudyConfig, cache: Path, splits: tuple[ImageSet, ImageSet] | N
     train_stage, test_stage = data_stage(train, "train", cache), data_stage(test, "test", cache)
     classifier = Stage("classifier", {"config": dataclasses.asdict(config.classifier), "seed": 0},
                        {"train": train_stage}, label="real data")
-    evaluate = {"metrics": "classifier+fid+prdc", "k": 5}
-    reference = Stage("evaluate", evaluate, {"images": test_stage, "classifier": classifier, "real": train_stage},
+    evaluate = evaluation(config, train)
+    scorer = {"classifier": classifier} if uses_classifier(evaluate) else {}
+    reference = Stage("evaluate", evaluate, {"images": test_stage, **scorer, "real": train_stage},
                       label="real test")
     chains, families = {}, {}
     for variant, lc in config.loop.cells():
@@ -190,13 +202,12 @@ def plan(config: StudyConfig, cache: Path, splits: tuple[ImageSet, ImageSet] | N
                     fit = next(iter(parts.values()))[0]
                     output = Stage("pool", {"families": list(parts)},
                                    {f"part{i}": sample for i, (_, sample) in enumerate(parts.values())}, label=label)
-                ev = Stage("evaluate", evaluate, {"images": output, "classifier": classifier, "real": train_stage},
+                ev = Stage("evaluate", evaluate, {"images": output, **scorer, "real": train_stage},
                            label=label)
                 chain.append((fit, output, ev))
                 outputs.append(output)
                 parts_chain.append({} if len(parts) == 1 else {
-                    name: (f, sm, Stage("evaluate", evaluate, {"images": sm, "classifier": classifier,
-                                                               "real": train_stage}, label=f"{label} {name}"))
+                    name: (f, sm, Stage("evaluate", evaluate, {"images": sm, **scorer, "real": train_stage}, label=f"{label} {name}"))
                     for name, (f, sm) in parts.items()})
                 if g == 0 and probe_real is not None:
                     probe = _probe(s, w, entries[0], fit, data_stage(probe_real, "probe real", cache),
@@ -298,6 +309,49 @@ def _curate(lc, g: int, s: int, n: int, real: Stage, n_real: int, outputs: list[
     candidates = None if index is None else "all" if lc.scenario != "fresh" else index.tolist()
     params = {"curation": cur.params(), "generation": g, "seed": derived_seed(s, g, "curate"), "real": candidates}
     return Stage("curate", params, deps, label=label)
+
+
+def evaluation(config: StudyConfig, train: ImageSet) -> dict:
+    """The evaluate stage's parameters for this study and data (see the module docstring):
+    ``metrics`` is ``classifier+fid+prdc`` for a conditional generator, ``fid+prdc``
+    otherwise; ``features`` (absent: the classifier's) is ``inception`` for colour
+    images of at least 32x32 when the weights file is found, with its path and SHA-256
+    (so other weights make other keys)."""
+    params = {"metrics": "classifier+fid+prdc" if config.generator.conditional else "fid+prdc", "k": 5}
+    c, h, w = train.shape
+    if c == 3 and min(h, w) >= 32:
+        weights = inception_weights(config.loop.inception_weights)
+        if weights is not None:
+            params.update(features="inception", weights=str(weights), weights_sha256=_sha256(weights))
+    return params
+
+
+def uses_classifier(evaluate: dict) -> bool:
+    """Whether the evaluate stage needs the real-data classifier (for scores or features)."""
+    return evaluate["metrics"].startswith("classifier+") or evaluate.get("features", "classifier") == "classifier"
+
+
+def inception_weights(path: str | None) -> Path | None:
+    """The Inception weights file: `path` (an error when it is not there), else
+    $OUROBOROS_INCEPTION_WEIGHTS or the cache folders (None when not found there)."""
+    from ouroboros.features.inception import find_weights
+
+    if path is not None:
+        return find_weights(path).resolve()
+    try:
+        return find_weights().resolve()
+    except UserError:
+        return None
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _training_set(lc, g: int, s: int, n: int, train_stage: Stage, outputs: list[Stage], label: str,
@@ -454,16 +508,19 @@ def run(config: StudyConfig, run_dir: Path, progress: bool = True, runner=None) 
     check_run(config, run_dir, splits[0].shape, splits[0].num_classes)  # and a bad --out or component
     check_families(config, splits[0])  # and a family whose settings cannot fit this data
     runner = start_runner(config, Path(run_dir), progress, runner)  # and a cluster that cannot run it
+    evaluate = evaluation(config, splits[0])  # and missing Inception weights named in the config
     if progress:
         lc = config.loop
         pool = " + ".join(f"{e.label} {e.share:.0%}" for e in lc.generators) if lc.generators else None
         cur = "" if lc.curation.kind == "none" else f", curation {lc.curation.kind}"
         what = (f"{len(lc.variants)} variants" if lc.variants is not None else
                 f"scenario {lc.scenario}{f', families {pool}' if pool else ''}{cur}")
+        scores = ("classifier accuracy, " if evaluate["metrics"].startswith("classifier+") else "") + \
+            f"FID/PRDC on {evaluate.get('features', 'classifier')} features"
         print(f"ouroboros: {config.name}: {what}, "
               f"{len(config.loop.guidance)} guidance x "
               f"{len(config.loop.seeds)} seeds x "
-              f"{config.loop.generations} generations on {len(splits[0])} real training images -> {run_dir}",
+              f"{config.loop.generations} generations on {len(splits[0])} real training images ({scores}) -> {run_dir}",
               file=sys.stderr)
     run_dir = Path(run_dir)
     runner = open_run(config, run_dir, progress, runner)
