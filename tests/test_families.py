@@ -210,7 +210,7 @@ _TINY_ARGS = [a for s in TINY + ["loop.seeds=[0]", "loop.guidance=[1.0]", "gener
     ("[{family: gaussian, bias: -1}]", "loop.generators[0].bias must lie in"),
     ("[{family: gaussian, settings: {space: pca, components: 65}}]", "components (65) exceeds"),
     ("[{family: diffusion, share: 1, settings: {denoiser: unet, hidden: 8, depth: 5}}]",
-     "loop.generators[0].settings: generator.depth 5 needs images whose sides divide by 16"),
+     "loop.generators[0].settings: the U-Net of generator.depth 5 takes images whose sides are multiples of 16"),
     ("[]", "loop.generators needs at least one value"),
 ])
 def test_bad_generators_are_one_error_line_before_anything_is_written(tmp_path, capsys, generators, fragment):

@@ -20,6 +20,8 @@ and the device it was made on; a resume that reuses artifacts made elsewhere say
 
 from __future__ import annotations
 
+import functools
+
 import json
 import sys
 import time
@@ -64,10 +66,12 @@ class Stage:
     deps: dict[str, "Stage"] = field(default_factory=dict)  # input name -> producing stage
     label: str = ""
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
         # The package version too: code that changed without a bumped stage version must
-        # still not reuse what an older release made.
+        # still not reuse what an older release made. Computed once: a key hashes its
+        # inputs' keys, and a chain that accumulates every earlier generation would
+        # otherwise recompute them exponentially often (stages are not changed once built).
         return stable_hash({"kind": self.kind, "version": _kinds()[self.kind].version,
                             "ouroboros": ouroboros.__version__, "params": self.params,
                             "deps": {k: d.key for k, d in sorted(self.deps.items())}})

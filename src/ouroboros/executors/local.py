@@ -55,10 +55,13 @@ class LocalExecutor:
         with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(self.threads,)) as pool:
             try:
                 while pending or running:
+                    # once per pass, not per stage: with thousands of stages pending, building
+                    # it per stage made this driver loop compete with the workers for the CPUs
+                    unfinished = set(pending) | {s.key for s in running.values()}
                     for key, stage in list(pending.items()):
                         if len(running) >= workers:
                             break
-                        if ready(stage, set(pending) | {s.key for s in running.values()}):
+                        if ready(stage, unfinished):
                             del pending[key]
                             started(stage)
                             running[pool.submit(_execute, *args(stage))] = stage

@@ -205,8 +205,9 @@ class RayExecutor:
         running: dict = {}  # ObjectRef -> (stage, submit time)
         try:
             while pending or running:
+                unfinished = set(pending) | {s.key for s, _ in running.values()}  # once per pass
                 for key, stage in list(pending.items()):
-                    if ready(stage, set(pending) | {s.key for s, _ in running.values()}):
+                    if ready(stage, unfinished):
                         del pending[key]
                         started(stage)
                         ref = run.options(**self.options(stage, gpu)).remote(self.threads, tracker, key, args(stage))
