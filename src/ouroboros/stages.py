@@ -86,7 +86,7 @@ def evaluate_stage(params: dict, deps: dict, out: Path) -> None:
     images = ImageSet.load(deps["images"])
     real_set = ImageSet.load(deps["real"])
     metrics, fake = {}, None
-    if params["metrics"].startswith("classifier+"):
+    if params.get("metrics", "classifier+fid+prdc").startswith("classifier+"):
         logits, fake = Classifier.load(deps["classifier"]).logits_and_features(images)
         metrics = classification_metrics(logits, images.labels, images.class_names)
     if params.get("features", "classifier") == "inception":
