@@ -207,7 +207,8 @@ def plan(config: StudyConfig, cache: Path, splits: tuple[ImageSet, ImageSet] | N
                 chain.append((fit, output, ev))
                 outputs.append(output)
                 parts_chain.append({} if len(parts) == 1 else {
-                    name: (f, sm, Stage("evaluate", evaluate, {"images": sm, **scorer, "real": train_stage}, label=f"{label} {name}"))
+                    name: (f, sm, Stage("evaluate", evaluate, {"images": sm, **scorer, "real": train_stage},
+                                        label=f"{label} {name}"))
                     for name, (f, sm) in parts.items()})
                 if g == 0 and probe_real is not None:
                     probe = _probe(s, w, entries[0], fit, data_stage(probe_real, "probe real", cache),
