@@ -47,6 +47,17 @@ def assert_user_error(proc, *fragments):
         assert f.lower() in lines[0].lower(), (f, lines[0])
 
 
+@pytest.fixture(scope="module")
+def digits():
+    """100 training images (10 per class) and 50 test images of the embedded digits."""
+    from ouroboros.data.imageset import stratified_split
+    from ouroboros.data.loaders import load_digits
+
+    full = load_digits()
+    parts = stratified_split(full, {"train": 100 / len(full), "test": 50 / len(full)}, seed=0)
+    return parts["train"], parts["test"]
+
+
 @pytest.fixture
 def toy_set():
     rng = np.random.default_rng(0)

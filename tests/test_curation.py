@@ -13,8 +13,7 @@ from scipy import stats
 from conftest import TINY
 from ouroboros import cli
 from ouroboros.config import load_config
-from ouroboros.data.imageset import ImageSet, stratified_split
-from ouroboros.data.loaders import load_digits
+from ouroboros.data.imageset import ImageSet
 from ouroboros.runner import Runner
 from ouroboros.studies import curation, loop
 
@@ -93,13 +92,6 @@ def test_removal_stats_count_from_provenance():
 
 
 # -- in the loop -----------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def digits():
-    full = load_digits()
-    parts = stratified_split(full, {"train": 100 / len(full), "test": 50 / len(full)}, seed=0)
-    return parts["train"], parts["test"]
 
 
 def _config(*extra):

@@ -10,8 +10,7 @@ from conftest import TINY
 
 from ouroboros import cli
 from ouroboros.config import load_config
-from ouroboros.data.imageset import ImageSet, stratified_split
-from ouroboros.data.loaders import load_digits
+from ouroboros.data.imageset import ImageSet
 from ouroboros.generators.base import load_fitted
 from ouroboros.runner import Runner
 from ouroboros.studies import loop
@@ -42,13 +41,6 @@ def test_counts_always_sum_to_n_and_round_each_share():
         counts = pool_counts(shares.tolist(), n)
         assert sum(counts) == n
         assert all(np.floor(s * n - 1e-9) <= c <= np.ceil(s * n + 1e-9) for s, c in zip(shares, counts))
-
-
-@pytest.fixture(scope="module")
-def digits():
-    full = load_digits()
-    parts = stratified_split(full, {"train": 100 / len(full), "test": 50 / len(full)}, seed=0)
-    return parts["train"], parts["test"]
 
 
 POOL = ("loop.generators=[{family: gaussian, share: 0.7, settings: {space: pca, components: 8}}, "

@@ -10,20 +10,12 @@ import pytest
 from conftest import TINY
 from ouroboros import cli
 from ouroboros.config import load_config
-from ouroboros.data.imageset import ImageSet, stratified_split
-from ouroboros.data.loaders import load_digits
+from ouroboros.data.imageset import ImageSet
 from ouroboros.runner import Runner
 from ouroboros.studies import loop
 from ouroboros.studies.scenarios import makeup
 
 N = 30  # samples per generation; the real split has R = 100 images
-
-
-@pytest.fixture(scope="module")
-def digits():
-    full = load_digits()
-    parts = stratified_split(full, {"train": 100 / len(full), "test": 50 / len(full)}, seed=0)
-    return parts["train"], parts["test"]
 
 
 def _config(*extra):

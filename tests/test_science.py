@@ -14,8 +14,7 @@ import pytest
 import torch
 from scipy.special import log_softmax
 
-from ouroboros.data.imageset import ImageSet, quantize, stratified_split
-from ouroboros.data.loaders import load_digits
+from ouroboros.data.imageset import ImageSet, quantize
 from ouroboros.generators import DiffusionConfig, DiffusionGenerator, FittedDiffusion
 from ouroboros.generators import diffusion as diffusion_module
 
@@ -23,11 +22,9 @@ from ouroboros.generators import diffusion as diffusion_module
 
 
 @pytest.fixture(scope="module")
-def small_digits():
-    """100 training images (10 per class) and 50 test images of the embedded digits."""
-    full = load_digits()
-    parts = stratified_split(full, {"train": 100 / len(full), "test": 50 / len(full)}, seed=0)
-    return parts["train"], parts["test"]
+def small_digits(digits):
+    """100 training images (10 per class) and 50 test images of the embedded digits (conftest)."""
+    return digits
 
 
 def _tiny_generator(**overrides) -> DiffusionConfig:
