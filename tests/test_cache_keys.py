@@ -28,7 +28,8 @@ def _graph(toy_set, cache):
 
 def _bump(monkeypatch, kind):
     _kinds()  # registered before we replace an entry
-    monkeypatch.setitem(STAGE_KINDS, kind, dataclasses.replace(STAGE_KINDS[kind], version=STAGE_KINDS[kind].version + 1))
+    bumped = dataclasses.replace(STAGE_KINDS[kind], version=STAGE_KINDS[kind].version + 1)
+    monkeypatch.setitem(STAGE_KINDS, kind, bumped)
 
 
 def _keys(toy_set, cache):

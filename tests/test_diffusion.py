@@ -104,3 +104,62 @@ def test_generation0_samples_are_recognised_by_the_real_classifier(digits_split)
     assert acc_plain > 0.6
     assert acc_guided > 0.9
     assert acc_guided > acc_plain
+
+
+class DtypeSpy(LabelEcho):
+    """LabelEcho that records the dtype autocast gives a matrix product inside it."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(1, 1)
+        self.seen = []
+
+    def forward(self, x, t, labels):
+        self.seen.append(self.lin(torch.ones(1, 1, device=x.device)).dtype)
+        return super().forward(x, t, labels)
+
+
+@pytest.mark.parametrize("precision, dtype", [("fp32", torch.float32), ("bf16", torch.bfloat16)])
+def test_precision_sets_the_denoisers_compute_dtype_and_sampling_stays_float32(precision, dtype):
+    fitted = FittedDiffusion(DiffusionConfig(precision=precision), DtypeSpy(), tuple("ab"), (1, 2, 2), generation=1)
+    eps = fitted.eps(torch.zeros(2, 1, 2, 2), torch.tensor(3), torch.tensor([0, 1]), 0.5)
+    assert fitted.model.seen == [dtype] and eps.dtype == torch.float32
+    torch.testing.assert_close(eps[:, 0, 0, 0], torch.tensor([-1.0, 0.5]))  # (1 + w) y - w * null(2)
+
+
+def test_bf16_training_and_sampling_run_and_differ_from_fp32(digits_split):
+    train = digits_split[0].subset(np.arange(100))
+    runs = {}
+    for precision in ("fp32", "bf16"):
+        cfg = DiffusionConfig(train_steps=20, sample_steps=5, device="cpu", precision=precision)
+        fitted = DiffusionGenerator(cfg).fit(train, seed=1)
+        runs[precision] = (fitted.info["final_loss"], fitted.sample(20, guidance=0.5, seed=3).images)
+        assert fitted.config.precision == precision
+    assert np.isfinite(runs["bf16"][0]) and abs(runs["bf16"][0] - runs["fp32"][0]) < 0.2 * runs["fp32"][0]
+    assert runs["bf16"][0] != runs["fp32"][0]  # autocast was on: the arithmetic differs
+    assert np.abs(runs["bf16"][1].astype(int) - runs["fp32"][1]).mean() < 40  # same model, within rounding drift
+
+
+def test_compiled_denoiser_gives_the_eager_samples(tmp_path, digits_split, monkeypatch):
+    pytest.importorskip("torch._inductor")
+    train = digits_split[0].subset(np.arange(50))
+    out, calls, compile_fn = {}, [], torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: calls.append(model(*probe)) or compile_fn(model, **kw))
+    probe = (torch.zeros(2, 1, 8, 8), torch.tensor([1, 2]), torch.tensor([0, 1]))
+    for compile_ in (False, True):
+        cfg = DiffusionConfig(hidden=32, train_steps=3, sample_steps=3, device="cpu", compile=compile_)
+        fitted = DiffusionGenerator(cfg).fit(train, seed=1)
+        assert isinstance(fitted._net, torch._dynamo.eval_frame.OptimizedModule) == compile_
+        out[compile_] = fitted.sample(10, guidance=0.5, seed=3).images
+        fitted.save(tmp_path / str(compile_))  # the state dict has no torch.compile prefixes
+        again = FittedDiffusion.load(tmp_path / str(compile_)).sample(10, guidance=0.5, seed=3)
+        assert again.images.shape == (10, 1, 8, 8)
+    assert np.abs(out[True].astype(int) - out[False]).max() <= 2  # kernel fusion changes only float rounding
+    assert len(calls) == 3  # the training network, the fitted and the reloaded model's sampling networks
+
+
+@pytest.mark.parametrize("field, value, message", [("precision", "fp16", "precision must be fp32 or bf16"),
+                                                   ("compile", "yes", "compile must be true or false")])
+def test_bad_precision_or_compile_is_refused(field, value, message):
+    with pytest.raises(UserError, match=message):
+        DiffusionConfig(**{field: value}).validate()

@@ -32,7 +32,8 @@ def test_hash_sees_pixels_labels_and_provenance(toy_set):
     img[0, 0, 0, 0] ^= 1
     assert ImageSet.create(img, toy_set.labels, toy_set.class_names, "real:toy").content_hash() != h
     assert ImageSet.create(toy_set.images, toy_set.labels, toy_set.class_names, "real:other").content_hash() != h
-    assert ImageSet.create(toy_set.images, toy_set.labels, toy_set.class_names, "real:toy", generation=1).content_hash() != h
+    other = ImageSet.create(toy_set.images, toy_set.labels, toy_set.class_names, "real:toy", generation=1)
+    assert other.content_hash() != h
     assert ImageSet.create(toy_set.images, toy_set.labels, toy_set.class_names, "real:toy").content_hash() == h
     # Every field that identifies a training set: labels, seed, condition, class names.
     labels = toy_set.labels.copy()

@@ -31,7 +31,8 @@ def test_tiny_loop_writes_the_run_folder(tmp_path):
     assert f"[{total}/{total}] " in proc.stderr  # one line per finished stage, numbered
     with open(tmp_path / "results.csv") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["study", "cell", "seed", "generation", "metric", "value", "guidance", "scenario", "curation"]
+    assert list(rows[0]) == ["study", "cell", "seed", "generation", "metric", "value", "guidance", "scenario",
+                             "curation"]
     loop_rows = [r for r in rows if r["cell"] != "reference"]
     # 2 guidance x 2 seeds x 2 generations x (accuracy, cross-entropy, 10 per-class accuracies,
     # FID, precision, recall, density, coverage), plus the training set's make-up: train_size and
@@ -45,7 +46,8 @@ def test_tiny_loop_writes_the_run_folder(tmp_path):
     assert {r["generation"] for r in loop_rows} == {"0", "1"}
     for r in rows:
         value = float(r["value"])
-        assert value >= 0.0 and (value <= 1.0 or r["metric"] in ("cross_entropy", "fid", "density", "train_size")), r  # and not NaN
+        unbounded = ("cross_entropy", "fid", "density", "train_size")
+        assert value >= 0.0 and (value <= 1.0 or r["metric"] in unbounded), r  # and not NaN
     # Each generation's 200 samples are balanced (20 per class), so its accuracy is exactly the
     # mean of its per-class accuracies.
     for key in {(r["cell"], r["seed"], r["generation"]) for r in loop_rows}:

@@ -330,6 +330,7 @@ def test_variants_may_change_the_curation_and_the_generator_families_and_sweeps_
     assert any('"format": "ouroboros.FittedGaussianMixture"' in p.read_text() for p in model.rglob("generator.json"))
     sweeps = recall_sweeps(rows)
     assert list(sweeps) == ["accumulate-subsample"]
-    points = {(r.get("variant"), r["curation.recall"]) for r in sweeps["accumulate-subsample"] if r["cell"] != "reference"}
+    sweep = sweeps["accumulate-subsample"]
+    points = {(r.get("variant"), r["curation.recall"]) for r in sweep if r["cell"] != "reference"}
     assert points == {("accumulate-subsample", "0"), ("wm", "0.5"), ("wm1", "1.0")}
     assert (tmp_path / "plots" / "sweep-accumulate-subsample-accuracy.png").stat().st_size > 1000

@@ -268,8 +268,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="feature extractor (default: classifier for images up to 32x32, else inception)")
     p.add_argument("--k", type=int, help="neighbourhood size for precision/recall and PRDC (default 3 and 5)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--classifier", help="a saved classifier folder for classifier features (default: train one on REAL)")
-    p.add_argument("--inception-weights", help="path to the FID Inception weights file (pt_inception-2015-12-05-6726825d.pth)")
+    p.add_argument("--classifier",
+                   help="a saved classifier folder for classifier features (default: train one on REAL)")
+    p.add_argument("--inception-weights",
+                   help="path to the FID Inception weights file (pt_inception-2015-12-05-6726825d.pth)")
     p.add_argument("--kid-subsets", type=int, default=100, help="random subsets for KID (default 100)")
     p.set_defaults(func=cmd_metrics)
 

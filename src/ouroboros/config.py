@@ -547,7 +547,8 @@ def _shipped_config(path: Path) -> Path:
     raise UserError(f"config file not found: {path}; give a YAML file or a shipped config: {', '.join(names)}")
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None, base: dict | None = None) -> StudyConfig:
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                base: dict | None = None) -> StudyConfig:
     """Read a YAML study config (or start from `base`), apply overrides, validate."""
     raw: dict = dict(base or {})
     if path is not None:

@@ -52,7 +52,8 @@ class LocalExecutor:
         pending = dict(todo)
         running: dict[cf.Future, object] = {}
         ctx = multiprocessing.get_context("spawn")
-        with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(self.threads,)) as pool:
+        with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
+                                    initargs=(self.threads,)) as pool:
             try:
                 while pending or running:
                     # once per pass, not per stage: with thousands of stages pending, building

@@ -48,7 +48,8 @@ class ClassifierFeatures(FeatureExtractor):
             classifier = Classifier.load(classifier_dir)
         if classifier is None:
             if real is None:
-                raise UserError("classifier features need a trained classifier (--classifier DIR) or a labelled real set")
+                raise UserError("classifier features need a trained classifier (--classifier DIR) "
+                                "or a labelled real set")
             import sys
 
             from ouroboros.features.classifier import ClassifierConfig, check_image_size

@@ -201,7 +201,8 @@ def find_weights(path: str | os.PathLike | None = None) -> Path:
     if env:
         return find_weights(env)
     torch_home = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch"))
-    candidates = [torch_home / "hub" / "checkpoints" / WEIGHTS_NAME, Path.home() / ".cache" / "ouroboros" / WEIGHTS_NAME]
+    candidates = [torch_home / "hub" / "checkpoints" / WEIGHTS_NAME,
+                  Path.home() / ".cache" / "ouroboros" / WEIGHTS_NAME]
     for c in candidates:
         if c.is_file():
             return c

@@ -68,6 +68,8 @@ class DiffusionConfig:
     sample_batch_size: int = 2048
     device: str = "auto"
     conditional: bool = True  # false: unconditional (no labels, no guidance)
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: the denoiser runs under bfloat16 autocast
+    compile: bool = False  # torch.compile the denoiser (pays a one-off compile per fit and per sampling)
 
     def validate(self, where: str = "generator") -> None:
         """Every field in range, so a bad value fails here and not inside a worker.
@@ -104,8 +106,11 @@ class DiffusionConfig:
                             f"{where}.num_train_timesteps ({self.num_train_timesteps})")
         check_int(f"{where}.sample_batch_size", self.sample_batch_size, 1, 65536)
         check_text(f"{where}.device", self.device, 64)  # resolved by ouroboros.preflight before a run
-        if not isinstance(self.conditional, bool):
-            raise UserError(f"{where}.conditional must be true or false; got {self.conditional!r}")
+        for name in ("conditional", "compile"):
+            if not isinstance(getattr(self, name), bool):
+                raise UserError(f"{where}.{name} must be true or false; got {getattr(self, name)!r}")
+        if self.precision not in ("fp32", "bf16"):
+            raise UserError(f"{where}.precision must be fp32 or bf16; got {self.precision!r}")
 
     def label_count(self, num_classes: int) -> int:
         """Class labels the denoiser embeds besides the null label: none when unconditional."""
@@ -130,10 +135,22 @@ def _scheduler(config: DiffusionConfig, kind: str | None = None):
     raise UserError(f"unknown sampler {kind!r}; use ddpm or ddim")
 
 
+def _autocast(config: DiffusionConfig, device: torch.device):
+    """bfloat16 autocast for the denoiser when `precision: bf16` (weights, optimiser state,
+    noise schedule and sampler arithmetic stay float32; bf16 needs no loss scaling)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
+
+
+def _compiled(config: DiffusionConfig, model: torch.nn.Module):
+    """`model` itself, or a torch.compile'd view of it that shares its parameters."""
+    return torch.compile(model, dynamic=False) if config.compile else model
+
+
 def check_guidance(guidance: float) -> float:
     guidance = float(guidance)
     if not np.isfinite(guidance) or guidance < 0:
-        raise UserError(f"guidance must be a finite number >= 0 (eps = (1 + w) eps_cond - w eps_uncond); got {guidance}")
+        raise UserError("guidance must be a finite number >= 0 (eps = (1 + w) eps_cond - w eps_uncond); "
+                        f"got {guidance}")
     return guidance
 
 
@@ -157,6 +174,7 @@ class FittedDiffusion:
     ):
         self.config = config
         self.model = model.eval()
+        self._net = _compiled(config, self.model)  # what sampling calls; saving uses self.model
         self.class_names = tuple(class_names)
         self.image_shape = tuple(image_shape)
         self.generation = generation  # provenance generation of the images it makes
@@ -173,11 +191,12 @@ class FittedDiffusion:
         prediction alone when unconditional)."""
         tt = t.expand(x.shape[0]) if t.ndim == 0 else t
         null = torch.full_like(labels, self.config.label_count(len(self.class_names)))
-        if not self.config.conditional:
-            return self.model(x, tt, null)
-        if is_unguided(guidance):
-            return self.model(x, tt, labels)
-        both = self.model(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([labels, null]))
+        with _autocast(self.config, x.device):
+            if not self.config.conditional:
+                return self._net(x, tt, null).float()
+            if is_unguided(guidance):
+                return self._net(x, tt, labels).float()
+            both = self._net(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([labels, null])).float()
         eps_cond, eps_uncond = both.chunk(2)
         return (1.0 + guidance) * eps_cond - guidance * eps_uncond
 
@@ -196,8 +215,8 @@ class FittedDiffusion:
         An unconditional model takes guidance 0 only, and `labels` only as the samples' labels."""
         guidance = check_guidance(guidance)
         if not self.config.conditional and guidance != 0.0:
-            raise UserError(f"an unconditional diffusion model (conditional: false) takes no guidance; got {guidance:g}: "
-                            "use guidance 0")
+            raise UserError("an unconditional diffusion model (conditional: false) takes no guidance; "
+                            f"got {guidance:g}: use guidance 0")
         labels = balanced_labels(n, len(self.class_names)) if labels is None else np.asarray(labels, dtype=np.int64)
         if len(labels) != n:
             raise UserError(f"got {len(labels)} labels for {n} samples")
@@ -239,7 +258,8 @@ class FittedDiffusion:
         directory = Path(directory)
         meta_path, weights = directory / "generator.json", directory / "model.safetensors"
         if not meta_path.is_file() or not weights.is_file():
-            raise UserError(f"{directory} is not a saved diffusion generator (needs generator.json and model.safetensors)")
+            raise UserError(f"{directory} is not a saved diffusion generator "
+                            "(needs generator.json and model.safetensors)")
         meta = json.loads(meta_path.read_text())
         if meta.get("format") != FORMAT:
             raise UserError(f"{meta_path} is not an ouroboros diffusion generator")
@@ -271,6 +291,7 @@ class DiffusionGenerator:
         labels_embedded = cfg.label_count(train.num_classes)
         model = build_denoiser(cfg.denoiser, train.shape, labels_embedded, cfg.hidden, cfg.depth).to(device)
         ema = copy.deepcopy(model).requires_grad_(False)
+        net = _compiled(cfg, model)
         opt = _adamw(model.parameters(), cfg.lr, cfg.weight_decay, device)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps)))
         noise_scheduler = _scheduler(cfg, "ddpm")
@@ -290,7 +311,9 @@ class DiffusionGenerator:
             noise = torch.randn(x0.shape, generator=gen, device=device)
             t = torch.randint(cfg.num_train_timesteps, (cfg.batch_size,), generator=gen, device=device)
             xt = noise_scheduler.add_noise(x0, noise, t)
-            loss = torch.nn.functional.mse_loss(model(xt, t, y), noise)
+            with _autocast(cfg, device):
+                predicted = net(xt, t, y)
+            loss = torch.nn.functional.mse_loss(predicted.float(), noise)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -186,10 +186,10 @@ def plan(config: StudyConfig, cache: Path, splits: dict[str, ImageSet]) -> Plan:
         small = c.small_fraction
         alone = add("7", f"{small:.0%} real", small,
                     mixture("subsample", {"real": stages["train"]}, small, label="small real"))
-        add("7", "+ generated", small, mixture("fill", {"real": alone, "other": pool["simple"], "target": stages["train"]},
-                                              small, label="filled generated"))
-        add("7", "+ real", small, mixture("fill", {"real": alone, "other": stages["control"], "target": stages["train"]},
-                                         small, True, "filled real"))
+        fill_generated = {"real": alone, "other": pool["simple"], "target": stages["train"]}
+        add("7", "+ generated", small, mixture("fill", fill_generated, small, label="filled generated"))
+        fill_real = {"real": alone, "other": stages["control"], "target": stages["train"]}
+        add("7", "+ real", small, mixture("fill", fill_real, small, True, "filled real"))
         for r in c.append_ratios:
             add("8", "real + generated", r, mixture("append", {"real": stages["train"], "other": pool["simple"]}, r,
                                                    label=f"append {r:g}"))
@@ -453,7 +453,8 @@ def tables_markdown(rows: list[dict], config: StudyConfig) -> str:
           ["arch"] + sources,
           [[a] + [_acc(rows, table="7", source=s, arch=a, test="clean") for s in sources] for a in c.archs]
           + [["unique"] + [_unique(rows, table="7", source=s) for s in sources]])
-    table("Table 8: all real data plus appended generated data", ["arch", "+0%"] + [f"+{pct(r)}" for r in c.append_ratios],
+    table("Table 8: all real data plus appended generated data",
+          ["arch", "+0%"] + [f"+{pct(r)}" for r in c.append_ratios],
           [[a, _acc(rows, table="1", source="generated", ratio=0.0, arch=a, test="clean")]
            + [_acc(rows, table="8", ratio=r, arch=a, test="clean") for r in c.append_ratios] for a in c.archs]
           + [["unique", _unique(rows, table="1", source="generated", ratio=0.0)]
