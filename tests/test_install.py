@@ -97,11 +97,11 @@ def test_the_built_wheel_runs_the_studies_from_another_folder(tmp_path):
     purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                              capture_output=True, text=True, check=True).stdout.strip()
     Path(purelib, "dependencies.pth").write_text("\n".join(_site_dirs()) + "\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # our sources must not leak in
     install = subprocess.run([*pip, "--python", str(python), "install", "--no-deps", "--no-index", "-q", str(wheel)],
-                             capture_output=True, text=True, timeout=300)
+                             capture_output=True, text=True, timeout=300, env=env)
     assert install.returncode == 0, install.stderr
 
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # our sources must not leak in
     work = tmp_path / "elsewhere"
     work.mkdir()
     where = subprocess.run([python, "-c", "import ouroboros; print(ouroboros.__file__)"], cwd=work, env=env,
