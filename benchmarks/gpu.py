@@ -18,7 +18,7 @@ Measures, with the generator settings of the shipped configs:
 
 Times include the device synchronisation; a short untimed warm-up precedes each
 measurement. ``--device cpu`` with tiny settings checks that the script runs:
-python benchmarks/gpu.py --device cpu --train-steps 2 --sample 8 --full --full-images 200 --full-epochs 0.1
+python benchmarks/gpu.py --device cpu --variants fp32 --train-steps 1 --sample 2 --full --full-images 100 --full-epochs 0.5
 """
 
 from __future__ import annotations
