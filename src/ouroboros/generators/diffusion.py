@@ -23,6 +23,10 @@ names so they mix with real data and later generations, but their labels carry n
 information: they are the balanced cycle 0, 1, ..., K-1, and their condition is
 ``unconditional``.
 
+``precision: bf16`` runs the denoiser under bfloat16 autocast and ``compile: true`` wraps
+it in ``torch.compile``, in training and in sampling: speed on GPUs, at the cost of
+float32-exact results (both are off by default and part of the cache key).
+
 A fitted model saves as ``model.safetensors`` + ``generator.json``; nothing is pickled.
 """
 
