@@ -18,7 +18,8 @@ Measures, with the generator settings of the shipped configs:
 
 Times include the device synchronisation; a short untimed warm-up precedes each
 measurement. ``--device cpu`` with tiny settings checks that the script runs:
-python benchmarks/gpu.py --device cpu --variants fp32 --train-steps 1 --sample 2 --full --full-images 100 --full-epochs 0.5
+python benchmarks/gpu.py --device cpu --variants fp32 --train-steps 1 --sample 2 \
+    --full --full-images 100 --full-epochs 0.5
 """
 
 from __future__ import annotations
