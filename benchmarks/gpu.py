@@ -10,7 +10,7 @@ Measures, with the generator settings of the shipped configs:
   Each model runs three ways: the config as shipped in float32 (the reference), with
   ``precision: bf16`` (bfloat16 autocast), and bf16 with ``compile: true``
   (torch.compile); the ratio columns are against the float32 reference of the same run.
-- with ``--full``: the wall time of one whole generation at the paper's MNIST scale:
+- with ``--full`` (``--full-only``: nothing else): the wall time of one whole generation at the paper's MNIST scale:
   fit on 60,000 images (the 5,000 embedded mnist5k digits repeated 12 times) for
   ``--full-epochs`` epochs (default 20), then sample 60,000 images at guidance 1, with
   ``--full-precision`` (default bf16) and torch.compile unless ``--no-compile``. Nine
@@ -103,6 +103,7 @@ def full_generation(gen_config, images: int, epochs: float, device) -> dict:
     steps = max(1, round(epochs * images / gen_config.batch_size))
     cfg = dataclasses.replace(gen_config, device=str(device), train_steps=steps)
     fitted, fit_s = _timed(device, lambda: DiffusionGenerator(cfg).fit(train, seed=0))
+    print(f"full generation: fit {fit_s:.1f} s ({steps:,} steps of {cfg.batch_size}); sampling {images:,}", flush=True)
     _, sample_s = _timed(device, lambda: fitted.sample(images, guidance=1.0, seed=1))
     return {"images": f"{images:,}", "train steps": f"{steps:,} ({epochs:.1f} epochs)", "fit s": f"{fit_s:.1f}",
             "precision": cfg.precision, "compile": cfg.compile, "sample s": f"{sample_s:.1f}",
@@ -124,6 +125,7 @@ def main() -> int:
     parser.add_argument("--train-steps", type=int, default=200, help="timed training steps per model (default 200)")
     parser.add_argument("--sample", type=int, default=4096, help="images sampled per model (default 4096)")
     parser.add_argument("--full", action="store_true", help="also time one full generation at 60,000 images")
+    parser.add_argument("--full-only", action="store_true", help="time the full generation alone (implies --full)")
     parser.add_argument("--full-images", type=int, default=60_000, help="images of the full generation")
     parser.add_argument("--full-epochs", type=float, default=20.0, help="training epochs of the full generation")
     parser.add_argument("--full-precision", default="bf16", choices=["fp32", "bf16"])
@@ -150,14 +152,14 @@ def main() -> int:
         return 2
     digits, colour = load_dataset("mnist5k"), _random_set(2048, (3, 64, 64), 102)
     rows = []
-    for variant in variants:
+    for variant in [] if args.full_only else variants:
         rows.append(throughput("MNIST U-Net (loop-mnist)", mnist, digits, 1.0, args.train_steps, args.sample, device,
                                variant))
         rows.append(throughput("64x64 U-Net (loop-flowers)", flowers, colour, 0.0, args.train_steps, args.sample,
                                device, variant))
-        print(f"measured {variant}", file=sys.stderr, flush=True)
-    _table(with_ratios(rows))
-    if args.full:
+        print(f"\nmeasured {', '.join(variants[:variants.index(variant) + 1])}:", flush=True)
+        _table(with_ratios(rows))  # the table so far: a run stopped by a time limit keeps what it measured
+    if args.full or args.full_only:
         print()
         full = dataclasses.replace(mnist, precision=args.full_precision, compile=not args.no_compile)
         _table([full_generation(full, args.full_images, args.full_epochs, device)])
