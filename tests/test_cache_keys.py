@@ -8,12 +8,14 @@ import pytest
 import torch
 
 import ouroboros
+import ouroboros.version
 from conftest import TINY
 from ouroboros import runner as runner_module
 from ouroboros.cli import main
 from ouroboros.io import write_json_atomic
 from ouroboros.config import load_config
-from ouroboros.runner import STAGE_KINDS, Runner, Stage, _kinds, made_elsewhere_warning
+from ouroboros.runner import STAGE_KINDS, Runner, Stage, made_elsewhere_warning
+from ouroboros import graph
 from ouroboros.studies import loop
 from ouroboros.studies.common import data_stage
 
@@ -27,7 +29,6 @@ def _graph(toy_set, cache):
 
 
 def _bump(monkeypatch, kind):
-    _kinds()  # registered before we replace an entry
     bumped = dataclasses.replace(STAGE_KINDS[kind], version=STAGE_KINDS[kind].version + 1)
     monkeypatch.setitem(STAGE_KINDS, kind, bumped)
 
@@ -49,7 +50,7 @@ def test_a_stage_kind_version_changes_its_keys_and_those_downstream_only(tmp_pat
 
 def test_the_package_version_changes_every_key(tmp_path, toy_set, monkeypatch):
     before = _keys(toy_set, tmp_path)
-    monkeypatch.setattr(ouroboros, "__version__", "999.0.0")
+    monkeypatch.setattr(ouroboros.version, "__version__", "999.0.0")
     after = _keys(toy_set, tmp_path)
     assert all(a != b for a, b in zip(after, before))
 
@@ -125,7 +126,7 @@ def no_gpu(monkeypatch):
 @pytest.fixture
 def gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(runner_module, "_gpu_name", lambda: "cuda (NVIDIA H200)")
+    monkeypatch.setattr(runner_module, "gpu_name", lambda: "cuda (NVIDIA H200)")
 
 
 def test_matching_records_give_no_warning(no_gpu):
@@ -161,10 +162,9 @@ def test_the_record_names_the_gpu_only_when_the_stage_allocated_on_it(tmp_path, 
         allocations[0] += params["gpu_allocations"]
         write_json_atomic(out, {})
 
-    _kinds()
     monkeypatch.setitem(STAGE_KINDS, "probe", runner_module.StageKind(".json", stage, 1))
-    monkeypatch.setattr(runner_module, "_cuda_allocations", lambda: allocations[0])
-    monkeypatch.setattr(runner_module, "_gpu_name", lambda: "cuda (Fake GPU)")
+    monkeypatch.setattr(graph, "_cuda_allocations", lambda: allocations[0])
+    monkeypatch.setattr(graph, "gpu_name", lambda: "cuda (Fake GPU)")
     on_gpu, on_cpu = Stage("probe", {"gpu_allocations": 3}), Stage("probe", {"gpu_allocations": 0})
     Runner(tmp_path, workers=1, progress=False).run([on_gpu, on_cpu])
     assert json.loads(on_gpu.record(tmp_path / "cache").read_text())["device"] == "cuda (Fake GPU)"

@@ -1,7 +1,10 @@
 """Progress of long work: the runner's per-stage lines and its event stream
 (`Runner(on_event=...)`, `ouroboros run/demo --log-json FILE`)."""
 
+import io
 import json
+import sys
+import types
 
 import pytest
 
@@ -14,9 +17,8 @@ from ouroboros.runner import JsonEventLog, Runner, Stage
 def event_kinds():
     """`t_ev` writes its param `text`; `t_ev_fail` raises. In-process (workers=1)."""
     from ouroboros.io import atomic_path
-    from ouroboros.runner import STAGE_KINDS, _kinds, stage_kind
+    from ouroboros.runner import STAGE_KINDS, stage_kind
 
-    _kinds()
 
     @stage_kind("t_ev", ".txt")
     def text_stage(params, deps, out):
@@ -71,14 +73,40 @@ def test_no_event_no_log_file(tmp_path):
     assert not (tmp_path / "events.jsonl").exists()  # created at the first event only
 
 
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
 def test_one_line_per_finished_stage_unless_quiet(tmp_path, event_kinds, capsys):
     _, b = _graph()
     Runner(tmp_path / "loud", workers=1, progress=True).run([b])
-    err = capsys.readouterr().err
+    err = capsys.readouterr().err  # not a terminal: plain lines, no bar, no carriage returns
     assert "[1/2] t_ev first: " in err and "[2/2] t_ev second: " in err
-    assert "stages: 100%" in err and "2/2" in err  # the bar: done / total (and time left while running)
+    assert "\r" not in err and len(err.splitlines()) == 2
     Runner(tmp_path / "quiet", workers=1, progress=False).run([b])
     assert capsys.readouterr().err == ""
+
+
+def test_a_terminal_gets_a_bar(tmp_path, event_kinds, monkeypatch):
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    _, b = _graph()
+    Runner(tmp_path / "loud", workers=1, progress=True).run([b])
+    err = terminal.getvalue()
+    assert "[1/2] t_ev first: " in err and "[2/2] t_ev second: " in err
+    assert "stages: 100%" in err and "2/2" in err and "\r" in err  # the bar: done / total, redrawn in place
+
+
+def test_a_notebook_gets_the_notebook_bar(monkeypatch):
+    from ouroboros import progress
+
+    made = []
+    monkeypatch.setattr(progress, "in_notebook", lambda: True)
+    fake = types.ModuleType("tqdm.notebook")
+    fake.tqdm = lambda **kw: made.append(kw) or "notebook bar"
+    monkeypatch.setitem(sys.modules, "tqdm.notebook", fake)
+    assert progress.bar(5, desc="stages") == "notebook bar" and made[0]["total"] == 5
 
 
 @pytest.mark.parametrize("where", ["missing/events.jsonl", "."])

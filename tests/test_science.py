@@ -400,9 +400,8 @@ def runner_test_kinds():
     param `text` plus its inputs' contents; `t_fail` fails half-way through writing.
     They run in-process (workers=1)."""
     from ouroboros.io import atomic_path
-    from ouroboros.runner import STAGE_KINDS, _kinds, stage_kind
+    from ouroboros.runner import STAGE_KINDS, stage_kind
 
-    _kinds()  # the real kinds first, so removing ours below leaves them intact
 
     @stage_kind("t_text", ".txt")
     def text_stage(params, deps, out):

@@ -15,37 +15,64 @@ from pathlib import Path
 from ouroboros.errors import UserError
 
 
-def _run_study(config, out: Path, quiet: bool, log_json: str | None = None) -> int:
+def _run_study(config, out: Path, args) -> int:
+    from ouroboros import api
     from ouroboros.preflight import check_output_dir
     from ouroboros.runner import JsonEventLog
-    from ouroboros.studies import contamination, loop
-    from ouroboros.studies.common import make_runner
 
+    log_json = getattr(args, "log_json", None)
+    force = _force_kinds(getattr(args, "force", None))
     out = check_output_dir(out)  # before loading data; the study checks again before writing
+    if getattr(args, "dry_run", False):
+        return _dry_run(config, out)
     if log_json is not None and (Path(log_json).is_dir() or not Path(log_json).parent.is_dir()):
         raise UserError(f"--log-json {log_json} must name a file in an existing folder")
     start = time.perf_counter()
-    module = contamination if config.study == "contamination" else loop
     log = JsonEventLog(Path(log_json)) if log_json is not None else None
     try:
-        summary = module.run(config, out, progress=not quiet, runner=make_runner(config, out, not quiet, log))
+        run = api.execute(config, out, progress=not args.quiet, force=force, on_event=log)
     finally:
         if log is not None:
             log.close()
-    if not quiet:
-        if config.study == "contamination":
-            print((out / "tables.md").read_text())
-        else:
-            from ouroboros.report.results import read_results
-
-            header, table = loop.summary_table(read_results(out / "results.csv"))
-            widths = [max(len(h), *(len(r[i]) for r in table)) for i, h in enumerate(header)]
-            print("  ".join(h.rjust(w) for h, w in zip(header, widths)))
-            for r in table:
-                print("  ".join(c.rjust(w) for c, w in zip(r, widths)))
-        ran = len(summary["timings"])
-        print(f"done in {time.perf_counter() - start:.1f}s ({ran} stages run, the rest cached): {out}/",
+    if not args.quiet:
+        text = run.study.summary(run.rows, run.config)
+        if text:
+            print(text)
+        ran = len(run.timings)
+        print(f"done in {time.perf_counter() - start:.1f}s ({_count(ran, 'stage')} run, the rest cached): {out}/",
               file=sys.stderr)
+    return 0
+
+
+def _count(n: int, noun: str) -> str:
+    """'1 stage', '2 stages'."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _force_kinds(kinds: list[str] | None) -> tuple[str, ...]:
+    if not kinds:
+        return ()
+    from ouroboros.graph import STAGE_KINDS
+    import ouroboros.stages  # noqa: F401  (the built-in kinds)
+
+    known = sorted(STAGE_KINDS)
+    for kind in kinds:
+        if kind != "all" and kind not in known:
+            raise UserError(f"--force {kind}: no such stage kind; use all or one of {', '.join(known)}")
+    return tuple(kinds)
+
+
+def _dry_run(config, out: Path) -> int:
+    import yaml
+
+    from ouroboros import api
+
+    counts = api.dry_run(config, out)
+    print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
+    print(f"# {_count(counts['stages'], 'stage')}: {counts['stages'] - counts['cached']} to run, "
+          f"{counts['cached']} cached in {out}/cache")
+    for kind, (total, cached) in sorted(counts["by_kind"].items()):
+        print(f"#   {kind}: {total} ({cached} cached)")
     return 0
 
 
@@ -69,18 +96,39 @@ def _executor_options(config, args):
 
 
 def cmd_demo(args) -> int:
-    from ouroboros.config import load_config
+    from ouroboros.api import resolve_config
 
-    config = _executor_options(load_config(None, args.set, base={"name": "demo"}), args)
-    return _run_study(config, Path(args.out), args.quiet, args.log_json)
+    config = _executor_options(resolve_config(None, args.set, base={"name": "demo"}), args)
+    return _run_study(config, Path(args.out), args)
 
 
 def cmd_run(args) -> int:
-    from ouroboros.config import load_config
+    from ouroboros.api import resolve_config
 
-    config = _executor_options(load_config(args.config, args.set), args)
+    config = _executor_options(resolve_config(args.config, args.set), args)
     out = Path(args.out) if args.out else Path("runs") / config.name
-    return _run_study(config, out, args.quiet, args.log_json)
+    return _run_study(config, out, args)
+
+
+def cmd_configs(args) -> int:
+    from ouroboros.config import shipped_configs
+
+    if args.action is None:
+        if args.name is not None or args.set:
+            raise UserError("give `configs show NAME` to print one config; `configs` alone lists them")
+        shipped = shipped_configs()
+        width = max(len(name) for name in shipped)
+        for name, (_, line) in shipped.items():
+            print(f"{name:<{width}}  {line}")
+        return 0
+    if args.name is None:
+        raise UserError("configs show needs a NAME; `ouroboros configs` lists them")
+    import yaml
+
+    from ouroboros.api import resolve_config
+
+    print(yaml.safe_dump(resolve_config(args.name, args.set).to_dict(), sort_keys=False), end="")
+    return 0
 
 
 def _load_features_or_images(path: str):
@@ -172,15 +220,14 @@ def cmd_mix(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from ouroboros.report.html import load_run, report_path, write_report
-    from ouroboros.studies import contamination
+    from ouroboros import api
+    from ouroboros.report.html import report_path, run_labels
 
     report_path(args.run_dirs, args.out)  # the output and every folder checked before anything is written
-    runs = [load_run(Path(p)) for p in args.run_dirs]
-    for run in runs:  # a contamination run's tables.md is redrawn from its results too
-        if run.study == "contamination":
-            contamination.report(run.path, run.config, run.rows)
-    print(write_report([Path(p) for p in args.run_dirs], Path(args.out) if args.out else None))
+    runs = [api.load_run(Path(p), label) for p, label in zip(args.run_dirs, run_labels(args.run_dirs))]
+    for run in runs:  # what a run derives from its results (a contamination run's tables.md) is redrawn too
+        run.study.redraw(run)
+    print(api.write_report(runs, Path(args.out) if args.out else None))
     return 0
 
 
@@ -233,7 +280,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ouroboros.version import __version__
+
     parser = _Parser(prog="ouroboros", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"ouroboros {__version__}",
+                        help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def common(p):
@@ -250,16 +301,35 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --executor ray: auto (the cluster running here) or HOST:PORT of a head node "
                             "(default: start a local Ray instance)")
 
+    def runs(p):
+        p.add_argument("--dry-run", action="store_true",
+                       help="print the resolved config and how many stages would run and how many are cached; "
+                            "write nothing")
+        p.add_argument("--force", action="append", metavar="KIND",
+                       help="recompute the cached stages of this kind (fit, sample, evaluate, ...; all: every kind) "
+                            "and everything made from them (repeatable)")
+
     p = sub.add_parser("demo", help="the feedback-loop study on the embedded digits (what `make demo` runs)")
-    p.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
+    p.add_argument("--out", default="runs/demo",
+                   help="the run folder to write or resume: results, plots, samples, report (default: runs/demo)")
     common(p)
+    runs(p)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("run", help="run or resume a study config")
-    p.add_argument("config", help="study config (YAML), e.g. configs/loop-digits.yaml")
-    p.add_argument("--out", help="run folder (default: runs/<name>)")
+    p.add_argument("config", help="a study config: a shipped name (see `ouroboros configs`) or a YAML file")
+    p.add_argument("--out", help="the run folder to write or resume: results, plots, samples, report "
+                                 "(default: runs/<the config's name>)")
     common(p)
+    runs(p)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("configs", help="list the shipped study configs, or print one resolved")
+    p.add_argument("action", nargs="?", choices=["show"], help="show: print config NAME resolved")
+    p.add_argument("name", nargs="?", help="a shipped config's name")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value before printing it (repeatable)")
+    p.set_defaults(func=cmd_configs)
 
     p = sub.add_parser("metrics", help="FID, KID, precision/recall and PRDC between two image sets or feature files")
     p.add_argument("real", help="real dataset (digits, idx:DIR, imagefolder:DIR, FILE.npz, ...) or N x D .npy features")
@@ -279,11 +349,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--real", required=True, help="the real dataset")
     p.add_argument("--generated", help="the generated (or second real) dataset; not needed for subsample")
     p.add_argument("--ratio", required=True, type=float, help="fraction in [0, 1], e.g. 0.4")
-    p.add_argument("--mode", choices=["replace", "append", "subsample"], default="replace")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mode", choices=["replace", "append", "subsample"], default="replace",
+                   help="replace: swap that share of each class for generated images (default); append: add "
+                        "generated on top of all real; subsample: keep that share of real only")
+    p.add_argument("--seed", type=int, default=0, help="seed of the per-class draws (default 0)")
     p.add_argument("--allow-repeats", action="store_true",
                    help="draw from --generated with replacement when it is short of a class (control mixtures)")
-    p.add_argument("--out", required=True, help="output .npz")
+    p.add_argument("--out", required=True, help="the .npz file to write the mixed dataset to")
     p.set_defaults(func=cmd_mix)
 
     p = sub.add_parser("generate", help="make a generated dataset (text2image: prompts through a diffusers pipeline)")
@@ -321,14 +393,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_generate_text2image)
     p = gen.add_parser("tiny-pipeline", help="save a randomly initialised tiny Stable Diffusion pipeline "
                                              "(tests, benchmarks; no download)")
-    p.add_argument("--out", required=True, help="a new folder")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="a new folder to save the pipeline in")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
     p.add_argument("--real-size", action="store_true", help="Stable Diffusion 1.5's sizes (about 1B parameters)")
     p.set_defaults(func=cmd_generate_tiny)
 
     p = sub.add_parser("report", help="redraw plots and the self-contained report.html of run folders from their "
                                       "results.csv (several: compared on one page)")
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders (the --out of study runs)")
     p.add_argument("--out", help="the .html file to write (default: RUN_DIR/report.html for one run folder, "
                                  "./report.html for several); its plots go to plots/ beside it")
     p.set_defaults(func=cmd_report)

@@ -8,6 +8,7 @@ naming the key. ``--set a.b=value`` overrides parse `value` as YAML.
 from __future__ import annotations
 
 import dataclasses
+import re
 import reprlib
 import types
 import typing
@@ -379,7 +380,7 @@ class ExecutorConfig:
 
 @dataclass
 class StudyConfig:
-    study: Literal["loop", "contamination"] = "loop"
+    study: str = "loop"  # a registered study (`ouroboros.study`): loop, contamination or a plug-in
     name: str = "loop"
     data: DataConfig = field(default_factory=DataConfig)
     loop: LoopConfig = field(default_factory=LoopConfig)
@@ -406,9 +407,6 @@ class StudyConfig:
         for i, entry in enumerate(self.loop.generators or []):  # each family's own settings
             entry.generator_config(self.generator, f"loop.generators[{i}]")
         if not self.generator.conditional:
-            if self.study == "contamination":
-                raise UserError("the contamination study replaces images class by class and needs a class-conditional "
-                                "generator: remove generator.conditional: false")
             guided = [w for _, lc in self.loop.cells() for w in lc.guidance if w != 0]
             if guided:
                 raise UserError(f"generator.conditional is false, and an unconditional model takes no guidance, but "
@@ -420,7 +418,20 @@ class StudyConfig:
                                 f"num_train_timesteps ({steps}); use at most {steps} sampling steps")
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        data.update({name: dataclasses.asdict(value) for name, value in self.sections.items()})
+        return data
+
+    @property
+    def sections(self) -> dict:
+        """A plug-in study's own config sections (name -> its dataclass), set by `load_config`."""
+        return self.__dict__.setdefault("_sections", {})
+
+    def __getattr__(self, name: str):
+        sections = self.__dict__.get("_sections", {})
+        if name in sections:
+            return sections[name]
+        raise AttributeError(f"StudyConfig has no section {name!r}")
 
 
 def _check_type(value: Any, tp, where: str) -> None:
@@ -466,6 +477,8 @@ def _convert(value: Any, tp, where: str) -> Any:
             raise UserError(f"{where} must be one of {', '.join(map(str, args))}; got {_show(value)}")
         return value
     if origin is list:
+        if not isinstance(value, (list, dict)) and value is not None:  # a scalar where a list goes: a list of one
+            value = [value]
         if not isinstance(value, list):
             raise UserError(f"{where} must be a list; got {_show(value)}")
         if len(value) > MAX_CONVERT:  # before walking it: YAML aliases can nest huge lists cheaply
@@ -535,6 +548,22 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
+def shipped_configs() -> dict[str, tuple[Path, str]]:
+    """name -> (path, what it is: the first sentence of its leading comment) of every
+    config that ships in the package."""
+    out = {}
+    for path in sorted(Path(__file__).with_name("configs").glob("*.yaml")):
+        comment = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if not line.startswith("#"):
+                break
+            comment.append(line.lstrip("# ").strip())
+        text = " ".join(comment)
+        end = re.search(r"(?<! al)(?<!Fig)(?<!e\.g)(?<!i\.e)\.\s", text)  # the first sentence ("et al." is no end)
+        out[path.stem] = (path, text[: end.start() + 1] if end else text)
+    return out
+
+
 def _shipped_config(path: Path) -> Path:
     """A config that ships in the package, named `NAME`, `NAME.yaml` or `configs/NAME.yaml`
     (so the documented paths work from any folder, installed or not)."""
@@ -571,6 +600,27 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise UserError(f"{path} must hold a mapping of sections (data, loop, generator, ...)")
         raw.update(loaded)
     raw = apply_overrides(raw, overrides or [])
+    plugin = _plugin_sections(raw)
     config = from_dict(StudyConfig, raw)
+    for name, (section_type, value) in plugin.items():
+        config.sections[name] = from_dict(section_type, value, name)
+        config.sections[name].validate(name) if hasattr(config.sections[name], "validate") else None
     config.validate()
     return config
+
+
+def _plugin_sections(raw: dict) -> dict:
+    """Take the config sections of registered plug-in studies out of `raw`:
+    name -> (its dataclass, the raw value). A plug-in study's section is always present
+    (its defaults when the config does not give it) when the config runs that study."""
+    from ouroboros.study import studies
+
+    fields = {f.name for f in dataclasses.fields(StudyConfig)}
+    out = {}
+    for study in studies().values():
+        name = study.section
+        if name is None or name in fields or study.section_type is None:
+            continue
+        if name in raw or raw.get("study") == study.name:
+            out[name] = (study.section_type, raw.pop(name, None))
+    return out

@@ -20,125 +20,17 @@ and the device it was made on; a resume that reuses artifacts made elsewhere say
 
 from __future__ import annotations
 
-import functools
-
 import json
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-import ouroboros
-from ouroboros.io import stable_hash, write_json_atomic
-
-
-@dataclass(frozen=True)
-class StageKind:
-    suffix: str  # of the artifact; '' = a folder
-    fn: Callable[[dict, dict, Path], None]  # fn(params, deps: dict[name, Path], out: Path)
-    version: int  # of fn's output; part of every key of this kind
-
-
-STAGE_KINDS: dict[str, StageKind] = {}
-
-
-def stage_kind(kind: str, suffix: str, version: int = 1):
-    """Register the function that produces artifacts of `kind` (suffix '' = a folder).
-
-    `version` is part of every key of this kind: bump it whenever a change to the code
-    changes the artifact (different numbers, fields or format), so that existing caches
-    recompute it instead of mixing old and new outputs. Refactors that keep the output
-    byte-for-byte keep the version.
-    """
-
-    def register(fn):
-        STAGE_KINDS[kind] = StageKind(suffix, fn, version)
-        return fn
-
-    return register
-
-
-@dataclass
-class Stage:
-    kind: str
-    params: dict  # JSON-serialisable: everything the stage needs besides its inputs
-    deps: dict[str, "Stage"] = field(default_factory=dict)  # input name -> producing stage
-    label: str = ""
-
-    @functools.cached_property
-    def key(self) -> str:
-        # The package version too: code that changed without a bumped stage version must
-        # still not reuse what an older release made. Computed once: a key hashes its
-        # inputs' keys, and a chain that accumulates every earlier generation would
-        # otherwise recompute them exponentially often (stages are not changed once built).
-        return stable_hash({"kind": self.kind, "version": _kinds()[self.kind].version,
-                            "ouroboros": ouroboros.__version__, "params": self.params,
-                            "deps": {k: d.key for k, d in sorted(self.deps.items())}})
-
-    def artifact(self, cache: Path) -> Path:
-        return cache / self.kind / f"{self.key}{_kinds()[self.kind].suffix}"
-
-    def record(self, cache: Path) -> Path:
-        """Where what the artifact was made with is recorded (see `write_record`)."""
-        return cache / ".made" / self.kind / f"{self.key}.json"
-
-
-def _kinds() -> dict:
-    import ouroboros.stages  # noqa: F401  (registers the stage functions)
-
-    return STAGE_KINDS
-
-
-def _set_threads(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
-
-
-def _worker_init(threads: int) -> None:
-    # Die with the parent: a killed run must not leave workers writing behind it.
-    try:
-        import ctypes
-        import signal
-
-        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-    _set_threads(threads)
-
-
-def _cuda_allocations() -> int:
-    """How many CUDA allocations this process has made so far (0 without CUDA)."""
-    import torch
-
-    if not torch.cuda.is_initialized():  # never initialise CUDA just to ask
-        return 0
-    return int(torch.cuda.memory_stats().get("allocation.all.allocated", 0))
-
-
-def _gpu_name() -> str:
-    import torch
-
-    return f"cuda ({torch.cuda.get_device_name()})"
-
-
-def write_record(path: Path, device: str) -> None:
-    """Record what an artifact was made with: torch and ouroboros versions, device."""
-    import torch
-
-    write_json_atomic(path, {"torch": torch.__version__, "ouroboros": ouroboros.__version__, "device": device})
-
-
-def _execute(kind: str, params: dict, deps: dict[str, str], out: str, record: str) -> float:
-    """Run one stage (in a worker or in process) and record what made it; returns its wall time."""
-    start = time.perf_counter()
-    # Each stage picks its own device (config `device: auto` and the like); whether it
-    # allocated CUDA memory says where it actually ran.
-    allocations = _cuda_allocations()
-    _kinds()[kind].fn(params, {k: Path(v) for k, v in deps.items()}, Path(out))
-    write_record(Path(record), _gpu_name() if _cuda_allocations() > allocations else "cpu")
-    return time.perf_counter() - start
+import ouroboros.stages  # noqa: F401  (registers the built-in stage kinds)
+from ouroboros import version
+from ouroboros.graph import (  # noqa: F401  (re-exported: the runner's public names)
+    STAGE_KINDS, Stage, StageKind, execute_stage, gpu_name, stage_args, stage_kind, write_record,
+)
 
 
 class _Made(NamedTuple):
@@ -161,26 +53,42 @@ def made_elsewhere_warning(records: list[dict]) -> str | None:
 
     def device_now() -> str:
         if not now_device:
-            now_device.append(_gpu_name() if torch.cuda.is_available() else "cpu")
+            now_device.append(gpu_name() if torch.cuda.is_available() else "cpu")
         return now_device[0]
 
     groups: dict[_Made, int] = {}
     for r in records:
         made = _Made(str(r.get("torch")), str(r.get("device")), str(r.get("ouroboros")))
-        if (made.torch != torch.__version__ or made.ouroboros != ouroboros.__version__
+        if (made.torch != torch.__version__ or made.ouroboros != version.__version__
                 or made.device != "cpu" and made.device != device_now()):
             groups[made] = groups.get(made, 0) + 1
     if not groups:
         return None
 
     def describe(made: _Made) -> str:
-        other = f"ouroboros {made.ouroboros}, " if made.ouroboros != ouroboros.__version__ else ""
+        other = f"ouroboros {made.ouroboros}, " if made.ouroboros != version.__version__ else ""
         return f"{other}torch {made.torch} on {made.device}"
 
     (first, n), *rest = sorted(groups.items(), key=lambda item: -item[1])  # the most common first
     text = f"{n} cached stage{'s were' if n > 1 else ' was'} made with {describe(first)}"
     text += "".join(f", {m} with {describe(made)}" for made, m in rest)
     return f"warning: {text}; now torch {torch.__version__} on {device_now()}"
+
+
+def _ordered(targets: list[Stage]) -> dict[str, Stage]:
+    """key -> stage for every stage `targets` need, each after its inputs."""
+    order: dict[str, Stage] = {}
+
+    def visit(stage: Stage) -> None:
+        if stage.key in order:
+            return
+        for dep in stage.deps.values():
+            visit(dep)
+        order[stage.key] = stage
+
+    for t in targets:
+        visit(t)
+    return order
 
 
 class Runner:
@@ -205,19 +113,34 @@ class Runner:
         self.nodes: list[str] = []  # the node each of those stages ran on, in the same order
         self.warned = False  # about cached artifacts made elsewhere: once per runner
 
+    def forget(self, targets: list[Stage], kinds) -> int:
+        """Remove the cached artifacts of the stages of `kinds` (``"all"``: every kind) that
+        `targets` need, and of every stage downstream of them, so that running the targets
+        recomputes those. Returns how many artifacts were removed."""
+        import shutil
+
+        kinds = set(kinds)
+        forced: set[str] = set()
+        removed = 0
+        for key, stage in _ordered(targets).items():  # inputs first
+            if not ("all" in kinds or stage.kind in kinds or any(d.key in forced for d in stage.deps.values())):
+                continue
+            if stage.kind == "data":  # written by the planner from the loaded data, not recomputable here
+                continue
+            forced.add(key)
+            path = stage.artifact(self.cache)
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+            else:
+                continue
+            removed += 1
+        return removed
+
     def run(self, targets: list[Stage]) -> dict[str, Path]:
         """Run every stage the targets need; return key -> artifact path."""
-        order: dict[str, Stage] = {}
-
-        def visit(stage: Stage) -> None:
-            if stage.key in order:
-                return
-            for dep in stage.deps.values():
-                visit(dep)
-            order[stage.key] = stage
-
-        for t in targets:
-            visit(t)
+        order = _ordered(targets)
         paths = {k: s.artifact(self.cache) for k, s in order.items()}
         todo = {k: s for k, s in order.items() if not paths[k].exists()}
         done_before = len(order) - len(todo)
@@ -254,15 +177,13 @@ class Runner:
     def _bar(self, total: int, initial: int):
         if not self.progress:
             return None
-        from tqdm import tqdm
+        from ouroboros.progress import bar
 
-        return tqdm(total=total, initial=initial, desc="stages", unit="stage", file=sys.stderr,
-                    dynamic_ncols=True, mininterval=0.5)
+        return bar(total, initial, desc="stages", unit="stage", mininterval=0.5)
 
     def _schedule(self, todo: dict[str, Stage], paths: dict[str, Path], bar) -> None:
         def args(stage: Stage):
-            return (stage.kind, stage.params, {n: str(paths[d.key]) for n, d in stage.deps.items()},
-                    str(paths[stage.key]), str(stage.record(self.cache)))
+            return stage_args(stage, paths, self.cache)
 
         def finished(stage: Stage, seconds: float, node: str) -> None:
             self.timings.append((stage.kind, stage.label, seconds))

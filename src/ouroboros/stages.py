@@ -21,7 +21,7 @@ from ouroboros.io import write_json_atomic
 from ouroboros.metrics.classifier import classification_metrics
 from ouroboros.metrics.fid import fid
 from ouroboros.metrics.prdc import prdc
-from ouroboros.runner import stage_kind
+from ouroboros.graph import stage_kind
 
 
 @stage_kind("data", ".npz", version=1)
@@ -42,7 +42,7 @@ def fit_stage(params: dict, deps: dict, out: Path) -> None:
     before families existed keep their keys) with settings `params["config"]`;
     `params["name"]` is the provenance name of the images it will make (default: the family's);
     `deps["reference"]`, when present, the images a Gaussian family's PCA space is fitted on."""
-    family = get_family(params.get("family", "diffusion"))
+    family = get_family(params.get("family", "diffusion"), params.get("module"))
     reference = ImageSet.load(deps["reference"]) if "reference" in deps else None
     fitted = family.fit(ImageSet.load(deps["train"]), params["config"], seed=params["seed"], name=params.get("name"),
                         reference=reference)
@@ -59,11 +59,11 @@ def sample_stage(params: dict, deps: dict, out: Path) -> None:
     so that families sharing one pool continue each other's cycle and the pool stays balanced."""
     import numpy as np
 
-    family, model = load_fitted(deps["model"])
+    family, model = load_fitted(deps["model"], params.get("module"))
     if params.get("family", family.name) != family.name:
         raise UserError(f"sample stage expects a {params['family']} generator but {deps['model']} holds a "
                         f"{family.name} one")
-    known = {"n", "seed", "family", "first_label", family.bias, *family.sampling_params}
+    known = {"n", "seed", "family", "code", "module", "first_label", family.bias, *family.sampling_params}
     unknown = sorted(set(params) - known)
     if unknown:
         raise UserError(f"the {family.name} generator does not take sampling parameter(s) {unknown}; "

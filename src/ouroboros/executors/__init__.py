@@ -13,7 +13,8 @@ An executor has three methods:
   run folder). Bad input raises `UserError`.
 - ``execute(todo, args, finished, bar, started=None, failed=None)``: run the stages in
   `todo` (key -> Stage, in dependency order), each as soon as its inputs exist;
-  `args(stage)` gives the arguments of `ouroboros.runner._execute`; call
+  `args(stage)` gives the arguments of `ouroboros.graph.execute_stage`, the one public
+  function that runs a stage; call
   ``started(stage)`` as each is handed out, ``finished(stage, seconds, node)`` as each
   completes, and ``failed(stage, exc)`` before raising a stage's error.
 - ``close()``: release what `start` acquired.
@@ -34,9 +35,4 @@ def make_executor(config):
     return LocalExecutor(config.workers, config.threads_per_worker)
 
 
-def ready(stage, unfinished: set[str]) -> bool:
-    """Whether every input of `stage` exists: none of its dependencies is unfinished."""
-    return all(d.key not in unfinished for d in stage.deps.values())
-
-
-__all__ = ["LocalExecutor", "make_executor", "ready"]
+__all__ = ["LocalExecutor", "make_executor"]

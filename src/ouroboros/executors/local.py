@@ -2,15 +2,25 @@
 
 ``workers`` processes (0: one per CPU core, at most one per stage due), each with
 ``threads`` torch threads, so results do not depend on how many workers there are.
-With one worker the stages run in this process, one after another.
+With one worker the stages run in this process, one after another; so do they when a
+stage runs code defined in ``__main__`` (a plug-in typed into a notebook or a script),
+which no other process can import.
+
+Workers are started with ``spawn`` (a fresh interpreter: no inherited torch or CUDA
+state). Spawn normally re-runs the user's main script in every worker, so a plain
+script calling ``ouroboros.run`` without an ``if __name__ == "__main__":`` guard would
+start the run again in each of them; the workers here are told there is no main script
+(`_main_script_hidden`): they need nothing from it.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import multiprocessing
 import os
 import platform
+import sys
 
 
 class LocalExecutor:
@@ -31,18 +41,17 @@ class LocalExecutor:
         return max(1, min(os.cpu_count() or 1, n_todo))
 
     def execute(self, todo: dict, args, finished, bar=None, started=None, failed=None) -> None:
-        from ouroboros.executors import ready
-        from ouroboros.runner import _execute, _set_threads, _worker_init
+        from ouroboros.graph import execute_stage, in_main_module, ready, set_threads, worker_init
 
         started = started or (lambda stage: None)
         failed = failed or (lambda stage, exc: None)
         workers = self._n_workers(len(todo))
-        if workers == 1:
-            _set_threads(self.threads)
+        if workers == 1 or any(in_main_module(stage) for stage in todo.values()):
+            set_threads(self.threads)
             for stage in todo.values():  # `todo` is in dependency order
                 started(stage)
                 try:
-                    seconds = _execute(*args(stage))
+                    seconds = execute_stage(*args(stage))
                 except BaseException as exc:
                     failed(stage, exc)
                     raise
@@ -52,8 +61,8 @@ class LocalExecutor:
         pending = dict(todo)
         running: dict[cf.Future, object] = {}
         ctx = multiprocessing.get_context("spawn")
-        with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
-                                    initargs=(self.threads,)) as pool:
+        with _main_script_hidden(), cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=worker_init,
+                                                           initargs=(self.threads,)) as pool:
             try:
                 while pending or running:
                     # once per pass, not per stage: with thousands of stages pending, building
@@ -65,7 +74,7 @@ class LocalExecutor:
                         if ready(stage, unfinished):
                             del pending[key]
                             started(stage)
-                            running[pool.submit(_execute, *args(stage))] = stage
+                            running[pool.submit(execute_stage, *args(stage))] = stage
                     if not running:
                         raise RuntimeError("stage graph has a cycle or a missing dependency")
                     done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
@@ -82,3 +91,21 @@ class LocalExecutor:
                     fut.cancel()
                 pool.shutdown(wait=False, cancel_futures=True)
                 raise
+
+
+@contextlib.contextmanager
+def _main_script_hidden():
+    """While workers start, ``__main__`` shows no file to re-run (spawn reads
+    ``__main__.__file__`` to decide what to re-import in the child; a module run with
+    ``python -m`` is found by its spec's name and is not re-run either way)."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    path = getattr(main, "__file__", None)
+    if main is None or spec is not None or path is None:
+        yield
+        return
+    del main.__file__
+    try:
+        yield
+    finally:
+        main.__file__ = path

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from ouroboros.errors import UserError
-from ouroboros.executors import ready
+from ouroboros.graph import ready
 from ouroboros.executors.address import check_reachable
 
 EXTRA = "pip install 'ouroboros[ray]'"
@@ -59,12 +59,12 @@ def _run_stage(threads: int, tracker, key: str, args: tuple) -> tuple[float, str
     """A Ray task: one stage with `threads` torch threads; returns (seconds, node id)."""
     import ray
 
-    from ouroboros.runner import _execute, _set_threads
+    from ouroboros.graph import execute_stage, set_threads
 
     node = ray.get_runtime_context().get_node_id()
     tracker.started.remote(key, node)
-    _set_threads(threads)
-    return _execute(*args), node
+    set_threads(threads)
+    return execute_stage(*args), node
 
 
 def _probe(run_dir: str, token: str, node: str) -> str | None:

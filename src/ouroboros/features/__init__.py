@@ -17,9 +17,10 @@ from ouroboros.errors import UserError
 
 
 def _bar(total: int, desc: str, enabled: bool):
-    from tqdm import tqdm
+    """A bar on a terminal or in a notebook; nothing in a file or pipe (`ouroboros.progress`)."""
+    from ouroboros.progress import Lines, bar
 
-    return tqdm(total=total, desc=desc, unit="img", disable=not enabled, leave=False)
+    return bar(total, desc=desc, unit="img", leave=False) if enabled else Lines(total)
 
 
 class FeatureExtractor:

@@ -73,6 +73,22 @@ class GeneratorFamily:
     bias_default: float  # the knob's neutral value (sampling the fit as it is)
     # Sample-stage parameters the family also understands: stage param -> sample() keyword.
     sampling_params: dict = field(default_factory=dict)
+    # The version of a plug-in family's code (raise it on every change that alters what it
+    # makes); None: the source of the module that defines `generator` identifies it.
+    version: int | str | None = None
+
+    @property
+    def code(self) -> str:
+        """What identifies this family's code in stage keys: "" for ouroboros' own families
+        (the package version covers them), else `version` or its module's source hash."""
+        from ouroboros.graph import code_identity
+
+        return code_identity(self.generator, self.version)
+
+    @property
+    def module(self) -> str:
+        """The module that defines the family (a worker process imports it to find it)."""
+        return self.generator.__module__
 
     def make_config(self, settings: dict | None = None):
         """The config dataclass from a dict; an unknown key is an error, not ignored."""
@@ -99,47 +115,48 @@ _FAMILIES: dict[str, GeneratorFamily] = {}
 
 
 def register_family(family: GeneratorFamily) -> GeneratorFamily:
-    families()  # built-ins first, so a plug-in cannot be shadowed by them later
+    """Add a generator family to the registry, under its name (see `GeneratorFamily`).
+
+    The built-in families (diffusion, gaussian, gmm) register themselves when
+    ``ouroboros.generators`` is imported, which happens before this module is usable, so a
+    plug-in cannot shadow them. A family's code identity (`GeneratorFamily.code`) is part
+    of the keys of the stages that fit and sample it: editing a plug-in family's module
+    (or raising the `version` it declares) recomputes what it made.
+    """
+    if not isinstance(family, GeneratorFamily):
+        raise TypeError(f"register_family takes a GeneratorFamily; got {family!r}")
     if family.name in _FAMILIES:
         raise ValueError(f"generator family {family.name!r} is already registered")
+    family.code  # noqa: B018  (a family whose source cannot be read must declare a version: say so now)
     _FAMILIES[family.name] = family
     return family
 
 
 def families() -> dict[str, GeneratorFamily]:
-    """name -> family, the built-in ones registered on first use (they import torch and
-    scikit-learn, and diffusion.py imports this module)."""
-    if not _FAMILIES:
-        from ouroboros.generators.diffusion import FORMAT as DIFFUSION_FORMAT
-        from ouroboros.generators.diffusion import DiffusionConfig, DiffusionGenerator, FittedDiffusion
-        from ouroboros.generators.gaussian import (
-            FORMAT as GAUSSIAN_FORMAT, FittedGaussianMixture, GaussianConfig, GaussianGenerator, GMMConfig,
-            GMMGenerator,
-        )
-
-        builtin = [
-            GeneratorFamily("diffusion", DiffusionConfig, DiffusionGenerator, FittedDiffusion.load,
-                            DIFFUSION_FORMAT, bias="guidance", bias_default=0.0,
-                            sampling_params={"sampler": "sampler", "sample_steps": "sample_steps",
-                                             "sample_batch_size": "batch_size"}),
-            GeneratorFamily("gaussian", GaussianConfig, GaussianGenerator, FittedGaussianMixture.load,
-                            GAUSSIAN_FORMAT, bias="temperature", bias_default=1.0),
-            GeneratorFamily("gmm", GMMConfig, GMMGenerator, FittedGaussianMixture.load,
-                            GAUSSIAN_FORMAT, bias="temperature", bias_default=1.0),
-        ]
-        _FAMILIES.update({f.name: f for f in builtin})
+    """name -> family: the built-in ones and any registered since."""
     return _FAMILIES
 
 
-def get_family(name: str) -> GeneratorFamily:
+def get_family(name: str, module: str | None = None) -> GeneratorFamily:
+    """The registered family `name`; `module` (where a plug-in family is defined) is
+    imported first when the family is not registered in this process yet (a worker)."""
+    if name not in _FAMILIES and module:
+        import importlib
+
+        importlib.import_module(module)
     known = families()
     if name not in known:
         raise UserError(f"unknown generator family {name!r}; use one of {', '.join(sorted(known))}")
     return known[name]
 
 
-def load_fitted(directory: str | Path) -> tuple[GeneratorFamily, Any]:
-    """(family, fitted model) of a saved fitted generator, found from its generator.json."""
+def load_fitted(directory: str | Path, module: str | None = None) -> tuple[GeneratorFamily, Any]:
+    """(family, fitted model) of a saved fitted generator, found from its generator.json
+    (`module`: a plug-in family's module, imported first as in `get_family`)."""
+    if module:
+        import importlib
+
+        importlib.import_module(module)
     meta_path = Path(directory) / "generator.json"
     try:
         meta = json.loads(meta_path.read_text())

@@ -44,7 +44,7 @@ from safetensors.torch import load_file, save_file
 
 from ouroboros.data.imageset import ImageSet, quantize
 from ouroboros.errors import UserError, check_float, check_int, check_text
-from ouroboros.generators.base import balanced_labels, resolve_device, save_fitted
+from ouroboros.generators.base import GeneratorFamily, balanced_labels, register_family, resolve_device, save_fitted
 from ouroboros.generators.denoisers import build_denoiser
 
 
@@ -340,3 +340,9 @@ def _adamw(params, lr: float, weight_decay: float, device: torch.device) -> torc
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
     except (RuntimeError, TypeError):
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+
+
+register_family(GeneratorFamily("diffusion", DiffusionConfig, DiffusionGenerator, FittedDiffusion.load, FORMAT,
+                                bias="guidance", bias_default=0.0,
+                                sampling_params={"sampler": "sampler", "sample_steps": "sample_steps",
+                                                 "sample_batch_size": "batch_size"}))

@@ -43,7 +43,7 @@ import numpy as np
 
 from ouroboros.data.imageset import ImageSet, quantize
 from ouroboros.errors import UserError
-from ouroboros.generators.base import balanced_labels, save_fitted
+from ouroboros.generators.base import GeneratorFamily, balanced_labels, register_family, save_fitted
 
 FORMAT = "ouroboros.FittedGaussianMixture"
 
@@ -360,3 +360,9 @@ class GMMGenerator:
         generation = int(train.generation.max()) + 1
         return FittedGaussianMixture(means, covs, weights, train.class_names, train.shape, generation, self.name,
                                      "gmm", cfg, pca, _info(train, seed))
+
+
+register_family(GeneratorFamily("gaussian", GaussianConfig, GaussianGenerator, FittedGaussianMixture.load, FORMAT,
+                                bias="temperature", bias_default=1.0))
+register_family(GeneratorFamily("gmm", GMMConfig, GMMGenerator, FittedGaussianMixture.load, FORMAT,
+                                bias="temperature", bias_default=1.0))

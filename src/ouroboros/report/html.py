@@ -415,7 +415,7 @@ def _config_differences(runs: list[Run]) -> str:
                   [[_e(k)] + [_e(c.get(k, "-")) for c in configs] for k in keys])
 
 
-def _labels(paths: list[Path]) -> list[str]:
+def run_labels(paths: list[Path]) -> list[str]:
     """Folder names, made unique by their position when two are the same."""
     names = [Path(p).resolve().name for p in paths]
     return [n if names.count(n) == 1 else f"{n} ({i + 1})" for i, n in enumerate(names)]
@@ -485,7 +485,7 @@ def write_report(run_dirs: list[Path], out: Path | None = None) -> Path:
     if not run_dirs:
         raise UserError("give at least one run folder")
     out = report_path(run_dirs, out)
-    runs = [load_run(p, label) for p, label in zip(run_dirs, _labels(run_dirs))]
+    runs = [load_run(p, label) for p, label in zip(run_dirs, run_labels(run_dirs))]
     out.parent.mkdir(parents=True, exist_ok=True)
     page = build_page(runs, out.parent / "plots")
     write_text_atomic(out, page)

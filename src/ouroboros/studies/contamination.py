@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -45,11 +44,9 @@ from ouroboros.config import StudyConfig
 from ouroboros.data.imageset import ImageSet, stratified_split
 from ouroboros.data.loaders import load_dataset
 from ouroboros.errors import UserError
-from ouroboros.preflight import check_run
 from ouroboros.report.stats import HOLDS, NOT_RESOLVED, REVERSED, Interval, paired_difference, t_interval, verdict
 from ouroboros.runner import Stage
-from ouroboros.studies.common import (data_stage, derived_seed, generator_params, open_run, start_runner,
-                                      write_timings)
+from ouroboros.studies.common import data_stage, derived_seed, generator_params
 
 PARAM_COLUMNS = ["table", "source", "ratio", "arch", "test"]
 SET_METRICS = ("images", "unique_images")  # rows describing each training set
@@ -550,29 +547,11 @@ def report(run_dir: Path, config: StudyConfig, rows: list[dict] | None = None) -
     return run_dir / "tables.md"
 
 
-def run(config: StudyConfig, run_dir: Path, progress: bool = True, runner=None) -> dict:
+def save_figures_and_grids(config: StudyConfig, run_dir: Path, splits: dict, p: Plan, paths: dict) -> None:
+    """plots/: Fig. 6's spectra and Fig. 3's confusion matrices; samples/: the fully
+    generated and fully control training sets of the first seed, and the real one."""
     from ouroboros.report.grids import save_grid
-    from ouroboros.report.html import write_report
-    from ouroboros.report.results import write_results
 
-    splits = load_splits(config)  # bad data fails here, before anything is written
-    check_run(config, run_dir, splits["train"].shape, splits["train"].num_classes)  # and a bad --out or component
-    runner = start_runner(config, Path(run_dir), progress, runner)  # and a cluster that cannot run it
-    k = splits["train"].num_classes
-    group_confusion(np.zeros((k, k)), splits["train"].class_names, config.contamination.class_groups)
-    if progress:
-        c = config.contamination
-        print(f"ouroboros: {config.name}: contamination study, {len(c.archs)} archs x {len(c.seeds)} seeds, "
-              f"{len(splits['train'])} real training images, {len(splits['control'])} real control images -> "
-              f"{run_dir}", file=sys.stderr)
-    run_dir = Path(run_dir)
-    runner = open_run(config, run_dir, progress, runner)
-    p = plan(config, runner.cache, splits)
-    paths = runner.run(p.targets())
-    rows = _rows(config, p, paths)
-    write_results(run_dir / "results.csv", rows, PARAM_COLUMNS)
-    write_timings(run_dir, runner)
-    report(run_dir, config, rows)
     _figures(config, run_dir, splits, p, paths)
     first = config.contamination.seeds[0]
     for cell in p.cells:
@@ -581,5 +560,3 @@ def run(config: StudyConfig, run_dir: Path, progress: bool = True, runner=None) 
             save_grid(ImageSet.load(paths[cell.mixture.key]), run_dir / "samples" / f"{name}.png",
                       config.output.grid_per_class, config.output.grid_scale)
     save_grid(splits["train"], run_dir / "samples" / "real.png", config.output.grid_per_class, config.output.grid_scale)
-    write_report([run_dir])
-    return {"run_dir": str(run_dir), "timings": runner.timings}

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -55,16 +54,13 @@ from ouroboros.data.imageset import ImageSet, stratified_split
 from ouroboros.data.loaders import load_dataset
 from ouroboros.errors import UserError
 from ouroboros.generators.base import GeneratorFamily, get_family
-from ouroboros.preflight import check_run
 from ouroboros.runner import Stage
 from ouroboros.studies import curation, scenarios
 from ouroboros.studies.common import (
     SAMPLING_FIELDS,
     data_stage,
+    family_params,
     derived_seed,
-    open_run,
-    start_runner,
-    write_timings,
 )
 
 
@@ -228,8 +224,7 @@ def _family_stages(entry: PoolEntry, several: bool, w: float, s: int, g: int, co
     training split, so every generation models the same space."""
     tag = (entry.name,) if several else ()
     fit_params = {"config": entry.fit_config, "seed": derived_seed(s, g, "fit", *tag), "name": entry.name}
-    if entry.family.name != "diffusion":  # the stages' default family
-        fit_params["family"] = entry.family.name
+    fit_params.update(family_params(entry.family))
     deps = {"train": source}
     if entry.fit_config.get("space") == "pca":
         deps["reference"] = real
@@ -242,8 +237,7 @@ def _sample_stage(entry: PoolEntry, fit: Stage, n: int, w: float, seed: int, lab
     """`n` samples of a fitted family, with its bias knob (the chain's guidance unless the
     entry sets one)."""
     params = {"n": n, entry.family.bias: w if entry.bias is None else entry.bias, "seed": seed, **entry.sampling}
-    if entry.family.name != "diffusion":
-        params["family"] = entry.family.name
+    params.update(family_params(entry.family))
     if first_label:
         params["first_label"] = first_label
     return Stage("sample", params, {"model": fit}, label=label)
@@ -497,51 +491,20 @@ def _check_pool(config: StudyConfig, lc, train: ImageSet, at: str) -> None:
                                 "loop.samples_per_generation")
 
 
-def run(config: StudyConfig, run_dir: Path, progress: bool = True, runner=None) -> dict:
-    """Run (or resume) the study into `run_dir`; returns a summary dict."""
+def save_grids(config: StudyConfig, plan_: LoopPlan, paths: dict, run_dir: Path) -> None:
+    """samples/: a grid of the first seed's samples per condition and generation, and one
+    of the real training split."""
     from ouroboros.report.grids import save_grid
-    from ouroboros.report.results import write_results
 
-    splits = load_splits(config)  # bad data fails here, before anything is written
-    # and so does a real split too small for a scenario, or a curation certain to empty a class
-    for _, lc in config.loop.cells():
-        check_loop(lc, curation_split(lc, config.data.split_seed, splits[0])[0])
-    check_run(config, run_dir, splits[0].shape, splits[0].num_classes)  # and a bad --out or component
-    check_families(config, splits[0])  # and a family whose settings cannot fit this data
-    runner = start_runner(config, Path(run_dir), progress, runner)  # and a cluster that cannot run it
-    evaluate = evaluation(config, splits[0])  # and missing Inception weights named in the config
-    if progress:
-        lc = config.loop
-        pool = " + ".join(f"{e.label} {e.share:.0%}" for e in lc.generators) if lc.generators else None
-        cur = "" if lc.curation.kind == "none" else f", curation {lc.curation.kind}"
-        what = (f"{len(lc.variants)} variants" if lc.variants is not None else
-                f"scenario {lc.scenario}{f', families {pool}' if pool else ''}{cur}")
-        scores = ("classifier accuracy, " if evaluate["metrics"].startswith("classifier+") else "") + \
-            f"FID/PRDC on {evaluate.get('features', 'classifier')} features"
-        print(f"ouroboros: {config.name}: {what}, "
-              f"{len(config.loop.guidance)} guidance x "
-              f"{len(config.loop.seeds)} seeds x "
-              f"{config.loop.generations} generations on {len(splits[0])} real training images ({scores}) -> {run_dir}",
-              file=sys.stderr)
-    run_dir = Path(run_dir)
-    runner = open_run(config, run_dir, progress, runner)
-    p = plan(config, runner.cache, splits)
-    paths = runner.run(p.targets())
-
-    # The family column only when several families feed the pool (per-family rows).
-    write_results(run_dir / "results.csv", _rows(config, p, paths), param_columns(config, bool(p.families)))
-    write_timings(run_dir, runner)
     first_seed = config.loop.seeds[0]
-    for (variant, w, s), chain in p.chains.items():
+    for (variant, w, s), chain in plan_.chains.items():
         if s != first_seed:
             continue
         folder = f"{variant}, guidance={w:g}" if variant else f"guidance={w:g}"
         for g, (_, sample, _) in enumerate(chain):
             out = run_dir / "samples" / folder / f"gen{g}.png"
             save_grid(ImageSet.load(paths[sample.key]), out, config.output.grid_per_class, config.output.grid_scale)
-    save_grid(p.train, run_dir / "samples" / "real.png", config.output.grid_per_class, config.output.grid_scale)
-    report(run_dir)
-    return {"run_dir": str(run_dir), "timings": runner.timings}
+    save_grid(plan_.train, run_dir / "samples" / "real.png", config.output.grid_per_class, config.output.grid_scale)
 
 
 def summary_table(rows: list[dict]) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
@@ -602,10 +565,3 @@ def recall_sweeps(rows: list[dict]) -> dict[str, list[dict]]:
             name = "-".join(part for part in k if part).replace(" ", "-")
             out[name] = group + plain + [r for r in rows if r["cell"] == "reference"]
     return out
-
-
-def report(run_dir: Path) -> Path:
-    """(Re)draw the plots and the self-contained report.html from results.csv."""
-    from ouroboros.report.html import write_report
-
-    return write_report([Path(run_dir)])

@@ -1,0 +1,215 @@
+"""The Python API: run a study, read a finished run folder.
+
+    import ouroboros
+    run = ouroboros.run("loop-digits", out="runs/mine", overrides=["loop.generations=3"])
+    run.results          # a pandas DataFrame, one row per (cell, seed, generation, metric)
+    run.findings         # what the study found, as computed comparisons
+    run.plot("accuracy") # a matplotlib Axes
+
+`run` works from a plain script (no ``if __name__ == "__main__":`` guard needed: the
+worker processes do not re-run it) and from a notebook (progress shows as a notebook
+bar). A config is a shipped name (``ouroboros configs`` lists them), a YAML path, a
+`StudyConfig`, or a dict of sections. Every study runs through the same steps here
+(`execute`), whatever its name: the study plug-in (`ouroboros.study`) says what to
+load, plan, tabulate, draw and conclude.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import sys
+from pathlib import Path
+from typing import Iterable
+
+import ouroboros.studies.builtin  # noqa: F401  (registers the built-in studies)
+from ouroboros.config import StudyConfig, load_config
+from ouroboros.errors import UserError
+from ouroboros.study import get_study
+
+
+def resolve_config(config, overrides: Iterable[str] = (), base: dict | None = None) -> StudyConfig:
+    """A validated StudyConfig from a shipped name, a path, a dict or a StudyConfig."""
+    overrides = list(overrides)
+    if isinstance(config, StudyConfig):
+        config = config.to_dict()
+    if isinstance(config, dict):
+        config = load_config(None, overrides, base={**(base or {}), **config})
+    elif config is None or isinstance(config, (str, Path)):
+        config = load_config(config, overrides, base=base)
+    else:
+        raise UserError(f"config must be a shipped config's name, a YAML path, a dict or a StudyConfig; "
+                        f"got {type(config).__name__}")
+    get_study(config.study).validate(config)
+    return config
+
+
+@dataclasses.dataclass
+class Run:
+    """A finished run folder: its config, results and what the study found."""
+
+    path: Path
+    config: StudyConfig
+    rows: list[dict]  # results.csv as read (strings), in file order
+    label: str = ""
+    timings: list = dataclasses.field(default_factory=list, repr=False)  # (kind, label, s) of stages run now
+
+    @property
+    def study(self):
+        return get_study(self.config.study)
+
+    @functools.cached_property
+    def results(self):
+        """results.csv as a pandas DataFrame: `value` a float, `seed` and `generation`
+        integers (pandas' nullable Int64), parameter columns as numbers where they are;
+        the rows of the real reference split (scored as a yardstick, not a cell of the
+        study) are marked by `reference` = True rather than mixed in with missing values
+        unmarked."""
+        import pandas as pd
+
+        frame = pd.DataFrame(self.rows)
+        if frame.empty:
+            return frame
+        frame["reference"] = frame["cell"] == "reference"
+        for column in ("seed", "generation"):
+            if column in frame:
+                frame[column] = pd.to_numeric(frame[column].replace("", None)).astype("Int64")
+        frame["value"] = pd.to_numeric(frame["value"])
+        for column in frame.columns:
+            if column in ("study", "cell", "metric", "value", "seed", "generation", "reference"):
+                continue
+            numbers = pd.to_numeric(frame[column].replace("", None), errors="coerce")
+            if numbers.notna().sum() == (frame[column] != "").sum() and numbers.notna().any():
+                frame[column] = numbers
+        return frame
+
+    @functools.cached_property
+    def comparisons(self):
+        """comparisons.csv as a DataFrame, when the study writes one; else None."""
+        path = self.path / "comparisons.csv"
+        if not path.is_file():
+            return None
+        import pandas as pd
+
+        return pd.read_csv(path)
+
+    @functools.cached_property
+    def findings(self) -> list:
+        """The study's findings (`ouroboros.report.page.Finding`: text and verdict)."""
+        return self.study.findings(self.rows, self.config)
+
+    def plot(self, metric: str, ax=None):
+        """`metric` over the run (per generation, or per share, as the study lays it out),
+        on `ax` or a new figure's Axes; returns the Axes. The files in ``plots/`` are drawn
+        by the same code."""
+        if ax is None:
+            import matplotlib.pyplot as plt
+
+            _, ax = plt.subplots(figsize=(6, 3.6))
+        if not any(r["metric"] == metric for r in self.rows):
+            known = sorted({r["metric"] for r in self.rows})
+            raise UserError(f"{self.path} has no metric {metric!r}; it has {', '.join(known[:20])}")
+        self.study.plot(self, metric, ax)
+        return ax
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r}, study={self.config.study!r}, {len(self.rows)} result rows)"
+
+
+def load_run(run_dir: str | Path, label: str | None = None) -> Run:
+    """The `Run` of a finished run folder (its results.csv and config.yaml)."""
+    from ouroboros.report.results import read_results
+
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise UserError(f"run folder not found: {path}; give the --out folder of a study run")
+    config_path = path / "config.yaml"
+    if not config_path.is_file():
+        raise UserError(f"{path} has no config.yaml; run the study again with the same --out to rewrite it")
+    config = load_config(str(config_path))
+    get_study(config.study)  # a plug-in study's run needs its plug-in registered
+    rows = read_results(path / "results.csv")
+    return Run(path, config, rows, label or path.resolve().name)
+
+
+def run(config, out: str | Path | None = None, overrides: Iterable[str] = (), executor: str | None = None,
+        progress: bool = True, force: Iterable[str] = (), on_event=None) -> Run:
+    """Run (or resume) a study and return its `Run`.
+
+    `config`: a shipped config's name, a YAML path, a dict of sections or a StudyConfig;
+    `overrides`: ``key=value`` strings as ``--set`` takes them; `out`: the run folder
+    (default ``runs/<name>``); `executor`: ``local`` or ``ray`` (default: the config's);
+    `force`: stage kinds to recompute even when cached (``"all"`` for every kind).
+    """
+    config = resolve_config(config, overrides)
+    if executor is not None:
+        config.executor.kind = executor
+        config.validate()
+    out = Path(out) if out is not None else Path("runs") / config.name
+    return execute(config, out, progress=progress, force=tuple(force), on_event=on_event)
+
+
+def execute(config: StudyConfig, out: Path, progress: bool = True, force: tuple = (), on_event=None) -> Run:
+    """The steps every study goes through: check, plan, run the stages, tabulate, draw."""
+    from ouroboros.preflight import check_output_dir
+    from ouroboros.report.results import write_results
+    from ouroboros.rundir import open_run, write_timings
+    from ouroboros.studies.common import make_runner
+
+    study = get_study(config.study)
+    out = check_output_dir(out)  # before loading data
+    prepared = study.prepare(config)  # bad data or settings fail here, before anything is written
+    check_output_dir(out)
+    runner = make_runner(config, out, progress, on_event)
+    runner.executor.start(out)  # and a cluster that cannot run it
+    try:
+        if progress:
+            print(f"ouroboros: {study.describe(config, prepared)} -> {out}", file=sys.stderr)
+        open_run(config, out)
+        plan = study.plan(config, prepared, runner.cache)
+        targets = plan.targets()
+        if force:
+            runner.forget(targets, force)
+        paths = runner.run(targets)
+        rows, columns = study.rows(config, plan, paths)
+        write_results(out / "results.csv", rows, columns)
+        write_timings(out, runner)
+        study.artifacts(config, prepared, plan, paths, out)
+        run_ = load_run(out)
+        write_report([run_])
+    finally:
+        runner.executor.close()
+    run_.timings = runner.timings
+    return run_
+
+
+def dry_run(config: StudyConfig, out: Path) -> dict:
+    """What `execute` would do, writing nothing: the number of stages and how many are
+    cached in `out` already, by kind."""
+    study = get_study(config.study)
+    prepared = study.prepare(config)
+    plan = study.plan(config, prepared, None)
+    cache = Path(out) / "cache"
+    order: dict[str, object] = {}
+
+    def visit(stage) -> None:
+        if stage.key not in order:
+            for dep in stage.deps.values():
+                visit(dep)
+            order[stage.key] = stage
+
+    for target in plan.targets():
+        visit(target)
+    by_kind: dict[str, list[int]] = {}
+    for stage in order.values():
+        counts = by_kind.setdefault(stage.kind, [0, 0])
+        counts[0] += 1
+        counts[1] += stage.artifact(cache).exists()
+    return {"stages": len(order), "cached": sum(c for _, c in by_kind.values()), "by_kind": by_kind}
+
+
+def write_report(runs: list[Run], out: Path | None = None) -> Path:
+    """report.html of `runs` (one self-contained page; several runs are compared)."""
+    from ouroboros.report.html import write_report as write
+
+    return write([r.path for r in runs], out)

@@ -1,0 +1,58 @@
+"""The contamination study as a plug-in (`ouroboros.study`): its data and checks, its
+plan (`ouroboros.studies.contamination`), its results, tables, figures and report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ouroboros.config import ContaminationConfig
+from ouroboros.errors import UserError
+from ouroboros.study import Study, register_study
+from ouroboros.studies import contamination as C
+
+
+class ContaminationStudy(Study):
+    name = "contamination"
+    section = "contamination"
+    section_type = ContaminationConfig
+
+    def validate(self, config) -> None:
+        if not config.generator.conditional:
+            raise UserError("the contamination study replaces images class by class and needs a class-conditional "
+                            "generator: remove generator.conditional: false")
+
+    def prepare(self, config) -> dict:
+        from ouroboros.preflight import check_components
+
+        splits = C.load_splits(config)  # bad data fails here, before anything is written
+        check_components(config, splits["train"].shape, splits["train"].num_classes)
+        k = splits["train"].num_classes
+        C.group_confusion(np.zeros((k, k)), splits["train"].class_names, config.contamination.class_groups)
+        return splits
+
+    def describe(self, config, splits) -> str:
+        c = config.contamination
+        return (f"{config.name}: contamination study, {len(c.archs)} arch{'s' if len(c.archs) != 1 else ''} x "
+                f"{len(c.seeds)} seed{'s' if len(c.seeds) != 1 else ''}, {len(splits['train'])} real training "
+                f"images, {len(splits['control'])} real control images")
+
+    def plan(self, config, splits, cache):
+        return C.plan(config, cache, splits)
+
+    def rows(self, config, plan, paths):
+        return C._rows(config, plan, paths), list(C.PARAM_COLUMNS)
+
+    def artifacts(self, config, splits, plan, paths, run_dir: Path) -> None:
+        C.report(run_dir, config)
+        C.save_figures_and_grids(config, run_dir, splits, plan, paths)
+
+    def redraw(self, run) -> None:
+        C.report(run.path, run.config, run.rows)
+
+    def summary(self, rows, config) -> str:
+        return C.tables_markdown(rows, config)
+
+
+register_study(ContaminationStudy())

@@ -1,0 +1,72 @@
+"""The feedback-loop study as a plug-in (`ouroboros.study`): its data and checks, its
+plan (`ouroboros.studies.loop`), its results, sample grids, findings and report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ouroboros.config import LoopConfig
+from ouroboros.data.imageset import ImageSet
+from ouroboros.study import Study, register_study
+from ouroboros.studies import loop
+
+
+@dataclass
+class Prepared:
+    splits: tuple[ImageSet, ImageSet]  # (train, test)
+    evaluate: dict  # the evaluate stage's parameters
+
+
+class LoopStudy(Study):
+    name = "loop"
+    section = "loop"
+    section_type = LoopConfig
+
+    def prepare(self, config) -> Prepared:
+        from ouroboros.preflight import check_components
+
+        splits = loop.load_splits(config)  # bad data fails here, before anything is written
+        # and so does a real split too small for a scenario, or a curation certain to empty a class
+        for _, lc in config.loop.cells():
+            loop.check_loop(lc, loop.curation_split(lc, config.data.split_seed, splits[0])[0])
+        check_components(config, splits[0].shape, splits[0].num_classes)  # and a component that cannot work
+        loop.check_families(config, splits[0])  # and a family whose settings cannot fit this data
+        return Prepared(splits, loop.evaluation(config, splits[0]))  # and missing Inception weights
+
+    def describe(self, config, prepared: Prepared) -> str:
+        lc = config.loop
+        pool = " + ".join(f"{e.label} {e.share:.0%}" for e in lc.generators) if lc.generators else None
+        cur = "" if lc.curation.kind == "none" else f", curation {lc.curation.kind}"
+        what = (f"{len(lc.variants)} variants" if lc.variants is not None else
+                f"scenario {lc.scenario}{f', families {pool}' if pool else ''}{cur}")
+        evaluate = prepared.evaluate
+        scores = ("classifier accuracy, " if evaluate["metrics"].startswith("classifier+") else "") + \
+            f"FID/PRDC on {evaluate.get('features', 'classifier')} features"
+        return (f"{config.name}: {what}, {_count(len(lc.guidance), 'guidance value')} x "
+                f"{_count(len(lc.seeds), 'seed')} x {_count(lc.generations, 'generation')} on "
+                f"{len(prepared.splits[0])} real training images ({scores})")
+
+    def plan(self, config, prepared: Prepared, cache):
+        return loop.plan(config, cache, prepared.splits)
+
+    def rows(self, config, plan, paths):
+        return loop._rows(config, plan, paths), loop.param_columns(config, bool(plan.families))
+
+    def artifacts(self, config, prepared: Prepared, plan, paths, run_dir: Path) -> None:
+        loop.save_grids(config, plan, paths, run_dir)
+
+    def summary(self, rows, config) -> str:
+        header, table = loop.summary_table(rows)
+        widths = [max(len(h), *(len(r[i]) for r in table)) for i, h in enumerate(header)]
+        lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths))]
+        lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in table]
+        return "\n".join(lines)
+
+
+def _count(n: int, noun: str) -> str:
+    """'1 seed', '3 seeds'."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+register_study(LoopStudy())
