@@ -1,0 +1,45 @@
+"""Refactors keep behaviour: every stage key (and its kind and label) of the shipped
+digits configs' plans is what it was before the study protocol existed (digests computed
+then, from the code of commit 640b760). A change here means caches stop matching: bump
+the package version or a stage kind's version on purpose, and update these digests."""
+
+import hashlib
+import json
+
+import pytest
+
+from ouroboros.config import load_config
+
+PINNED = {  # config -> (stages in the plan's graph, digest of sorted (key, kind, label))
+    "demo": (162, "ddc3186f2a616077"),
+    "scenarios-digits": (1892, "0b938bd019f31f51"),
+    "loop-digits-gaussian": (58, "bf1a0256fd90d30b"),
+    "contamination-digits": (531, "2b948a708e6bf0ca"),
+}
+
+
+def _graph(targets) -> dict:
+    seen = {}
+
+    def visit(stage):
+        if stage.key not in seen:
+            for dep in stage.deps.values():
+                visit(dep)
+            seen[stage.key] = (stage.kind, stage.label)
+
+    for target in targets:
+        visit(target)
+    return seen
+
+
+@pytest.mark.parametrize("name", sorted(PINNED))
+def test_plans_keep_their_stage_keys(name):
+    from ouroboros.study import get_study
+    import ouroboros.studies.builtin  # noqa: F401
+
+    config = load_config(None if name == "demo" else name, [], base={"name": "demo"} if name == "demo" else None)
+    study = get_study(config.study)
+    prepared = study.prepare(config)
+    keys = _graph(study.plan(config, prepared, None).targets())  # no cache: plans without writing
+    digest = hashlib.sha256(json.dumps(sorted(keys.items())).encode()).hexdigest()[:16]
+    assert (len(keys), digest) == PINNED[name]
