@@ -45,6 +45,7 @@ from ouroboros.config import StudyConfig
 from ouroboros.data.imageset import ImageSet, stratified_split
 from ouroboros.data.loaders import load_dataset
 from ouroboros.errors import UserError
+from ouroboros.bounds import check_contamination_size
 from ouroboros.preflight import check_run
 from ouroboros.report.stats import HOLDS, NOT_RESOLVED, REVERSED, Interval, paired_difference, t_interval, verdict
 from ouroboros.runner import Stage
@@ -557,6 +558,7 @@ def run(config: StudyConfig, run_dir: Path, progress: bool = True, runner=None) 
 
     splits = load_splits(config)  # bad data fails here, before anything is written
     check_run(config, run_dir, splits["train"].shape, splits["train"].num_classes)  # and a bad --out or component
+    check_contamination_size(config, len(splits["train"]), splits["train"].shape)  # and limits.max_*_gib
     runner = start_runner(config, Path(run_dir), progress, runner)  # and a cluster that cannot run it
     k = splits["train"].num_classes
     group_confusion(np.zeros((k, k)), splits["train"].class_names, config.contamination.class_groups)

@@ -459,13 +459,18 @@ def pooled(rows: list[dict]) -> list[dict]:
     return [r for r in rows if not r.get("family")]
 
 
-def check_families(config: StudyConfig, train: ImageSet) -> None:
+def check_families(config: StudyConfig, train: ImageSet, test: ImageSet | None = None) -> None:
     """Before anything is written: each diffusion entry's own settings build on this data
     (the top-level generator is checked by check_run), and a Gaussian family's PCA fits in
     the pixels and in the smallest training set a generation can have (N or |R|)."""
     for variant, (_, lc) in enumerate(config.loop.cells()):
         at = f"loop.variants[{variant}]." if config.loop.variants is not None else "loop."
         _check_pool(config, lc, train, at)
+    from ouroboros.bounds import check_loop_size
+    from ouroboros.crosschecks import check_sizes
+
+    check_sizes(config, len(train), None if test is None else len(test), train.num_classes)  # what the metrics need, with the data's sizes
+    check_loop_size(config, len(train), train.shape)  # memory and disk against the config's limits
 
 
 def _check_pool(config: StudyConfig, lc, train: ImageSet, at: str) -> None:
@@ -507,7 +512,7 @@ def run(config: StudyConfig, run_dir: Path, progress: bool = True, runner=None) 
     for _, lc in config.loop.cells():
         check_loop(lc, curation_split(lc, config.data.split_seed, splits[0])[0])
     check_run(config, run_dir, splits[0].shape, splits[0].num_classes)  # and a bad --out or component
-    check_families(config, splits[0])  # and a family whose settings cannot fit this data
+    check_families(config, *splits)  # and a family whose settings cannot fit this data
     runner = start_runner(config, Path(run_dir), progress, runner)  # and a cluster that cannot run it
     evaluate = evaluation(config, splits[0])  # and missing Inception weights named in the config
     if progress:
