@@ -31,6 +31,7 @@ from typing import Callable, NamedTuple
 
 import ouroboros
 from ouroboros.io import stable_hash, write_json_atomic
+from ouroboros.write_errors import as_os_error
 
 
 @dataclass(frozen=True)
@@ -136,8 +137,14 @@ def _execute(kind: str, params: dict, deps: dict[str, str], out: str, record: st
     # Each stage picks its own device (config `device: auto` and the like); whether it
     # allocated CUDA memory says where it actually ran.
     allocations = _cuda_allocations()
-    _kinds()[kind].fn(params, {k: Path(v) for k, v in deps.items()}, Path(out))
-    write_record(Path(record), _gpu_name() if _cuda_allocations() > allocations else "cpu")
+    try:
+        _kinds()[kind].fn(params, {k: Path(v) for k, v in deps.items()}, Path(out))
+        write_record(Path(record), _gpu_name() if _cuda_allocations() > allocations else "cpu")
+    except Exception as exc:  # a full disk in any library: an OSError naming a path, which pickles
+        named = as_os_error(exc, out)
+        if named is None or named is exc:
+            raise
+        raise named from None
     return time.perf_counter() - start
 
 
@@ -295,10 +302,13 @@ class JsonEventLog:
         self.file = None
 
     def __call__(self, event: dict) -> None:
-        if self.file is None:
-            self.file = open(self.path, "w", encoding="utf-8")  # noqa: SIM115  (closed by close())
-        self.file.write(json.dumps({**event, "time": round(time.time(), 3)}) + "\n")
-        self.file.flush()
+        try:
+            if self.file is None:
+                self.file = open(self.path, "w", encoding="utf-8")  # noqa: SIM115  (closed by close())
+            self.file.write(json.dumps({**event, "time": round(time.time(), 3)}) + "\n")
+            self.file.flush()
+        except OSError as exc:  # a full disk: one error line naming the log
+            raise as_os_error(exc, self.path) or exc from None
 
     def close(self) -> None:
         if self.file is not None:
