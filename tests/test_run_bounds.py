@@ -234,7 +234,8 @@ def test_a_write_error_in_a_stage_is_one_line_and_the_rerun_resumes(capsys, tmp_
     assert first.artifact(run_dir / "cache").read_text() == "ok"
     assert not second.artifact(run_dir / "cache").exists()
     events = []
-    Runner(run_dir, workers=1, progress=False, on_event=events.append).run([Stage("t_write", {"n": 2}, {"first": first})])
+    fixed = Stage("t_write", {"n": 2}, {"first": first})
+    Runner(run_dir, workers=1, progress=False, on_event=events.append).run([fixed])
     assert [e["event"] for e in events] == ["cached", "started", "finished"]
 
 

@@ -469,7 +469,8 @@ def check_families(config: StudyConfig, train: ImageSet, test: ImageSet | None =
     from ouroboros.bounds import check_loop_size
     from ouroboros.crosschecks import check_sizes
 
-    check_sizes(config, len(train), None if test is None else len(test), train.num_classes)  # what the metrics need, with the data's sizes
+    # what the metrics need, with the data's sizes
+    check_sizes(config, len(train), None if test is None else len(test), train.num_classes)
     check_loop_size(config, len(train), train.shape)  # memory and disk against the config's limits
 
 
