@@ -19,6 +19,8 @@ from ouroboros.bounds import check_loop_size, check_stages, check_text2image, lo
 from ouroboros.config import load_config
 from ouroboros.errors import UserError
 from ouroboros.executors.address import check_address, check_reachable
+from ouroboros.io import atomic_path
+from ouroboros.preflight import check_log_file
 from ouroboros.runner import STAGE_KINDS, Runner, Stage, StageKind
 from ouroboros.write_errors import as_os_error
 
@@ -37,6 +39,8 @@ HUGE = ["loop.generations=9", f"loop.seeds={list(range(30))}", f"loop.guidance={
 
 
 def test_a_plan_of_too_many_stages_is_refused_naming_its_factors(capsys, tmp_path):
+    with pytest.raises(UserError, match="limits.max_stages"):  # in process first: a missing guard fails fast
+        load_config(None, HUGE, base=DEMO)
     out = tmp_path / "run"
     proc = _main(capsys, "demo", "--out", out, *sum((["--set", s] for s in HUGE), []))
     assert_user_error(proc, "loop.generations (9) x loop.seeds (30 values) x loop.guidance (40 values)",
@@ -142,6 +146,8 @@ def test_log_json_is_checked_before_anything_is_written(capsys, tmp_path, where)
     path = {"RUN": str(out), "RUN/results.csv": str(out / "results.csv"), "FOLDER": str(tmp_path / "folder"),
             "FIFO": str(tmp_path / "fifo"), "LINK": str(tmp_path / "link"),
             "MISSING/x.jsonl": str(tmp_path / "missing" / "x.jsonl")}.get(where, where)
+    with pytest.raises(UserError, match="--log-json"):  # in process first: a missing guard fails fast
+        check_log_file(path, out)
     proc = _main(capsys, "demo", "--out", out, "--log-json", path)
     assert_user_error(proc, "--log-json")
     assert not out.exists()
@@ -197,11 +203,19 @@ def test_library_write_errors_become_os_errors_naming_the_path():
     assert as_os_error(ValueError("no"), "/x") is None
 
 
+def test_a_write_error_in_the_driver_names_the_path(tmp_path):
+    """Plots and grids are written in the driver process through atomic_path: numpy's and
+    matplotlib's path-less OSErrors and safetensors' errors come out naming the file."""
+    for error in (OSError(errno.ENOSPC, "No space left on device"), _safetensor_error()):
+        with pytest.raises(OSError) as caught, atomic_path(tmp_path / "plot.png"):
+            raise error
+        assert (caught.value.errno, caught.value.filename) == (errno.ENOSPC, str(tmp_path / "plot.png"))
+    assert list(tmp_path.iterdir()) == []  # the temporary file is gone too
+
+
 @pytest.fixture
 def failing_kind():
     """A stage kind `t_write` that writes its artifact, except where params ask it to fail."""
-    from ouroboros.io import atomic_path
-
     def fn(params, deps, out):
         with atomic_path(out) as tmp:
             tmp.write_text("ok")
