@@ -217,6 +217,8 @@ def test_a_write_error_in_the_driver_names_the_path(tmp_path):
 def failing_kind():
     """A stage kind `t_write` that writes its artifact, except where params ask it to fail."""
     def fn(params, deps, out):
+        if params.get("fail") == "outside":  # a library writing on its own, not through atomic_path
+            raise OSError(errno.ENOSPC, "No space left on device")
         with atomic_path(out) as tmp:
             tmp.write_text("ok")
             if params.get("fail") == "safetensors":
@@ -229,7 +231,7 @@ def failing_kind():
     del STAGE_KINDS["t_write"]
 
 
-@pytest.mark.parametrize("fail", ["safetensors", "ENOSPC", "EDQUOT", "EROFS", "EACCES"])
+@pytest.mark.parametrize("fail", ["safetensors", "ENOSPC", "EDQUOT", "EROFS", "EACCES", "outside"])
 def test_a_write_error_in_a_stage_is_one_line_and_the_rerun_resumes(capsys, tmp_path, monkeypatch, failing_kind,
                                                                      fail):
     first = Stage("t_write", {"n": 1})
@@ -243,7 +245,8 @@ def test_a_write_error_in_a_stage_is_one_line_and_the_rerun_resumes(capsys, tmp_
     monkeypatch.setattr(cli, "_run_study", study)
     proc = _main(capsys, "demo", "--out", run_dir)
     reason = {"safetensors": "No space left on device", "ENOSPC": "free some space and run again (finished stages "
-              "are cached)", "EDQUOT": "free some space", "EROFS": "read-only", "EACCES": "permissions"}[fail]
+              "are cached)", "EDQUOT": "free some space", "EROFS": "read-only", "EACCES": "permissions",
+              "outside": "no space left on device"}[fail]
     assert_user_error(proc, str(second.artifact(run_dir / "cache")), reason)
     assert first.artifact(run_dir / "cache").read_text() == "ok"
     assert not second.artifact(run_dir / "cache").exists()
