@@ -17,7 +17,7 @@ from ouroboros.errors import UserError
 
 def _run_study(config, out: Path, args) -> int:
     from ouroboros import api
-    from ouroboros.preflight import check_output_dir
+    from ouroboros.preflight import check_log_file, check_output_dir
     from ouroboros.runner import JsonEventLog
 
     log_json = getattr(args, "log_json", None)
@@ -25,8 +25,8 @@ def _run_study(config, out: Path, args) -> int:
     out = check_output_dir(out)  # before loading data; the study checks again before writing
     if getattr(args, "dry_run", False):
         return _dry_run(config, out)
-    if log_json is not None and (Path(log_json).is_dir() or not Path(log_json).parent.is_dir()):
-        raise UserError(f"--log-json {log_json} must name a file in an existing folder")
+    if log_json is not None:
+        check_log_file(log_json, out)  # /dev/full, the run folder, a folder: before anything is written
     start = time.perf_counter()
     log = JsonEventLog(Path(log_json)) if log_json is not None else None
     try:
@@ -250,6 +250,9 @@ def cmd_generate_text2image(args) -> int:
             raise UserError("--template applies to --prompts simple")
         groups = prompts.read_classes(args.classes)
     template = args.template or prompts.DEFAULT_TEMPLATE
+    from ouroboros.bounds import check_text2image  # classes x --per-class: before the work list is built
+
+    check_text2image(groups, kind, args.per_class, settings.size, args.max_images, args.max_disk_gib)
     items = prompts.work_list(groups, kind, args.per_class, args.seed, template)
     meta = {"prompts": kind, "template": template if kind == "simple" else None, "seed": args.seed}
     summary = text2image.generate(items, settings, Path(args.out), workers=args.workers, device=args.device,
@@ -389,6 +392,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ray-address", help="Ray cluster address (default: start or join a local one)")
     p.add_argument("--safety-checker", action="store_true", help="keep the pipeline's safety checker (off by default)")
     p.add_argument("--watermark", action="store_true", help="keep the pipeline's watermarker (off by default)")
+    p.add_argument("--max-images", type=int, default=2_000_000,
+                   help="refuse a run of more images than this (classes x --per-class; default 2000000)")
+    p.add_argument("--max-disk-gib", type=float, default=1000.0,
+                   help="refuse a run whose images may take more GiB than this (size x size x 3 bytes each, "
+                        "default 1000)")
     p.add_argument("--quiet", action="store_true", help="no progress line or summary")
     p.set_defaults(func=cmd_generate_text2image)
     p = gen.add_parser("tiny-pipeline", help="save a randomly initialised tiny Stable Diffusion pipeline "
@@ -428,7 +436,8 @@ def _one_line(text: str) -> str:
 
 def _os_error_message(exc: OSError) -> str:
     where = exc.filename if exc.filename is not None else "a file"
-    return f"cannot access {where}: {exc.strerror or exc}; {_USER_OS_ERRORS[exc.errno]}"
+    verb = "write" if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS) else "access"
+    return f"cannot {verb} {where}: {exc.strerror or exc}; {_USER_OS_ERRORS[exc.errno]}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,6 +18,8 @@ from typing import Any, Literal, Optional
 
 import yaml
 
+from ouroboros.bounds import LimitsConfig, check_stages
+from ouroboros.crosschecks import check_families, check_sizes
 from ouroboros.errors import UserError, check_float, check_int, check_list, check_text
 from ouroboros.features.classifier import ClassifierConfig
 from ouroboros.generators.diffusion import DiffusionConfig, check_guidance
@@ -389,6 +391,7 @@ class StudyConfig:
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)  # whole-run bounds (ouroboros.bounds)
 
     def validate(self) -> None:
         # Types first (a config built in Python skips from_dict's conversion), then each
@@ -416,6 +419,9 @@ class StudyConfig:
             if st > steps:
                 raise UserError(f"contamination.diverse_sample_steps has {st}, more than generator."
                                 f"num_train_timesteps ({steps}); use at most {steps} sampling steps")
+        check_families(self)  # each family's settings against the loop's
+        check_sizes(self)  # the images the metrics need against those the loop makes
+        check_stages(self)  # the plan's size, before any data is loaded or any stage built
 
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)

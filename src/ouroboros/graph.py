@@ -25,6 +25,7 @@ from typing import Callable
 from ouroboros import version
 from ouroboros.errors import UserError
 from ouroboros.io import stable_hash, write_json_atomic
+from ouroboros.write_errors import as_os_error
 
 PACKAGE = "ouroboros"
 
@@ -190,6 +191,12 @@ def execute_stage(kind: str, params: dict, deps: dict[str, str], out: str, recor
     # Each stage picks its own device (config `device: auto` and the like); whether it
     # allocated CUDA memory says where it actually ran.
     allocations = _cuda_allocations()
-    fn(params, {k: Path(v) for k, v in deps.items()}, Path(out))
-    write_record(Path(record), gpu_name() if _cuda_allocations() > allocations else "cpu")
+    try:
+        fn(params, {k: Path(v) for k, v in deps.items()}, Path(out))
+        write_record(Path(record), gpu_name() if _cuda_allocations() > allocations else "cpu")
+    except Exception as exc:  # a full disk in any library: an OSError naming a path, which pickles
+        named = as_os_error(exc, out)
+        if named is None or named is exc:
+            raise
+        raise named from None
     return time.perf_counter() - start

@@ -33,11 +33,16 @@ def atomic_path(path: str | os.PathLike, is_dir: bool = False) -> Iterator[Path]
         else:
             os.replace(tmp, path)
         _fsync_dir(path.parent)
-    except BaseException:
+    except BaseException as exc:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             tmp.unlink(missing_ok=True)
+        from ouroboros.write_errors import as_os_error  # a library's write error names the path
+
+        named = as_os_error(exc, path) if isinstance(exc, Exception) else None
+        if named is not None and named is not exc:
+            raise named from None
         raise
 
 

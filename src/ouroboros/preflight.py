@@ -166,3 +166,38 @@ def check_run(config, run_dir: str | os.PathLike, image_shape: tuple[int, int, i
     """Everything a study checks after loading its data and before writing anything."""
     check_output_dir(run_dir)
     check_components(config, image_shape, num_classes)
+
+
+SYSTEM_TREES = ("/proc", "/sys", "/dev")  # kernel interfaces and devices: never a log file
+
+
+def check_log_file(log: str | os.PathLike, run_dir: str | os.PathLike) -> Path:
+    """`--log-json`: a regular file (or none yet) in a writable folder, outside the run
+    folder and outside /proc, /sys and /dev; creates nothing. The log is created at the
+    first event, so this is what stops /dev/full, the run folder itself, RUN/results.csv,
+    a folder or a FIFO before anything is written."""
+    path = Path(log)
+    where = f"--log-json {log}"
+    try:
+        resolved = path.resolve()
+        run = Path(run_dir).resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop
+        raise UserError(f"{where}: cannot resolve the path ({exc}); name a plain file") from None
+    if resolved == run or run in resolved.parents:
+        raise UserError(f"{where} is inside the run folder {run_dir}, which the run writes itself; "
+                        "name a file outside it")
+    if any(resolved == Path(t) or Path(t) in resolved.parents for t in SYSTEM_TREES):
+        raise UserError(f"{where} is under {resolved.parts[1] and '/' + resolved.parts[1]}, a system folder; "
+                        "name a regular file elsewhere")
+    if resolved.exists() and not resolved.is_file():
+        kind = "a folder" if resolved.is_dir() else "not a regular file"
+        raise UserError(f"{where} is {kind}; name a regular file in an existing folder")
+    if not resolved.parent.is_dir():
+        raise UserError(f"{where} must name a file in an existing folder; {path.parent} is not one")
+    if resolved.exists() and not os.access(resolved, os.W_OK):
+        raise UserError(f"{where} is not writable; fix its permissions or name another file")
+    try:
+        _probe(resolved.parent, resolved)
+    except UserError as exc:
+        raise UserError(f"{where}: {exc}".replace("choose another --out", "name another file")) from None
+    return resolved

@@ -28,6 +28,7 @@ from typing import Callable, NamedTuple
 
 import ouroboros.stages  # noqa: F401  (registers the built-in stage kinds)
 from ouroboros import version
+from ouroboros.write_errors import as_os_error
 from ouroboros.graph import (  # noqa: F401  (re-exported: the runner's public names)
     STAGE_KINDS, Stage, StageKind, execute_stage, gpu_name, stage_args, stage_kind, write_record,
 )
@@ -216,10 +217,13 @@ class JsonEventLog:
         self.file = None
 
     def __call__(self, event: dict) -> None:
-        if self.file is None:
-            self.file = open(self.path, "w", encoding="utf-8")  # noqa: SIM115  (closed by close())
-        self.file.write(json.dumps({**event, "time": round(time.time(), 3)}) + "\n")
-        self.file.flush()
+        try:
+            if self.file is None:
+                self.file = open(self.path, "w", encoding="utf-8")  # noqa: SIM115  (closed by close())
+            self.file.write(json.dumps({**event, "time": round(time.time(), 3)}) + "\n")
+            self.file.flush()
+        except OSError as exc:  # a full disk: one error line naming the log
+            raise as_os_error(exc, self.path) or exc from None
 
     def close(self) -> None:
         if self.file is not None:

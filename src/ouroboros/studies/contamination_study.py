@@ -26,8 +26,11 @@ class ContaminationStudy(Study):
     def prepare(self, config) -> dict:
         from ouroboros.preflight import check_components
 
+        from ouroboros.bounds import check_contamination_size
+
         splits = C.load_splits(config)  # bad data fails here, before anything is written
         check_components(config, splits["train"].shape, splits["train"].num_classes)
+        check_contamination_size(config, len(splits["train"]), splits["train"].shape)  # and limits.max_*_gib
         k = splits["train"].num_classes
         C.group_confusion(np.zeros((k, k)), splits["train"].class_names, config.contamination.class_groups)
         return splits

@@ -138,13 +138,19 @@ def pooled(rows: list[dict]) -> list[dict]:
     return [r for r in rows if not r.get("family")]
 
 
-def check_families(config: StudyConfig, train: ImageSet) -> None:
+def check_families(config: StudyConfig, train: ImageSet, test: ImageSet | None = None) -> None:
     """Before anything is written: each diffusion entry's own settings build on this data
     (the top-level generator is checked by check_run), and a Gaussian family's PCA fits in
     the pixels and in the smallest training set a generation can have (N or |R|)."""
     for variant, (_, lc) in enumerate(config.loop.cells()):
         at = f"loop.variants[{variant}]." if config.loop.variants is not None else "loop."
         _check_pool(config, lc, train, at)
+    from ouroboros.bounds import check_loop_size
+    from ouroboros.crosschecks import check_sizes
+
+    # what the metrics need, with the data's sizes
+    check_sizes(config, len(train), None if test is None else len(test), train.num_classes)
+    check_loop_size(config, len(train), train.shape)  # memory and disk against the config's limits
 
 
 def _check_pool(config: StudyConfig, lc, train: ImageSet, at: str) -> None:

@@ -23,6 +23,7 @@ from ouroboros.errors import UserError
 from ouroboros.generators.base import GeneratorFamily, get_family
 from ouroboros.graph import Stage
 from ouroboros.studies import curation, scenarios
+from ouroboros.studies.scenarios import pool_counts
 from ouroboros.studies.common import SAMPLING_FIELDS, data_stage, derived_seed, family_params
 
 Triple = tuple[Stage, Stage, Stage]  # (fit, output or sample, evaluate)
@@ -84,20 +85,6 @@ def pool_entries(config: StudyConfig, lc=None) -> list[PoolEntry]:
             bias = family.bias_default
         out.append(PoolEntry(entry.label, family, entry.share, settings, sampling, bias))
     return out
-
-
-def pool_counts(shares: list[float], n: int) -> list[int]:
-    """Images each family makes of a generation's n: share x n rounded by largest
-    remainders (shares normalised to sum to 1; ties to the earlier entry), so that the
-    counts sum to n exactly and each is floor or ceil of share x n."""
-    import numpy as np
-
-    exact = np.asarray(shares, dtype=np.float64) / sum(shares) * n
-    counts = np.floor(exact).astype(int)
-    remainders = np.round(exact - counts, 9)  # equal up to rounding error is a tie
-    extra = np.argsort(-remainders, kind="stable")[: n - counts.sum()]
-    counts[extra] += 1
-    return counts.tolist()
 
 
 def load_splits(config: StudyConfig) -> tuple[ImageSet, ImageSet]:

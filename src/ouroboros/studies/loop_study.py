@@ -31,7 +31,8 @@ class LoopStudy(Study):
         for _, lc in config.loop.cells():
             loop.check_loop(lc, loop.curation_split(lc, config.data.split_seed, splits[0])[0])
         check_components(config, splits[0].shape, splits[0].num_classes)  # and a component that cannot work
-        loop.check_families(config, splits[0])  # and a family whose settings cannot fit this data
+        # and a family whose settings cannot fit this data, metrics short of images, limits.max_*_gib
+        loop.check_families(config, *splits)
         return Prepared(splits, loop.evaluation(config, splits[0]))  # and missing Inception weights
 
     def describe(self, config, prepared: Prepared) -> str:

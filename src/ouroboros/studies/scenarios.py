@@ -188,3 +188,17 @@ def makeup(train: ImageSet, by_family: bool = False) -> dict[str, float]:
         if by_family and source.startswith("gen:"):
             out[f"train_share_family_{source[4:]}"] = count / len(train)
     return out
+
+
+def pool_counts(shares: list[float], n: int) -> list[int]:
+    """Images each family makes of a generation's n: share x n rounded by largest
+    remainders (shares normalised to sum to 1; ties to the earlier entry), so that the
+    counts sum to n exactly and each is floor or ceil of share x n."""
+    import numpy as np
+
+    exact = np.asarray(shares, dtype=np.float64) / sum(shares) * n
+    counts = np.floor(exact).astype(int)
+    remainders = np.round(exact - counts, 9)  # equal up to rounding error is a tie
+    extra = np.argsort(-remainders, kind="stable")[: n - counts.sum()]
+    counts[extra] += 1
+    return counts.tolist()

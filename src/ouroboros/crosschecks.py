@@ -1,0 +1,87 @@
+"""Checks across config sections, before the first write: a family's own settings against
+the loop's, and what the metrics need against the sizes the loop makes.
+
+Each section validates its own values (ouroboros.config); these checks need two of
+them at once. `check_families` runs with the config alone (StudyConfig.validate);
+`check_sizes` once with the config alone (the sizes it states) and again when the
+data's sizes are known (the loop study's checks, before its run folder is written).
+"""
+
+from __future__ import annotations
+
+from ouroboros.errors import UserError
+
+FID_MIN = 2  # FID estimates a covariance
+EVALUATE_K = 5  # the loop's PRDC neighbourhood (ouroboros.studies.loop.evaluation)
+
+
+def check_families(config) -> None:
+    """A diffusion entry of loop.generators made unconditional (``settings: {conditional:
+    false}``) cannot take the guidance it would sample with: its own ``bias``, else every
+    chain's loop.guidance value."""
+    if config.study != "loop":
+        return
+    from ouroboros.generators.base import get_family
+
+    for v, (_, lc) in enumerate(config.loop.cells()):
+        at = f"loop.variants[{v}]." if config.loop.variants is not None else "loop."
+        for i, entry in enumerate(lc.families()):
+            family = get_family(entry.family)
+            if family.config is not type(config.generator) or not entry.settings:
+                continue  # the top-level generator: checked by StudyConfig.validate
+            if entry.settings.get("conditional", config.generator.conditional) is not False:
+                continue
+            guided = [w for w in ([entry.bias] if entry.bias is not None else lc.guidance) if w != 0]
+            if guided:
+                where = f"{at}generators[{i}]"
+                source = f"{where}.bias" if entry.bias is not None else "loop.guidance"
+                raise UserError(f"{where}.settings sets conditional: false, and an unconditional model takes no "
+                                f"guidance, but it would sample with {source} {guided[0]:g}: set {where}.bias: 0 "
+                                "(or loop.guidance: [0]), or remove conditional: false")
+
+
+def _need(k: int = EVALUATE_K) -> int:
+    return max(FID_MIN, k + 1)
+
+
+def check_sizes(config, n_real: int | None = None, n_test: int | None = None, classes: int | None = None) -> None:
+    """Every image set the loop scores (each generation's output, each family's share of it
+    when several feed the pool, the real training and test splits) has at least k + 1
+    images for PRDC's k-NN balls (k = 5), hence the 2 FID needs. With `n_real` None, only
+    the variants that set loop.samples_per_generation are checked (the rest depend on the
+    data). Also: a watermark curation expected to leave fewer images than classes under
+    replace (no real data to fall back on)."""
+    if config.study != "loop":
+        return
+    from ouroboros.studies.scenarios import pool_counts
+
+    need = _need()
+    why = f"each set of images is scored with FID (at least {FID_MIN}) and PRDC with k = {EVALUATE_K} " \
+          f"(at least k + 1 = {need})"
+    for name, n in (("the real training split", n_real), ("the real test split", n_test)):
+        if n is not None and n < need:
+            raise UserError(f"{name} has {n} images, but {why}; use more data (or a larger data.test_fraction)")
+    for v, (_, lc) in enumerate(config.loop.cells()):
+        at = f"loop.variants[{v}]." if config.loop.variants is not None else "loop."
+        n = lc.samples_per_generation or n_real
+        if n is None:
+            continue
+        setting = f"{at}samples_per_generation" if lc.samples_per_generation else "the real training split's size"
+        if n < need:
+            raise UserError(f"{setting} is {n}, but {why}; make at least {need} images a generation")
+        families = lc.families()
+        if len(families) > 1:
+            for i, (entry, count) in enumerate(zip(families, pool_counts([e.share for e in families], n))):
+                if 0 < count < need:
+                    raise UserError(f"{at}generators[{i}] (share {entry.share:g}) makes {count} of the {n} images "
+                                    f"a generation, and each family's images are scored on their own: {why}; "
+                                    f"raise its share or {at}samples_per_generation, or set its share to 0")
+        cur = lc.curation
+        if cur.kind == "watermark" and lc.scenario == "replace" and cur.recall < 1.0:
+            kept = n * (1.0 - cur.recall)
+            floor = 2 if classes is None else classes  # at least one image a class, once the classes are known
+            if kept < floor:
+                raise UserError(f"{at}curation: a watermark of recall {cur.recall:g} keeps about {kept:.1f} of the "
+                                f"{n} images of each generation under scenario replace, too few to train the next "
+                                f"generation; lower {at}curation.recall, raise {at}samples_per_generation, or use a "
+                                "scenario that keeps real data (e.g. mix)")
