@@ -57,6 +57,7 @@ from ouroboros.errors import UserError
 from ouroboros.generators.base import GeneratorFamily, get_family
 from ouroboros.preflight import check_run
 from ouroboros.runner import Stage
+from ouroboros.safepath import components
 from ouroboros.studies import curation, scenarios
 from ouroboros.studies.common import (
     SAMPLING_FIELDS,
@@ -379,6 +380,25 @@ def _training_set(lc, g: int, s: int, n: int, train_stage: Stage, outputs: list[
     return Stage("assemble", params, deps, label=label)
 
 
+def cell_label(variant: str, w: float) -> str:
+    """A chain's condition in results.csv (`cell`) and its sample-grid folder's name."""
+    return f"{variant}, guidance={w:g}" if variant else f"guidance={w:g}"
+
+
+def check_cells(lc, where: str = "loop") -> dict[tuple[str, float], str]:
+    """(variant, guidance) -> its sample-grid folder (`safepath.component` of its
+    label); UserError when two guidance values print alike (``{w:g}``: 1 and 1.0000001)
+    or two conditions would share a folder (also ignoring case). Before any write."""
+    shown: dict[str, float] = {}
+    for w in lc.guidance:
+        if shown.setdefault(f"{w:g}", w) != w:
+            raise UserError(f"{where}.guidance holds {shown[f'{w:g}']!r} and {w!r}, which both read guidance={w:g} "
+                            "in results.csv and the sample folders; drop one or make them differ in the first 6 digits")
+    keys = [(variant, float(w)) for variant, _ in lc.cells() for w in lc.guidance]
+    where = f"{where}.variants" if lc.variants is not None else f"{where}.guidance"
+    return dict(zip(keys, components([cell_label(*k) for k in keys], where)))
+
+
 def varied_columns(config: StudyConfig) -> dict[str, dict[str, object]]:
     """column -> {variant: value} for every loop setting whose value differs between the
     variants (nested settings flattened as ``section.key``); {} without variants."""
@@ -432,7 +452,7 @@ def _rows(config: StudyConfig, plan_: LoopPlan, paths: dict) -> list[dict]:
     varied = varied_columns(config)
     for (variant, w, s), chain in plan_.chains.items():
         lc = cells[variant]
-        row = {"study": config.name, "cell": f"{variant}, guidance={w:g}" if variant else f"guidance={w:g}",
+        row = {"study": config.name, "cell": cell_label(variant, w),
                "seed": s, "guidance": w, "scenario": lc.scenario, "curation": lc.curation.kind}
         if variant:
             row.update({"variant": variant, **{col: by[variant] for col, by in varied.items()}})
@@ -502,6 +522,7 @@ def run(config: StudyConfig, run_dir: Path, progress: bool = True, runner=None) 
     from ouroboros.report.grids import save_grid
     from ouroboros.report.results import write_results
 
+    folders = check_cells(config.loop)  # sample folders: safe and distinct, before anything is written
     splits = load_splits(config)  # bad data fails here, before anything is written
     # and so does a real split too small for a scenario, or a curation certain to empty a class
     for _, lc in config.loop.cells():
@@ -535,9 +556,8 @@ def run(config: StudyConfig, run_dir: Path, progress: bool = True, runner=None) 
     for (variant, w, s), chain in p.chains.items():
         if s != first_seed:
             continue
-        folder = f"{variant}, guidance={w:g}" if variant else f"guidance={w:g}"
         for g, (_, sample, _) in enumerate(chain):
-            out = run_dir / "samples" / folder / f"gen{g}.png"
+            out = run_dir / "samples" / folders[(variant, w)] / f"gen{g}.png"
             save_grid(ImageSet.load(paths[sample.key]), out, config.output.grid_per_class, config.output.grid_scale)
     save_grid(p.train, run_dir / "samples" / "real.png", config.output.grid_per_class, config.output.grid_scale)
     report(run_dir)
@@ -586,7 +606,8 @@ def recall_sweeps(rows: list[dict]) -> dict[str, list[dict]]:
     """The watermark-recall sweeps in a grid of variants: for each (scenario, generator
     pool) with watermark variants at two or more recalls, their rows plus those of the
     same scenario and pool without curation (recall 0: nothing removed), keyed by a name
-    for the plot's file (e.g. ``accumulate-subsample`` or ``accumulate-subsample-gaussian-1``)."""
+    for the plot's file (e.g. ``accumulate-subsample`` or ``accumulate-subsample-gaussian-1``; made one safe
+    path component by `safepath.components`, which refuses two that would share a file)."""
     def key(r):
         return r["scenario"], r.get("generators", "")
 
@@ -601,7 +622,8 @@ def recall_sweeps(rows: list[dict]) -> dict[str, list[dict]]:
         if len({r["curation.recall"] for r in group + plain}) >= 2:
             name = "-".join(part for part in k if part).replace(" ", "-")
             out[name] = group + plain + [r for r in rows if r["cell"] == "reference"]
-    return out
+    return dict(zip(components(list(out), "results.csv: the sweep named by a scenario and generators value",
+                               max_bytes=200), out.values()))
 
 
 def report(run_dir: Path) -> Path:
