@@ -440,3 +440,13 @@ def test_generate_checks_a_work_list_built_in_python(tmp_path):
 
 def test_nfd_and_nfc_spellings_are_one_name():
     assert fold("\u00e9") == fold(unicodedata.normalize("NFD", "\u00e9"))
+
+
+def test_a_plot_is_never_written_through_a_link(tmp_path):
+    """What the study's own figures go through too (contamination writes plots/ during the run)."""
+    (tmp_path / "victim.txt").write_text("keep me")
+    (tmp_path / "m.svg").symlink_to(tmp_path / "victim.txt")
+    rows = [{"cell": "c", "seed": "0", "generation": "0", "metric": "accuracy", "value": "0.5"}]
+    with pytest.raises(UserError, match="symbolic link"):
+        P.plot_metric(rows, "accuracy", tmp_path / "m.png")
+    assert (tmp_path / "victim.txt").read_text() == "keep me" and not (tmp_path / "m.png").exists()
