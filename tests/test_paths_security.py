@@ -21,7 +21,6 @@ from ouroboros.config import LoopConfig, LoopVariant, StudyConfig, load_config
 from ouroboros.data.imageset import ImageSet
 from ouroboros.errors import UserError
 from ouroboros.generators import prompts
-from ouroboros.report import html as report_html
 from ouroboros.report import plots as P
 from ouroboros.report.grids import save_grid
 from ouroboros.report.results import write_results
