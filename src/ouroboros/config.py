@@ -23,6 +23,7 @@ from ouroboros.crosschecks import check_families, check_sizes
 from ouroboros.errors import UserError, check_float, check_int, check_list, check_text
 from ouroboros.features.classifier import ClassifierConfig
 from ouroboros.generators.diffusion import DiffusionConfig, check_guidance
+from ouroboros.safepath import component
 from ouroboros.studies.curation import CurationConfig
 
 
@@ -225,6 +226,7 @@ class LoopConfig:
                     raise UserError(f"{where}.variants: two variants are named {name!r}; give each a distinct name")
                 cell.validate(f"{where}.variants[{i}]")
         self._validate_one(where)
+        _check_cells(self, where)
 
     def _validate_one(self, where: str) -> None:
         from ouroboros.studies.scenarios import SCENARIOS
@@ -261,6 +263,13 @@ class LoopConfig:
         self.curation.validate(f"{where}.curation")
         if self.inception_weights is not None:
             check_text(f"{where}.inception_weights", self.inception_weights)
+
+
+def _check_cells(loop: LoopConfig, where: str) -> None:
+    """Each condition (variant x guidance) has its own label and sample folder."""
+    from ouroboros.crosschecks import check_cells
+
+    check_cells(loop, where)
 
 
 @dataclass
@@ -401,8 +410,9 @@ class StudyConfig:
             _check_type(getattr(self, f.name), hints[f.name], f.name)
         check_text("name", self.name, 100)
         # The name is the default run folder (runs/<name>) and the results' study column.
-        if any(c in self.name for c in "/\\") or self.name in (".", "..") or not self.name.isprintable():
-            raise UserError(f"name {self.name!r} must be usable as a folder name: printable, without / or \\")
+        if component(self.name, "name") != self.name:
+            raise UserError(f"name {self.name!r} must be usable as a folder name: printable, without / or \\, "
+                            "not starting with '.' nor ending with '.' or ' ', at most 255 bytes of UTF-8")
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if hasattr(value, "validate"):

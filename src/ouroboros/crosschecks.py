@@ -10,6 +10,7 @@ data's sizes are known (the loop study's checks, before its run folder is writte
 from __future__ import annotations
 
 from ouroboros.errors import UserError
+from ouroboros.safepath import components
 
 FID_MIN = 2  # FID estimates a covariance
 EVALUATE_K = 5  # the loop's PRDC neighbourhood (ouroboros.studies.loop.evaluation)
@@ -85,3 +86,22 @@ def check_sizes(config, n_real: int | None = None, n_test: int | None = None, cl
                                 f"{n} images of each generation under scenario replace, too few to train the next "
                                 f"generation; lower {at}curation.recall, raise {at}samples_per_generation, or use a "
                                 "scenario that keeps real data (e.g. mix)")
+
+
+def cell_label(variant: str, w: float) -> str:
+    """A chain's condition in results.csv (`cell`) and its sample-grid folder's name."""
+    return f"{variant}, guidance={w:g}" if variant else f"guidance={w:g}"
+
+
+def check_cells(lc, where: str = "loop") -> dict[tuple[str, float], str]:
+    """(variant, guidance) -> its sample-grid folder (`safepath.component` of its
+    label); UserError when two guidance values print alike (``{w:g}``: 1 and 1.0000001)
+    or two conditions would share a folder (also ignoring case). Before any write."""
+    shown: dict[str, float] = {}
+    for w in lc.guidance:
+        if shown.setdefault(f"{w:g}", w) != w:
+            raise UserError(f"{where}.guidance holds {shown[f'{w:g}']!r} and {w!r}, which both read guidance={w:g} "
+                            "in results.csv and the sample folders; drop one or make them differ in the first 6 digits")
+    keys = [(variant, float(w)) for variant, _ in lc.cells() for w in lc.guidance]
+    where = f"{where}.variants" if lc.variants is not None else f"{where}.guidance"
+    return dict(zip(keys, components([cell_label(*k) for k in keys], where)))

@@ -32,6 +32,7 @@ import numpy as np
 
 from ouroboros.data.imageset import printable
 from ouroboros.errors import UserError
+from ouroboros.safepath import component, components
 
 QUALITY = ("", "high quality", "low quality", "monochrome", "blured", "atmospheric", "rendered", "zoomed",
            "wide-angle", "hdr", "high resolution")
@@ -40,6 +41,9 @@ SUFFIX = ("", "taken with iPhone", "inside", "outside", "without background")
 DEFAULT_TEMPLATE = "A photo of {name}"
 PROMPT_KINDS = ("simple", "complex")
 MAX_GROUPS = 10_000_000
+# The files `ouroboros generate text2image` writes beside the class folders (no class id may take their names).
+MANIFEST = "manifest.jsonl"
+SETTINGS = "generate.json"
 
 
 @dataclass(frozen=True)
@@ -153,12 +157,22 @@ def _read_text(path: Path, what: str) -> str:
 
 
 def check_group_id(gid: str, where: str) -> str:
-    """Group ids name folders: printable, no path separators, not '.' or '..', not hidden."""
-    if (not gid or not gid.isprintable() or any(c in gid for c in "/\\") or gid.startswith(".")
-            or len(gid.encode()) > 200):
+    """Group ids name folders as they are (the folder name is the ImageFolder's class):
+    one safe path component already (`safepath.component`: printable, no path
+    separators, not '.' or '..', not hidden, at most 200 bytes), else UserError."""
+    if not isinstance(gid, str) or not gid or component(gid, where, 200) != gid:
         raise UserError(f"{where}: class id {printable(gid)!r} cannot name a folder (it must be printable, "
-                        "at most 200 bytes, without / or \\, and not start with '.')")
+                        "at most 200 bytes, without / or \\, not start with '.' nor end with '.' or ' ')")
     return gid
+
+
+def check_group_ids(ids, where: str) -> None:
+    """Every id names a folder of its own beside the tool's files (text2image's manifest
+    and settings file): UserError for an id that cannot, or two ids that would share a
+    folder on a case-insensitive file system."""
+    for gid in ids:
+        check_group_id(gid, where)
+    components(ids, where, 200, reserved=(MANIFEST, SETTINGS))
 
 
 def _check_groups(groups: list[Group], path: Path, what: str) -> list[Group]:
@@ -177,6 +191,7 @@ def _check_groups(groups: list[Group], path: Path, what: str) -> list[Group]:
             if not n.isprintable():
                 raise UserError(f"{printable(path)}: {printable(n)!r} holds control characters; "
                                 "prompts must be printable text")
+    check_group_ids(list(seen), f"{what} file {printable(path)}")
     return groups
 
 

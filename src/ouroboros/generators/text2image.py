@@ -43,7 +43,7 @@ import numpy as np
 
 from ouroboros.data.imageset import printable
 from ouroboros.errors import UserError, check_float, check_int
-from ouroboros.generators.prompts import WorkItem
+from ouroboros.generators.prompts import MANIFEST, SETTINGS, WorkItem, check_group_ids  # noqa: F401
 from ouroboros.io import atomic_path, write_json_atomic, write_text_atomic
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # no torchvision / accelerate notices on import
@@ -61,8 +61,6 @@ SCHEDULERS = {
     "unipc": "UniPCMultistepScheduler",
 }
 DTYPES = ("auto", "fp32", "fp16", "bf16")
-MANIFEST = "manifest.jsonl"
-SETTINGS = "generate.json"
 MAX_AUTO_BATCH = 64  # CUDA: the first batch tried; halved on out-of-memory until it fits
 
 
@@ -407,6 +405,7 @@ def generate(items: list[WorkItem], settings: Settings, out: str | Path, workers
     from ouroboros.preflight import check_output_dir
 
     settings.validate()
+    check_group_ids(list(dict.fromkeys(item.group for item in items)), "the work list")  # folder names
     out = check_output_dir(out)
     check_model(settings.model, settings)
     devices, workers = devices_for(device, workers)

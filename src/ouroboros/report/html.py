@@ -29,6 +29,7 @@ from ouroboros.errors import UserError
 from ouroboros.io import write_text_atomic
 from ouroboros.report import plots as P
 from ouroboros.report.stats import HOLDS, NOT_RESOLVED, REVERSED, Interval, paired_difference, t_interval, verdict
+from ouroboros.safepath import component, refuse_symlink, regular_file_inside
 
 # Loop metrics stated as findings, in this order, with the digits they are shown with.
 HEADLINE = {"accuracy": 3, "cross_entropy": 2, "fid": 1, "precision": 3, "recall": 3, "coverage": 3}
@@ -53,8 +54,13 @@ def load_run(path: Path, label: str | None = None) -> Run:
     path = Path(path)
     if not path.is_dir():
         raise UserError(f"run folder not found: {path}; give the --out folder of a study run")
-    rows = read_results(path / "results.csv")
+    for f in _embedded(path):  # every file the page embeds: a regular file inside the run folder
+        regular_file_inside(path, f)
     config_path = path / "config.yaml"
+    for f in (path / "results.csv", config_path):
+        if f.exists() or f.is_symlink():
+            regular_file_inside(path, f)
+    rows = read_results(path / "results.csv")
     config = load_config(str(config_path)) if config_path.is_file() else None
     text = config_path.read_text(encoding="utf-8") if config is not None else ""
     study = config.study if config is not None else ("contamination" if "table" in rows[0] else "loop")
@@ -184,8 +190,15 @@ def _e(text) -> str:
     return html.escape(str(text), quote=True)
 
 
+def _embedded(run_dir: Path) -> list[Path]:
+    """The images a report embeds from a run folder: sample grids and the contamination figures."""
+    samples = run_dir / "samples"
+    found = [*samples.glob("*.png"), *samples.glob("*/gen*.png")]
+    return found + [p for p in (run_dir / "plots" / f"{n}.png" for n in ("spectra", "confusion")) if p.exists()]
+
+
 def _img(path: Path, alt: str, cls: str = "", width: int | None = None) -> str:
-    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")  # load_run checked it
     attrs = f" class='{cls}'" if cls else ""
     attrs += f" width='{width}'" if width else ""
     return f"<img src='data:image/png;base64,{data}' alt='{_e(alt)}'{attrs}>"
@@ -379,7 +392,9 @@ def _samples(run: Run) -> str:
     if loose:
         parts.append("".join(_figure(p, p.stem, cls="grid") for p in loose))
     dirs = [d for d in sorted(samples.glob("*")) if d.is_dir()]
-    order = {c: i for i, c in enumerate(P.conditions(run.rows))}
+    conds = [c for c in dict.fromkeys(r["cell"] for r in run.rows if r["cell"] != "reference") if c]
+    named = {component(c, "cell"): c for c in conds}  # folder -> its condition (loop.check_cells)
+    order = {folder: i for i, folder in enumerate(named)}
     dirs.sort(key=lambda d: (order.get(d.name, len(order)), d.name))
     gens = sorted({_gen_index(p) for d in dirs for p in d.glob("gen*.png")} - {-1})
     if dirs and gens:
@@ -389,7 +404,7 @@ def _samples(run: Run) -> str:
             for g in gens:
                 png = d / f"gen{g}.png"
                 cells.append(_img(png, f"{d.name} generation {g}", cls="grid") if png.is_file() else "")
-            body.append([_e(d.name)] + cells)
+            body.append([_e(named.get(d.name, d.name))] + cells)
         parts.append("<p>Rows: conditions; columns: generations (first seed; one row of each grid per "
                      "class).</p>" + _table(["condition"] + [f"gen {g}" for g in gens], body, cls="grids"))
     return "\n".join(parts) or "<p>No sample grids in this run folder.</p>"
@@ -478,6 +493,20 @@ def report_path(run_dirs: list[Path], out: Path | None = None) -> Path:
     return out
 
 
+def _check_writes(out: Path, runs: list[Run]) -> None:
+    """Before the first write: neither the page nor plots/ nor a file in it is a symbolic
+    link, and the sweep plots' names (read from results.csv) are safe and distinct."""
+    from ouroboros.studies.loop import recall_sweeps
+
+    plots = refuse_symlink(out.parent / "plots")
+    refuse_symlink(out)
+    if plots.exists() and not plots.is_dir():
+        raise UserError(f"{plots} is not a folder; remove it so that the report can write its plots there")
+    for f in sorted(plots.iterdir()) if plots.is_dir() else []:
+        refuse_symlink(f)
+    recall_sweeps([row for run in runs if run.study == "loop" for row in run.rows])
+
+
 def write_report(run_dirs: list[Path], out: Path | None = None) -> Path:
     """Write the report of `run_dirs` to `report_path(run_dirs, out)` and its plots to
     ``plots/`` beside it. Every run folder is read and checked before anything is written."""
@@ -486,6 +515,7 @@ def write_report(run_dirs: list[Path], out: Path | None = None) -> Path:
         raise UserError("give at least one run folder")
     out = report_path(run_dirs, out)
     runs = [load_run(p, label) for p, label in zip(run_dirs, run_labels(run_dirs))]
+    _check_writes(out, runs)
     out.parent.mkdir(parents=True, exist_ok=True)
     page = build_page(runs, out.parent / "plots")
     write_text_atomic(out, page)

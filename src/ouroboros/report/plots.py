@@ -10,12 +10,14 @@ of a report (`condition_colours`). Each plot is saved as PNG (screen) and SVG (p
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
 from ouroboros.io import atomic_path
+from ouroboros.safepath import refuse_symlink
 
 LABELS = {
     "accuracy": "classifier accuracy (fraction correct)",
@@ -56,6 +58,13 @@ def condition_colours(names: list[str]) -> dict[str, tuple]:
     return {name: cmap(i % cmap.N) for i, name in enumerate(names)}
 
 
+def text(label) -> str:
+    """A label from data (a condition, class, metric or run name) as plain text for
+    matplotlib: every '$' escaped, so that mathtext never parses it (a class named
+    ``$\\x$`` would crash the plot)."""
+    return str(label).replace("$", r"\$")
+
+
 def _series(rows: list[dict], metric: str) -> dict[str, dict[int, list[float]]]:
     by = defaultdict(lambda: defaultdict(list))
     for r in rows:
@@ -81,6 +90,8 @@ def _save(fig, path: Path) -> None:
     """`path` as PNG, and beside it the same figure as SVG (no date in it, so the same
     results give the same file)."""
     path = Path(path)
+    for p in (path.parent, path, path.with_suffix(".svg")):  # never written through a link
+        refuse_symlink(p)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     with atomic_path(path.with_suffix(".svg")) as tmp:
@@ -101,7 +112,7 @@ def plot_metric(rows: list[dict], metric: str, path: Path, title: str = "", colo
         gens = sorted(series[name])
         vals = [np.asarray(series[name][g]) for g in gens]
         mean = np.array([v.mean() for v in vals])
-        ax.plot(gens, mean, marker="o", ms=3, color=colours[name], label=name)
+        ax.plot(gens, mean, marker="o", ms=3, color=colours[name], label=text(name))
         ax.fill_between(gens, [v.min() for v in vals], [v.max() for v in vals], color=colours[name], alpha=0.2,
                         lw=0)
     refs = dict.fromkeys(float(r["value"]) for r in rows if r["metric"] == metric and r["cell"] == "reference")
@@ -111,8 +122,8 @@ def plot_metric(rows: list[dict], metric: str, path: Path, title: str = "", colo
         ax.axvline(0, color="0.4", ls=":", lw=1, label="generation 0 (trained on real)")
     ax.set_xlabel(GENERATION_LABEL)
     ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.set_ylabel(LABELS.get(metric, metric))
-    ax.set_title(title or LABELS.get(metric, metric))
+    ax.set_ylabel(text(LABELS.get(metric, metric)))
+    ax.set_title(text(title or LABELS.get(metric, metric)))
     ax.grid(alpha=0.3)
     if many:
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
@@ -146,8 +157,8 @@ def plot_class_accuracy(rows: list[dict], path: Path) -> Path:
         for i, name in enumerate(classes):
             series = _series(sub, f"accuracy/{name}").get(cond, {})
             gens = sorted(series)
-            ax.plot(gens, [np.mean(series[g]) for g in gens], color=cmap(i % 10), lw=1.2, label=name)
-        ax.set_title(cond, fontsize=9)
+            ax.plot(gens, [np.mean(series[g]) for g in gens], color=cmap(i % 10), lw=1.2, label=text(name))
+        ax.set_title(text(cond), fontsize=9)
         ax.set_xlabel(GENERATION_LABEL)
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
@@ -166,8 +177,8 @@ def plot_makeup(rows: list[dict], path: Path) -> Path:
     size on a second axis."""
     plt = _pyplot()
 
-    parts = ["train_real_share"] + sorted({r["metric"] for r in rows if r["metric"].startswith("train_share_gen")},
-                                          key=lambda m: int(m.removeprefix("train_share_gen")))
+    gens = {r["metric"] for r in rows if re.fullmatch(r"train_share_gen[0-9]+", r["metric"])}
+    parts = ["train_real_share"] + sorted(gens, key=lambda m: int(m.removeprefix("train_share_gen")))
     fig, axes, panels = _panels(rows, plt)
     cmap = plt.get_cmap("viridis")
     for cond, ax in panels:
@@ -184,7 +195,7 @@ def plot_makeup(rows: list[dict], path: Path) -> Path:
         twin.set_ylim(bottom=0)
         twin.tick_params(labelsize=7)
         ax.set_ylim(0, 1)
-        ax.set_title(cond, fontsize=9)
+        ax.set_title(text(cond), fontsize=9)
         ax.set_xlabel(GENERATION_LABEL)
         ax.xaxis.get_major_locator().set_params(integer=True)
     for row in axes:
@@ -211,12 +222,12 @@ def plot_shares(curves: dict[str, list[tuple[float, float, float]]], path: Path,
     for name, points in curves.items():
         x, mean, half = (np.asarray(v, dtype=float) for v in zip(*points))
         ax.errorbar(100 * x, mean, yerr=np.where(np.isfinite(half), half, 0.0), marker="o", ms=3, capsize=3,
-                    color=colours[name], label=name)
+                    color=colours[name], label=text(name))
     if baseline is not None:
         ax.axhline(baseline, color="0.4", ls=":", lw=1, label="clean baseline (0%)")
     ax.set_xlabel("share of the training set replaced (%)")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
+    ax.set_ylabel(text(ylabel))
+    ax.set_title(text(title), fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     _save(fig, path)
@@ -232,7 +243,7 @@ def plot_spectra(spectra: dict[str, np.ndarray], path: Path) -> Path:
     for name, spec in spectra.items():
         r = np.arange(1, spec.shape[1] + 1)
         mean, std = spec.mean(axis=0), spec.std(axis=0)
-        ax.plot(r, mean, marker="o", ms=3, label=name)
+        ax.plot(r, mean, marker="o", ms=3, label=text(name))
         ax.fill_between(r, mean - std, mean + std, alpha=0.2)
     ax.set_xlabel("spatial frequency (radius, cycles per image)")
     ax.set_ylabel("log10 power")
@@ -252,10 +263,10 @@ def plot_confusions(matrices: dict[str, np.ndarray], labels: list[str], path: Pa
     for ax, (title, m) in zip(axes[0], matrices.items()):
         norm = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
         im = ax.imshow(norm, vmin=0, vmax=1, cmap="viridis")
-        ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=7)
-        ax.set_yticks(range(len(labels)), labels, fontsize=7)
+        ax.set_xticks(range(len(labels)), [text(n) for n in labels], rotation=45, ha="right", fontsize=7)
+        ax.set_yticks(range(len(labels)), [text(n) for n in labels], fontsize=7)
         ax.set_xlabel("predicted")
-        ax.set_title(title, fontsize=9)
+        ax.set_title(text(title), fontsize=9)
     axes[0][0].set_ylabel("true")
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8)
     _save(fig, path)
@@ -300,9 +311,9 @@ def plot_sweep(rows: list[dict], column: str, metric: str, path: Path, generatio
         ax.axhline(ref[0], color="k", ls="--", lw=1, label="real test split")
     gen = generation if generation is not None else max(
         (int(r["generation"]) for r in rows if r["metric"] == metric and r.get(column, "") != ""), default=0)
-    ax.set_xlabel(column)
-    ax.set_ylabel(LABELS.get(metric, metric))
-    ax.set_title(title or f"{LABELS.get(metric, metric)} at generation {gen} (mean, 95% interval over seeds)",
+    ax.set_xlabel(text(column))
+    ax.set_ylabel(text(LABELS.get(metric, metric)))
+    ax.set_title(text(title or f"{LABELS.get(metric, metric)} at generation {gen} (mean, 95% interval over seeds)"),
                  fontsize=9)
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:

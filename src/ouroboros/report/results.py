@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from pathlib import Path
 
 from ouroboros.errors import UserError
@@ -57,15 +58,30 @@ def read_results(path: Path) -> list[dict]:
         if len(record) != len(header):
             raise UserError(f"{path} line {line} has {len(record)} fields, the header {len(header)}; {rerun}")
         row = dict(zip(header, record))
-        for column, required in (("value", True), ("generation", False), ("seed", False),
-                                 ("guidance", False), ("ratio", False)):
-            if column not in row or (row[column] == "" and not required):
-                continue
-            try:
-                number = int(row[column]) if column in ("generation", "seed") else float(row[column])
-            except ValueError:
-                raise UserError(f"{path} line {line}: {column} {row[column][:30]!r} is not a number; {rerun}") from None
-            if column == "generation" and number < 0:
-                raise UserError(f"{path} line {line}: generation {number} is negative; {rerun}")
+        check_row(path, line, row)
         rows.append(row)
     return rows
+
+
+# The columns read as numbers, and whether they must be set (the others may be empty).
+# value may be nan (a metric that could not be computed); the parameters must be finite.
+INT_COLUMNS = {"generation": False, "seed": False}
+FLOAT_COLUMNS = {"value": True, "guidance": False, "ratio": False, "curation.recall": False,
+                 "curation.false_positive": False}
+
+
+def check_row(path: Path, line: int, row: dict) -> None:
+    """Every number the report reads from `row` (line `line` of `path`) parses: a
+    UserError naming the row and column otherwise, before anything is plotted."""
+    rerun = "run the study again with the same --out to rewrite it (finished stages are cached)"
+    for column, required in {**INT_COLUMNS, **FLOAT_COLUMNS}.items():
+        if column not in row or (row[column] == "" and not required):
+            continue
+        try:
+            number = int(row[column]) if column in INT_COLUMNS else float(row[column])
+        except ValueError:
+            raise UserError(f"{path} line {line}: {column} {row[column][:30]!r} is not a number; {rerun}") from None
+        if column != "value" and not math.isfinite(number):
+            raise UserError(f"{path} line {line}: {column} is {row[column][:30]!r}, not a finite number; {rerun}")
+        if column == "generation" and number < 0:
+            raise UserError(f"{path} line {line}: generation {number} is negative; {rerun}")

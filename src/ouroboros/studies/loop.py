@@ -51,6 +51,8 @@ import numpy as np
 from ouroboros.config import StudyConfig
 from ouroboros.data.imageset import ImageSet
 from ouroboros.errors import UserError
+from ouroboros.crosschecks import cell_label, check_cells  # noqa: F401  (used through this module too)
+from ouroboros.safepath import components
 from ouroboros.studies import scenarios
 from ouroboros.studies.loop_plan import (  # noqa: F401  (the planner's names, used through this module too)
     Chain, Condition, LoopPlan, PoolEntry, check_loop, curation_split, evaluation, inception_weights, load_splits,
@@ -111,7 +113,7 @@ def _rows(config: StudyConfig, plan_: LoopPlan, paths: dict) -> list[dict]:
     varied = varied_columns(config)
     for (variant, w, s), chain in plan_.chains.items():
         lc = cells[variant]
-        row = {"study": config.name, "cell": f"{variant}, guidance={w:g}" if variant else f"guidance={w:g}",
+        row = {"study": config.name, "cell": cell_label(variant, w),
                "seed": s, "guidance": w, "scenario": lc.scenario, "curation": lc.curation.kind}
         if variant:
             row.update({"variant": variant, **{col: by[variant] for col, by in varied.items()}})
@@ -187,13 +189,13 @@ def save_grids(config: StudyConfig, plan_: LoopPlan, paths: dict, run_dir: Path)
     of the real training split."""
     from ouroboros.report.grids import save_grid
 
+    folders = check_cells(config.loop)  # safe and distinct (checked with the config, before anything is written)
     first_seed = config.loop.seeds[0]
     for (variant, w, s), chain in plan_.chains.items():
         if s != first_seed:
             continue
-        folder = f"{variant}, guidance={w:g}" if variant else f"guidance={w:g}"
         for g, (_, sample, _) in enumerate(chain):
-            out = run_dir / "samples" / folder / f"gen{g}.png"
+            out = run_dir / "samples" / folders[(variant, w)] / f"gen{g}.png"
             save_grid(ImageSet.load(paths[sample.key]), out, config.output.grid_per_class, config.output.grid_scale)
     save_grid(plan_.train, run_dir / "samples" / "real.png", config.output.grid_per_class, config.output.grid_scale)
 
@@ -240,7 +242,8 @@ def recall_sweeps(rows: list[dict]) -> dict[str, list[dict]]:
     """The watermark-recall sweeps in a grid of variants: for each (scenario, generator
     pool) with watermark variants at two or more recalls, their rows plus those of the
     same scenario and pool without curation (recall 0: nothing removed), keyed by a name
-    for the plot's file (e.g. ``accumulate-subsample`` or ``accumulate-subsample-gaussian-1``)."""
+    for the plot's file (e.g. ``accumulate-subsample`` or ``accumulate-subsample-gaussian-1``; made one safe
+    path component by `safepath.components`, which refuses two that would share a file)."""
     def key(r):
         return r["scenario"], r.get("generators", "")
 
@@ -255,4 +258,6 @@ def recall_sweeps(rows: list[dict]) -> dict[str, list[dict]]:
         if len({r["curation.recall"] for r in group + plain}) >= 2:
             name = "-".join(part for part in k if part).replace(" ", "-")
             out[name] = group + plain + [r for r in rows if r["cell"] == "reference"]
-    return out
+    return dict(zip(components(list(out), "results.csv: the sweep named by a scenario and generators value",
+                               max_bytes=200), out.values()))
+
