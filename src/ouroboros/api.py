@@ -59,6 +59,12 @@ class Run:
         return get_study(self.config.study)
 
     @functools.cached_property
+    def config_text(self) -> str:
+        """config.yaml as written (the report shows it)."""
+        path = self.path / "config.yaml"
+        return path.read_text(encoding="utf-8") if path.is_file() else ""
+
+    @functools.cached_property
     def results(self):
         """results.csv as a pandas DataFrame: `value` a float, `seed` and `generation`
         integers (pandas' nullable Int64), parameter columns as numbers where they are;
@@ -118,6 +124,7 @@ class Run:
 
 def load_run(run_dir: str | Path, label: str | None = None) -> Run:
     """The `Run` of a finished run folder (its results.csv and config.yaml)."""
+    from ouroboros.report.html import check_run_folder
     from ouroboros.report.results import read_results
 
     path = Path(run_dir)
@@ -126,9 +133,11 @@ def load_run(run_dir: str | Path, label: str | None = None) -> Run:
     config_path = path / "config.yaml"
     if not config_path.is_file():
         raise UserError(f"{path} has no config.yaml; run the study again with the same --out to rewrite it")
+    check_run_folder(path)  # results.csv, config.yaml and the images a report embeds: regular files inside
     config = load_config(str(config_path))
-    get_study(config.study)  # a plug-in study's run needs its plug-in registered
+    study = get_study(config.study)  # a plug-in study's run needs its plug-in registered
     rows = read_results(path / "results.csv")
+    study.check_rows(rows, path / "results.csv")
     return Run(path, config, rows, label or path.resolve().name)
 
 
@@ -209,7 +218,13 @@ def dry_run(config: StudyConfig, out: Path) -> dict:
 
 
 def write_report(runs: list[Run], out: Path | None = None) -> Path:
-    """report.html of `runs` (one self-contained page; several runs are compared)."""
-    from ouroboros.report.html import write_report as write
+    """report.html of `runs` (one self-contained page; several runs are compared): each
+    study hands the report its sections (`Study.report_sections`); the report draws them."""
+    from ouroboros.report.html import report_path, write_page
 
-    return write([r.path for r in runs], out)
+    out = report_path([r.path for r in runs], out)
+    by_study: dict[str, list[Run]] = {}
+    for r in runs:
+        by_study.setdefault(r.config.study, []).append(r)
+    sections = [s for name, group in by_study.items() for s in get_study(name).report_sections(group)]
+    return write_page(runs, sections, out)

@@ -15,8 +15,11 @@ name: they look the config's ``study:`` up here and call the methods below. A st
   (sample grids, figures), drawn from the finished stages;
 - ``findings(rows, config) -> list[Finding]``: what the run found, as computed
   comparisons (sentences with their verdict; `ouroboros.report.page.Finding`);
-- ``report_sections(runs, plot_dir) -> list[Section]``: what the report draws for the
-  study's runs (`ouroboros.report.page`), plots written to `plot_dir` on the way;
+- ``report_sections(runs) -> list[Section]``: what the report draws for the study's
+  runs (`ouroboros.api.Run`s): findings, plots (drawn by the report when it has checked
+  where they go), sample grids, tables (`ouroboros.report.page`);
+- ``check_rows(rows, path)``: that a results.csv read back is this study's (UserError
+  otherwise), before a report draws it;
 - ``summary(rows, config) -> str``: the text the command line prints after a run;
 - ``describe(config, prepared) -> str``: one line saying what is about to run.
 
@@ -55,6 +58,9 @@ class Study:
     def artifacts(self, config, prepared, plan, paths, run_dir) -> None:
         """Nothing beyond results.csv by default."""
 
+    def check_rows(self, rows: list[dict], path) -> None:
+        """Nothing beyond read_results' own checks by default."""
+
     def redraw(self, run) -> None:
         """Rewrite what the run folder derives from results.csv besides the report (the
         `report` command calls it); nothing by default."""
@@ -62,7 +68,7 @@ class Study:
     def findings(self, rows: list[dict], config) -> list:
         return []
 
-    def report_sections(self, runs: list, plot_dir) -> list:
+    def report_sections(self, runs: list) -> list:
         return []
 
     def summary(self, rows: list[dict], config) -> str:

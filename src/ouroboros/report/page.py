@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Literal, Union
+from typing import Callable, Literal, Union
 
 
 @dataclasses.dataclass
@@ -54,6 +54,18 @@ class Image:
 
 
 @dataclasses.dataclass
+class Plot:
+    """A plot the report draws into its plots/ folder: `draw(path)` writes it as PNG (and
+    SVG beside it) at the path the report chooses from `name` (a safe file name, checked
+    with every other plot's before any is drawn)."""
+
+    name: str
+    caption: str
+    draw: Callable[[Path], object]
+    wide: bool = False  # False: half the page wide, the caption as its alt text (its title is inside it)
+
+
+@dataclasses.dataclass
 class ImageGrid:
     """Images in rows (e.g. conditions) and columns (e.g. generations); None leaves a cell empty."""
 
@@ -69,7 +81,7 @@ class Markdown:
     text: str
 
 
-Item = Union[Text, Findings, Table, Image, ImageGrid, Markdown]
+Item = Union[Text, Findings, Table, Image, Plot, ImageGrid, Markdown]
 PLACES = ("findings", "plots", "samples", "tables")
 
 

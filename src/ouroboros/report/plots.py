@@ -73,17 +73,42 @@ def _series(rows: list[dict], metric: str) -> dict[str, dict[int, list[float]]]:
     return by
 
 
-def _pyplot():
-    """matplotlib.pyplot on the file-only Agg backend (no display needed)."""
+class _Figures:
+    """What the plots here use of pyplot, without pyplot: figures are made as
+    `matplotlib.figure.Figure` and saved to files, so drawing a report never changes the
+    backend of the process (a notebook keeps showing its own plots inline)."""
+
+    @staticmethod
+    def subplots(*args, figsize=None, **kw):
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=figsize)
+        return fig, fig.subplots(*args, **kw)
+
+    @staticmethod
+    def close(fig) -> None:
+        pass
+
+    @staticmethod
+    def get_cmap(name: str):
+        from matplotlib import colormaps
+
+        return colormaps[name]
+
+    @property
+    def Line2D(self):  # noqa: N802  (pyplot's name)
+        from matplotlib.lines import Line2D
+
+        return Line2D
+
+
+def _pyplot() -> _Figures:
     import matplotlib
 
-    matplotlib.use("Agg")
     # SVG for papers: text kept as text (searchable, editable), ids from a fixed salt so the
     # same results give the same file.
     matplotlib.rcParams.update({"svg.fonttype": "none", "svg.hashsalt": "ouroboros"})
-    import matplotlib.pyplot as plt
-
-    return plt
+    return _Figures()
 
 
 def _save(fig, path: Path) -> None:
@@ -101,10 +126,17 @@ def _save(fig, path: Path) -> None:
 def plot_metric(rows: list[dict], metric: str, path: Path, title: str = "", colours: dict | None = None) -> Path:
     """`metric` against generation, one line per condition (see the module docstring)."""
     plt = _pyplot()
-
-    series = _series(rows, metric)
-    many = len(series) > 6  # the legend goes beside the axes
+    many = len(_series(rows, metric)) > 6  # the legend goes beside the axes
     fig, ax = plt.subplots(figsize=(8.0 if many else 5.6, 3.8))
+    draw_metric(ax, rows, metric, title, colours)
+    _save(fig, path)
+    return path
+
+
+def draw_metric(ax, rows: list[dict], metric: str, title: str = "", colours: dict | None = None) -> None:
+    """`plot_metric` on matplotlib Axes `ax` (what `Run.plot` draws)."""
+    series = _series(rows, metric)
+    many = len(series) > 6
     colours = colours or condition_colours(conditions(rows))
     for name in conditions(rows):
         if name not in series:
@@ -129,9 +161,6 @@ def plot_metric(rows: list[dict], metric: str, path: Path, title: str = "", colo
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     else:
         ax.legend(fontsize=8)
-    _save(fig, path)
-    plt.close(fig)
-    return path
 
 
 def _panels(rows: list[dict], plt, height: float = 3.4):
@@ -215,9 +244,15 @@ def plot_shares(curves: dict[str, list[tuple[float, float, float]]], path: Path,
     one line per condition, each point (share, mean, 95% half-width) with error bars
     (none where the half-width is nan: one seed). `baseline`, the clean (0%) value, is a
     dotted horizontal line."""
-    plt = _pyplot()
+    fig, ax = _pyplot().subplots(figsize=(5.6, 3.8))
+    draw_shares(ax, curves, ylabel, title, baseline, colours)
+    _save(fig, path)
+    return path
 
-    fig, ax = plt.subplots(figsize=(5.6, 3.8))
+
+def draw_shares(ax, curves: dict[str, list[tuple[float, float, float]]], ylabel: str, title: str,
+                baseline: float | None = None, colours: dict | None = None) -> None:
+    """`plot_shares` on matplotlib Axes `ax`."""
     colours = colours or condition_colours(list(curves))
     for name, points in curves.items():
         x, mean, half = (np.asarray(v, dtype=float) for v in zip(*points))
@@ -230,9 +265,6 @@ def plot_shares(curves: dict[str, list[tuple[float, float, float]]], path: Path,
     ax.set_title(text(title), fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    _save(fig, path)
-    plt.close(fig)
-    return path
 
 
 def plot_spectra(spectra: dict[str, np.ndarray], path: Path) -> Path:

@@ -11,6 +11,7 @@ from ouroboros.config import ContaminationConfig
 from ouroboros.errors import UserError
 from ouroboros.study import Study, register_study
 from ouroboros.studies import contamination as C
+from ouroboros.studies import contamination_report
 
 
 class ContaminationStudy(Study):
@@ -50,6 +51,15 @@ class ContaminationStudy(Study):
     def artifacts(self, config, splits, plan, paths, run_dir: Path) -> None:
         C.report(run_dir, config)
         C.save_figures_and_grids(config, run_dir, splits, plan, paths)
+
+    def findings(self, rows, config) -> list:
+        return contamination_report.findings(rows, config)
+
+    def report_sections(self, runs) -> list:
+        return contamination_report.sections(runs)
+
+    def plot(self, run, metric: str, ax) -> None:
+        contamination_report.plot(run, metric, ax)
 
     def redraw(self, run) -> None:
         C.report(run.path, run.config, run.rows)

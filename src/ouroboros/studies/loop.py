@@ -43,7 +43,6 @@ samples are scored too, in rows naming the family.
 from __future__ import annotations
 
 import dataclasses
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +51,6 @@ from ouroboros.config import StudyConfig
 from ouroboros.data.imageset import ImageSet
 from ouroboros.errors import UserError
 from ouroboros.crosschecks import cell_label, check_cells  # noqa: F401  (used through this module too)
-from ouroboros.safepath import components
 from ouroboros.studies import scenarios
 from ouroboros.studies.loop_plan import (  # noqa: F401  (the planner's names, used through this module too)
     Chain, Condition, LoopPlan, PoolEntry, check_loop, curation_split, evaluation, inception_weights, load_splits,
@@ -236,28 +234,3 @@ def _cells(loop_rows: list[dict]) -> list[str]:
     for r in loop_rows:
         order.setdefault(r["cell"], (len(order) if r.get("variant") else 0, -float(r["guidance"])))
     return sorted(order, key=order.get)
-
-
-def recall_sweeps(rows: list[dict]) -> dict[str, list[dict]]:
-    """The watermark-recall sweeps in a grid of variants: for each (scenario, generator
-    pool) with watermark variants at two or more recalls, their rows plus those of the
-    same scenario and pool without curation (recall 0: nothing removed), keyed by a name
-    for the plot's file (e.g. ``accumulate-subsample`` or ``accumulate-subsample-gaussian-1``; made one safe
-    path component by `safepath.components`, which refuses two that would share a file)."""
-    def key(r):
-        return r["scenario"], r.get("generators", "")
-
-    marked = [r for r in rows if r.get("variant") and r.get("curation.recall", "") != ""]
-    watermark = defaultdict(list)
-    for r in marked:
-        if r["curation"] == "watermark" and float(r.get("curation.false_positive") or 0) == 0:
-            watermark[key(r)].append(r)
-    out = {}
-    for k, group in watermark.items():
-        plain = [{**r, "curation.recall": "0"} for r in marked if r["curation"] == "none" and key(r) == k]
-        if len({r["curation.recall"] for r in group + plain}) >= 2:
-            name = "-".join(part for part in k if part).replace(" ", "-")
-            out[name] = group + plain + [r for r in rows if r["cell"] == "reference"]
-    return dict(zip(components(list(out), "results.csv: the sweep named by a scenario and generators value",
-                               max_bytes=200), out.values()))
-

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from ouroboros.config import LoopConfig
 from ouroboros.data.imageset import ImageSet
+from ouroboros.errors import UserError
 from ouroboros.study import Study, register_study
-from ouroboros.studies import loop
+from ouroboros.studies import loop, loop_report
 
 
 @dataclass
@@ -56,6 +57,22 @@ class LoopStudy(Study):
 
     def artifacts(self, config, prepared: Prepared, plan, paths, run_dir: Path) -> None:
         loop.save_grids(config, plan, paths, run_dir)
+
+    def check_rows(self, rows, path) -> None:
+        for line, r in enumerate(rows, start=2):  # every generation's row names its generation and guidance
+            if r["cell"] != "reference" and (r["generation"] == "" or r.get("guidance", "") == ""):
+                raise UserError(f"{path} line {line} has no generation or guidance, so it is not a "
+                                "feedback-loop results table; run the study again with the same --out to rewrite it")
+        loop_report.recall_sweeps(rows)  # sweep names become plot file names: safe and distinct, or an error
+
+    def findings(self, rows, config) -> list:
+        return loop_report.findings(rows)
+
+    def report_sections(self, runs) -> list:
+        return loop_report.sections(runs)
+
+    def plot(self, run, metric: str, ax) -> None:
+        loop_report.plot(run, metric, ax)
 
     def summary(self, rows, config) -> str:
         header, table = loop.summary_table(rows)
