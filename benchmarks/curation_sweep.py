@@ -29,7 +29,7 @@ def main() -> int:
     from ouroboros.report.plots import plot_sweep, sweep_series
     from ouroboros.report.results import read_results, write_results
     from ouroboros.runner import Runner
-    from ouroboros.studies import loop
+    from ouroboros.api import execute
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="folder for the runs, the merged results and the plots")
@@ -44,7 +44,7 @@ def main() -> int:
         config = load_config(args.config, [*SMALL, *args.set, "loop.curation.kind=watermark",
                                            f"loop.curation.recall={r}"], base={"name": "curation-sweep"})
         run_dir = out / f"recall={r:g}"
-        loop.run(config, run_dir, progress=False, runner=runner)
+        execute(config, run_dir, progress=False, runner=runner)
         rows += [{**row, "curation.recall": r if row["cell"] != "reference" else ""}
                  for row in read_results(run_dir / "results.csv")]
     write_results(out / "results.csv", rows, columns)

@@ -38,7 +38,7 @@ def run_study(kind: str, sets: list[str], out: Path, address: str | None) -> dic
     from ouroboros.config import load_config
     from ouroboros.executors import make_executor
     from ouroboros.runner import Runner
-    from ouroboros.studies import loop
+    from ouroboros.api import execute
 
     config = load_config(None, [*sets, f"executor.kind={kind}"], base={"name": "bench"})
     config.executor.address = address if kind == "ray" else None
@@ -47,7 +47,7 @@ def run_study(kind: str, sets: list[str], out: Path, address: str | None) -> dic
     start = time.perf_counter()
     executor.start(out)  # loop.run would start it; timed apart here
     startup = time.perf_counter() - start
-    loop.run(config, out, progress=False, runner=runner)
+    execute(config, out, progress=False, runner=runner)
     wall = time.perf_counter() - start
     result = {"wall": wall, "startup": startup, "stages": len(runner.timings),
               "busy": sum(s for _, _, s in runner.timings), "nodes": sorted(set(runner.nodes)),

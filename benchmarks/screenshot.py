@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from ouroboros.report.browser import render
-from ouroboros.report.html import write_report
+from ouroboros.api import report as write_report
 
 
 def main() -> int:

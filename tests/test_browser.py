@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from ouroboros.report.browser import find_chromium, render
-from ouroboros.report.html import write_report
+from ouroboros.api import report as write_report
 from test_report import make_loop_run
 
 pytest.importorskip("websocket", reason="websocket-client is missing: pip install -e '.[test]'")

@@ -126,13 +126,12 @@ def test_output_probe_failures(tmp_path, capsys, monkeypatch, target, exc, fragm
 @pytest.fixture
 def tripwire(monkeypatch):
     """Fail fast where a study would start writing, instead of running it."""
-    from ouroboros.studies import contamination, loop
+    from ouroboros import rundir
 
     def open_run(*args, **kwargs):
         raise AssertionError("reached open_run: the up-front checks let this through")
 
-    for module in (loop, contamination):
-        monkeypatch.setattr(module, "open_run", open_run)
+    monkeypatch.setattr(rundir, "open_run", open_run)
 
 
 def _old_run(root):

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from conftest import assert_user_error
 from ouroboros import cli
+from ouroboros.api import execute
 from ouroboros.config import LoopConfig, LoopVariant, StudyConfig, load_config
 from ouroboros.data.imageset import ImageSet
 from ouroboros.errors import UserError
@@ -25,7 +26,8 @@ from ouroboros.report import plots as P
 from ouroboros.report.grids import save_grid
 from ouroboros.report.results import write_results
 from ouroboros.safepath import MAX_BYTES, component, components, fold
-from ouroboros.studies.loop import check_cells, recall_sweeps
+from ouroboros.studies.loop import check_cells
+from ouroboros.studies.loop_report import recall_sweeps
 
 HOSTILE = ["/x", "../../x", "..", ".", ".hidden", "a/../../b", "a\\..\\b", "a\x00b", "tab\there", "new\nline",
            "bell\x07", "x\u202eevil", "é" * 200, "😀" * 80, "a" * 300, "trailing.", "trailing ", "/", "\\"]
@@ -229,7 +231,6 @@ def test_hostile_variant_names_and_a_mathtext_class_through_a_tiny_run(tmp_path)
     named $\\x$ crashed plotting at the end of the run. One tiny run does both."""
     from ouroboros.data.imageset import stratified_split
     from ouroboros.data.loaders import load_digits
-    from ouroboros.studies import loop
 
     part = stratified_split(load_digits(), {"a": 0.04}, seed=0)["a"]
     data = tmp_path / "d.npz"
@@ -242,7 +243,7 @@ def test_hostile_variant_names_and_a_mathtext_class_through_a_tiny_run(tmp_path)
     run = tmp_path / "a" / "b" / "run"
     run.parent.mkdir(parents=True)
     before = _tree(tmp_path)
-    loop.run(config, run, progress=False)
+    execute(config, run, progress=False)
     outside = [p for p, _ in set(_tree(tmp_path)) - set(before) if not p.startswith("a/b/run")]
     assert outside == [] and not Path("/x, guidance=1").exists()
     folders = sorted(p.name for p in (run / "samples").iterdir() if p.is_dir())

@@ -22,7 +22,8 @@ from conftest import TINY, assert_user_error
 from ouroboros import cli
 from ouroboros.config import load_config
 from ouroboros.data.imageset import ImageSet
-from ouroboros.report import html as report_html
+from ouroboros import api
+from ouroboros.studies import loop_report
 from ouroboros.report.grids import save_grid
 from ouroboros.report.results import write_results
 
@@ -79,8 +80,8 @@ def _srcs(page: str) -> list[str]:
 
 
 def test_loop_findings_have_closed_form_intervals(tmp_path):
-    run = report_html.load_run(make_loop_run(tmp_path / "run"))
-    changes = {(c.condition, c.metric): c for c in report_html.loop_changes(run.rows)}
+    run = api.load_run(make_loop_run(tmp_path / "run"))
+    changes = {(c.condition, c.metric): c for c in loop_report.loop_changes(run.rows)}
     up, down = changes[("guidance=1", "accuracy")], changes[("guidance=0", "accuracy")]
     assert (up.first, up.last, up.diff.n) == (0, 2, 3)
     assert up.start.mean == pytest.approx(0.91) and up.end.mean == pytest.approx(0.97)
@@ -96,7 +97,7 @@ def test_loop_findings_have_closed_form_intervals(tmp_path):
 
 def test_report_is_one_self_contained_file(tmp_path):
     run_dir = make_loop_run(tmp_path / "run")
-    out = report_html.write_report([run_dir])
+    out = api.report([run_dir])
     assert out == run_dir / "report.html"
     page = out.read_text()
     srcs = _srcs(page)
@@ -114,7 +115,7 @@ def test_report_is_one_self_contained_file(tmp_path):
         assert (run_dir / "plots" / f"{metric}.png").is_file() and (run_dir / "plots" / f"{metric}.svg").is_file()
     # Same results, same page and figures.
     svg = (run_dir / "plots" / "fid.svg").read_bytes()
-    assert report_html.write_report([run_dir]).read_text() == page
+    assert api.report([run_dir]).read_text() == page
     assert (run_dir / "plots" / "fid.svg").read_bytes() == svg
 
 
@@ -122,7 +123,7 @@ def test_plots_label_axes_mark_generation_zero_and_keep_colours(tmp_path):
     # guidance=1 has no FID: the default colour cycle would give guidance=0 the first
     # colour in fid.svg; the report keeps it the second, as in accuracy.svg.
     run_dir = make_loop_run(tmp_path / "run", fid_cells=["guidance=0"])
-    report_html.write_report([run_dir])
+    api.report([run_dir])
     first, second = "#1f77b4", "#ff7f0e"  # tab10
     acc = (run_dir / "plots" / "accuracy.svg").read_text()
     fid = (run_dir / "plots" / "fid.svg").read_text()
@@ -147,7 +148,7 @@ def test_several_runs_compared_on_one_page(tmp_path, capsys):
     for name in ("cpu · guidance=1", "cpu · guidance=0", "gpu · guidance=1"):
         assert f"{name}: 0." in page  # a finding per run and condition
     # Between runs, paired by seed: gpu - cpu = shift, mean 0.02, sd 0.01, at generation 2.
-    diffs = {(d.cell, d.metric): d for d in report_html.run_differences(*map(report_html.load_run, (a, b)))}
+    diffs = {(d.cell, d.metric): d for d in loop_report.run_differences(*(api.load_run(p).rows for p in (a, b)))}
     assert set(diffs) == {("guidance=1", "accuracy"), ("guidance=1", "fid")}  # only the shared condition
     acc = diffs[("guidance=1", "accuracy")]
     assert acc.generation == 2 and acc.diff.n == 3 and acc.diff.mean == pytest.approx(0.02)

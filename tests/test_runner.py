@@ -8,6 +8,7 @@ import sys
 import time
 
 from conftest import TINY, run_cli
+from ouroboros.api import execute
 from ouroboros.config import load_config
 from ouroboros.runner import Runner
 from ouroboros.studies import loop
@@ -70,12 +71,12 @@ def test_tiny_loop_writes_the_run_folder(tmp_path):
 def test_second_run_skips_every_stage(tmp_path):
     config = _tiny_config("loop.seeds=[0]", "loop.guidance=[1.0]")
     first = Runner(tmp_path, workers=1, progress=False)
-    loop.run(config, tmp_path, progress=False, runner=first)
+    execute(config, tmp_path, progress=False, runner=first)
     kinds = sorted({k for k, _, _ in first.timings})
     assert kinds == ["classifier", "evaluate", "fit", "sample"]
     before = (tmp_path / "results.csv").read_bytes()
     second = Runner(tmp_path, workers=1, progress=False)
-    loop.run(config, tmp_path, progress=False, runner=second)
+    execute(config, tmp_path, progress=False, runner=second)
     assert second.timings == []
     assert (tmp_path / "results.csv").read_bytes() == before
 

@@ -305,7 +305,7 @@ def test_variants_may_change_the_curation_and_the_generator_families_and_sweeps_
     its curation kind and (flattened) settings, the Gaussian variant trains the Gaussian
     family, and watermark variants at two recalls plus the plain variant of the same
     scenario give a recall-sweep plot whose points are those variants' rows."""
-    from ouroboros.studies.loop import recall_sweeps
+    from ouroboros.studies.loop_report import recall_sweeps
 
     variants = ("[{scenario: accumulate-subsample}, "
                 "{name: wm, scenario: accumulate-subsample, curation: {kind: watermark, recall: 0.5}}, "

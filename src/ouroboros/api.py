@@ -158,8 +158,10 @@ def run(config, out: str | Path | None = None, overrides: Iterable[str] = (), ex
     return execute(config, out, progress=progress, force=tuple(force), on_event=on_event)
 
 
-def execute(config: StudyConfig, out: Path, progress: bool = True, force: tuple = (), on_event=None) -> Run:
-    """The steps every study goes through: check, plan, run the stages, tabulate, draw."""
+def execute(config: StudyConfig, out: Path, progress: bool = True, force: tuple = (), on_event=None,
+            runner=None) -> Run:
+    """The steps every study goes through: check, plan, run the stages, tabulate, draw.
+    `runner` (an `ouroboros.runner.Runner` of `out`): one of one's own, e.g. to time it."""
     from ouroboros.preflight import check_output_dir
     from ouroboros.report.results import write_results
     from ouroboros.rundir import open_run, write_timings
@@ -169,7 +171,7 @@ def execute(config: StudyConfig, out: Path, progress: bool = True, force: tuple 
     out = check_output_dir(out)  # before loading data
     prepared = study.prepare(config)  # bad data or settings fail here, before anything is written
     check_output_dir(out)
-    runner = make_runner(config, out, progress, on_event)
+    runner = runner if runner is not None else make_runner(config, out, progress, on_event)
     runner.executor.start(out)  # and a cluster that cannot run it
     try:
         if progress:
@@ -222,9 +224,29 @@ def write_report(runs: list[Run], out: Path | None = None) -> Path:
     study hands the report its sections (`Study.report_sections`); the report draws them."""
     from ouroboros.report.html import report_path, write_page
 
-    out = report_path([r.path for r in runs], out)
+    return write_page(runs, _sections(runs), report_path([r.path for r in runs], out))
+
+
+def _sections(runs: list[Run]) -> list:
+    """What each study hands the report for its runs, in the order the runs were given."""
     by_study: dict[str, list[Run]] = {}
     for r in runs:
         by_study.setdefault(r.config.study, []).append(r)
-    sections = [s for name, group in by_study.items() for s in get_study(name).report_sections(group)]
-    return write_page(runs, sections, out)
+    return [s for name, group in by_study.items() for s in get_study(name).report_sections(group)]
+
+
+def report(run_dirs: Iterable[str | Path], out: str | Path | None = None) -> Path:
+    """Redraw what runs derive from their results (`Study.redraw`) and write one report of
+    the run folders (several: compared on one page); returns the page's path. Every folder
+    and the output are checked before anything is written."""
+    from ouroboros.report.html import check_writes, report_path, run_labels
+
+    run_dirs = [Path(p) for p in run_dirs]
+    if not run_dirs:
+        raise UserError("give at least one run folder")
+    out = report_path(run_dirs, Path(out) if out is not None else None)
+    runs = [load_run(p, label) for p, label in zip(run_dirs, run_labels(run_dirs))]
+    check_writes(out, _sections(runs))  # before the first write, redrawing included
+    for r in runs:
+        r.study.redraw(r)
+    return write_report(runs, out)
