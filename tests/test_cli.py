@@ -67,7 +67,10 @@ import os  # noqa: E402
 import types  # noqa: E402
 import warnings  # noqa: E402
 
-from ouroboros import cli  # noqa: E402
+import yaml  # noqa: E402
+
+from ouroboros import cli, commands  # noqa: E402
+from ouroboros.config import load_config  # noqa: E402
 from ouroboros.data.imageset import ImageSet  # noqa: E402
 from ouroboros.report.results import read_results, write_results  # noqa: E402
 
@@ -186,6 +189,7 @@ def _results(path):
             {"study": "s", "cell": "guidance=1", "seed": 0, "generation": 0, "metric": "accuracy", "value": 0.25,
              "guidance": 1.0}]
     write_results(path / "results.csv", rows, ["guidance"])
+    (path / "config.yaml").write_text(yaml.safe_dump(load_config(None).to_dict()))  # a loop study's
     return path / "results.csv"
 
 
@@ -248,10 +252,10 @@ def test_warnings_and_multi_line_messages_collapse(capsys, monkeypatch):
 
     from ouroboros.errors import UserError
 
-    monkeypatch.setattr(cli, "cmd_report", noisy_failure)
+    monkeypatch.setattr(commands, "cmd_report", noisy_failure)
     proc = _main(capsys, "report", "x")
     assert proc.returncode == 2 and proc.stderr == "error: first line second line\n"
-    monkeypatch.setattr(cli, "cmd_report", noisy_success)
+    monkeypatch.setattr(commands, "cmd_report", noisy_success)
     proc = _main(capsys, "report", "x")
     assert proc.returncode == 0 and proc.stderr == "warning: UserWarning: twice the same\n"
 
@@ -263,9 +267,9 @@ def test_os_errors_a_user_can_fix_are_one_line(capsys, monkeypatch):
     def bug(args):
         raise OSError(errno.EBADF, "Bad file descriptor")
 
-    monkeypatch.setattr(cli, "cmd_report", denied)
+    monkeypatch.setattr(commands, "cmd_report", denied)
     assert_user_error(_main(capsys, "report", "x"), "cannot access /data/run/results.csv: Permission denied")
-    monkeypatch.setattr(cli, "cmd_report", bug)
+    monkeypatch.setattr(commands, "cmd_report", bug)
     with pytest.raises(OSError):  # not foreseeable: a traceback helps more than a guess
         cli.main(["report", "x"])
 

@@ -130,13 +130,13 @@ def load_run(run_dir: str | Path, label: str | None = None) -> Run:
     path = Path(run_dir)
     if not path.is_dir():
         raise UserError(f"run folder not found: {path}; give the --out folder of a study run")
+    check_run_folder(path)  # results.csv, config.yaml and the images a report embeds: regular files inside
+    rows = read_results(path / "results.csv")
     config_path = path / "config.yaml"
     if not config_path.is_file():
         raise UserError(f"{path} has no config.yaml; run the study again with the same --out to rewrite it")
-    check_run_folder(path)  # results.csv, config.yaml and the images a report embeds: regular files inside
     config = load_config(str(config_path))
     study = get_study(config.study)  # a plug-in study's run needs its plug-in registered
-    rows = read_results(path / "results.csv")
     study.check_rows(rows, path / "results.csv")
     return Run(path, config, rows, label or path.resolve().name)
 

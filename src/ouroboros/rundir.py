@@ -67,12 +67,13 @@ def open_run(config, run_dir: Path) -> None:
               f"{history[-1].get('time', 'unknown time')}); its cached stages are reused where they match, and "
               f"results, plots, samples and the report now show this config (hash {digest}) alone",
               file=sys.stderr)
-    clear_derived(run_dir)
     entry = {"hash": digest, "name": config.name, "study": config.study,
              "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     lines = [json.dumps(e, sort_keys=True) for e in history] + [json.dumps(entry, sort_keys=True)]
+    # Written first: a full disk here leaves the folder as it was.
     write_text_atomic(run_dir / HISTORY, "\n".join(lines) + "\n")
     write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+    clear_derived(run_dir)
 
 
 def write_timings(run_dir: Path, runner) -> None:
