@@ -26,7 +26,7 @@ import re
 from pathlib import Path
 
 from ouroboros.errors import UserError
-from ouroboros.io import write_text_atomic
+from ouroboros.io import read_text_bounded, write_text_atomic
 from ouroboros.report import plots as P
 from ouroboros.report.stats import HOLDS, NOT_RESOLVED, REVERSED, Interval, paired_difference, t_interval, verdict
 
@@ -56,7 +56,7 @@ def load_run(path: Path, label: str | None = None) -> Run:
     rows = read_results(path / "results.csv")
     config_path = path / "config.yaml"
     config = load_config(str(config_path)) if config_path.is_file() else None
-    text = config_path.read_text(encoding="utf-8") if config is not None else ""
+    text = read_text_bounded(config_path, "config file") if config is not None else ""
     study = config.study if config is not None else ("contamination" if "table" in rows[0] else "loop")
     if study == "contamination" and config is None:
         raise UserError(f"{path} has no config.yaml, which the contamination report needs; run the study again "
@@ -396,7 +396,7 @@ def _samples(run: Run) -> str:
 
 
 def _config_differences(runs: list[Run]) -> str:
-    import yaml
+    from ouroboros.safe_yaml import load_yaml
 
     def flat(d, prefix=""):
         out = {}
@@ -407,7 +407,8 @@ def _config_differences(runs: list[Run]) -> str:
                 out[f"{prefix}{k}"] = v
         return out
 
-    configs = [flat(yaml.safe_load(run.config_text)) if run.config_text else {} for run in runs]
+    configs = [flat(load_yaml(run.config_text, f"{run.path}/config.yaml")) if run.config_text else {}
+               for run in runs]
     keys = sorted({k for c in configs for k in c if len({repr(c2.get(k)) for c2 in configs}) > 1})
     if not keys:
         return "<p>The configs are identical.</p>"
