@@ -209,8 +209,10 @@ def read_bytes_bounded(path: str | os.PathLike, what: str = "file", kind: str = 
     than the limit of `kind`; see `input_limit` for the limits and OUROBOROS_MAX_INPUT_MB."""
     with open_bounded(path, what, kind) as f:
         limit = input_limit(kind)
-        try:
-            data = f.read(limit + 1)
+        try:  # sized by the file, not the limit (a read(16 GiB) would allocate 16 GiB first)
+            data = f.read(min(os.fstat(f.fileno()).st_size, limit) + 1)
+            while len(data) <= limit and (more := f.read(min(1 << 24, limit + 1 - len(data)))):
+                data += more  # it grew after the check
         except OSError as exc:
             raise UserError(f"cannot read {what} {_show(path)}: {exc.strerror or exc}") from None
     if len(data) > limit:  # it grew after the check
