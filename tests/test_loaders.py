@@ -314,8 +314,15 @@ def test_imagefolder_permission_denied_simulated(tmp_path, monkeypatch, target):
             raise PermissionError(13, "Permission denied", str(file))
         return real_open(file, *args, **kwargs)
 
+    def os_open(file, *args, **kwargs):  # images are opened with os.open (io.open_bounded)
+        if isinstance(file, (str, pathlib.Path)) and pathlib.Path(file) == denied:
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_os_open(file, *args, **kwargs)
+
+    real_os_open = os.open
     monkeypatch.setattr(pathlib.Path, "iterdir", iterdir)
     monkeypatch.setattr(builtins, "open", open_)
+    monkeypatch.setattr(os, "open", os_open)
     with pytest.raises(UserError, match="cannot .*Permission denied"):
         load_dataset(f"imagefolder:{tmp_path / 'r'}")
 

@@ -61,8 +61,10 @@ class Run:
     @functools.cached_property
     def config_text(self) -> str:
         """config.yaml as written (the report shows it)."""
+        from ouroboros.io import read_text_bounded
+
         path = self.path / "config.yaml"
-        return path.read_text(encoding="utf-8") if path.is_file() else ""
+        return read_text_bounded(path, "config file") if path.is_file() else ""
 
     @functools.cached_property
     def results(self):

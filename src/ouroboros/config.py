@@ -24,6 +24,8 @@ from ouroboros.errors import UserError, check_float, check_int, check_list, chec
 from ouroboros.features.classifier import ClassifierConfig
 from ouroboros.generators.diffusion import DiffusionConfig, check_guidance
 from ouroboros.safepath import component
+from ouroboros.io import read_bytes_bounded
+from ouroboros.safe_yaml import load_yaml
 from ouroboros.studies.curation import CurationConfig
 
 
@@ -551,7 +553,7 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
         if not sep or not key:
             raise UserError(f"--set expects key=value (e.g. loop.generations=3); got {item!r}")
         try:
-            value = yaml.safe_load(text)
+            value = load_yaml(text, f"--set {key}")
         except (yaml.YAMLError, RecursionError):  # not YAML (or absurdly nested): take the text as is
             value = text
         node = raw
@@ -598,10 +600,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     raw: dict = dict(base or {})
     if path is not None:
         path = Path(path)
-        if not path.is_file():
+        if not path.exists():
             path = _shipped_config(path)
+        text = read_bytes_bounded(path, "config file", "text")  # regular files only, size-checked
         try:
-            loaded = yaml.safe_load(path.read_bytes().decode("utf-8"))
+            loaded = load_yaml(text.decode("utf-8"), str(path))
         except UnicodeDecodeError as exc:
             raise UserError(f"{path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
         except RecursionError:

@@ -31,7 +31,7 @@ from typing import Sequence
 import numpy as np
 
 from ouroboros.errors import UserError
-from ouroboros.io import atomic_path
+from ouroboros.io import atomic_path, open_bounded
 
 FORMAT_VERSION = 1
 ARRAYS = ("images", "labels", "source", "generation", "seed", "condition", "metadata")
@@ -255,7 +255,7 @@ class ImageSet:
         """Read a file written by `save`, checking everything before trusting it: a
         corrupt or hostile file gives a `UserError`, never a crash or a huge allocation."""
         path = Path(path)
-        if not path.is_file():
+        if not path.exists():
             raise UserError(f"ImageSet file not found: {path}")
         arrays = _read_npz(path, ARRAYS)
         meta = _parse_metadata(path, arrays["metadata"])
@@ -321,7 +321,7 @@ _CORRUPT = (zipfile.BadZipFile, zlib.error, struct.error, OSError, EOFError, Val
 def read_npy(path: str | Path) -> np.ndarray:
     """A plain .npy array, its header checked before anything is allocated."""
     try:
-        with open(path, "rb") as f:
+        with open_bounded(path, ".npy file", "data") as f:
             nbytes = _npy_header(f, os.fstat(f.fileno()).st_size, f"{path}")
             check_fits_in_memory(nbytes, str(path))
             f.seek(0)
@@ -338,7 +338,7 @@ def _read_npz(path: Path, names: Sequence[str]) -> dict[str, np.ndarray]:
     anything is allocated, and their total against this machine's memory."""
     unreadable = f"{path} is not a readable ouroboros .npz"
     try:
-        with zipfile.ZipFile(path) as zf:
+        with open_bounded(path, "ImageSet file", "data") as fh, zipfile.ZipFile(fh) as zf:
             members = {info.filename: info for info in zf.infolist()}
             missing = [n for n in names if f"{n}.npy" not in members]
             if missing:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import os
 import re
 import struct
 import warnings
@@ -43,6 +44,7 @@ import numpy as np
 
 from ouroboros.data.imageset import ImageSet, check_class_names, check_fits_in_memory, printable
 from ouroboros.errors import UserError
+from ouroboros.io import open_bounded, read_bytes_bounded
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -86,7 +88,7 @@ def load_mnist5k(path: str | Path | None = None) -> ImageSet:
     then the label, comma-separated."""
     path = Path(path) if path is not None else mnist5k_path()
     try:
-        with gzip.open(path, "rt", encoding="ascii") as f:
+        with open_bounded(path, "mnist5k file", "data") as raw, gzip.open(raw, "rt", encoding="ascii") as f:
             table = np.loadtxt(f, delimiter=",", dtype=np.int64, ndmin=2)
     except (OSError, EOFError, zlib.error, ValueError, UnicodeDecodeError) as exc:
         raise UserError(f"cannot read the mnist5k file {path}: {exc.__class__.__name__}: {printable(exc)}; "
@@ -120,7 +122,7 @@ def _read_idx(path: Path, expected_dims: int) -> np.ndarray:
     header promising more than this machine's memory is refused before reading."""
     gz = path.suffix == ".gz"
     try:
-        with (gzip.open if gz else open)(path, "rb") as f:
+        with open_bounded(path, "IDX file", "data") as raw, (gzip.open(raw, "rb") if gz else raw) as f:
             magic = _read_exact(f, 4, path, "magic number")
             if magic[:2] == b"\x1f\x8b":
                 raise UserError(f"{path} is gzip-compressed but not named .gz; rename it to {path.name}.gz")
@@ -186,10 +188,10 @@ def load_idx(spec: str) -> ImageSet:
 
 def _cifar10_class_names(meta: Path) -> tuple[str, ...]:
     """The names in ``batches.meta.txt`` (one a line, UTF-8), or the standard ten."""
-    if not meta.is_file():
+    if not meta.exists():
         return CIFAR10_CLASSES
     try:
-        text = meta.read_bytes().decode("utf-8-sig")  # a UTF-8 byte-order mark is harmless
+        text = read_bytes_bounded(meta, "CIFAR-10 class list", "text").decode("utf-8-sig")  # a BOM is harmless
     except OSError as exc:
         raise UserError(f"cannot read {meta}: {printable(exc)}") from None
     except UnicodeDecodeError:
@@ -209,7 +211,7 @@ def load_cifar10(spec: str) -> ImageSet:
             files = sorted(path.glob("data_batch_*.bin")) + sorted(path.glob("test_batch.bin"))
             if not files:
                 files = sorted(path.glob("*.bin"))
-        elif path.is_file():
+        elif path.exists():  # not a folder: one batch (a FIFO or device is refused when opened)
             files = [path]
         else:
             raise UserError(f"CIFAR-10 path not found: {path}")
@@ -218,7 +220,9 @@ def load_cifar10(spec: str) -> ImageSet:
         record = 1 + 3 * 32 * 32
         chunks = []
         for f in files:
-            raw = np.fromfile(f, dtype=np.uint8)  # the file's real size: nothing to over-allocate
+            with open_bounded(f, "CIFAR-10 batch", "data") as fh:
+                check_fits_in_memory(os.fstat(fh.fileno()).st_size, str(f))
+                raw = np.fromfile(fh, dtype=np.uint8)  # the file's real size: nothing to over-allocate
             if raw.size == 0 or raw.size % record:
                 raise UserError(f"{f} is not a CIFAR-10 binary batch (size {raw.size} is not a multiple of {record})")
             rows = raw.reshape(-1, record)
@@ -266,14 +270,14 @@ def _to_uint8(im) -> np.ndarray:
 def _read_image(path: Path) -> np.ndarray:
     from PIL import Image
 
-    with warnings.catch_warnings():
+    with open_bounded(path, "image", "data") as fh, warnings.catch_warnings():
         # A warning from PIL or numpy here (decompression bomb, damaged chunk) means a
         # bad file: it becomes the one error line instead of being printed beside it.
         warnings.simplefilter("error")
         for category in (DeprecationWarning, PendingDeprecationWarning, ResourceWarning):
             warnings.simplefilter("ignore", category)  # about code or garbage collection, not this file
         try:
-            with Image.open(path, formats=IMAGE_FORMATS) as im:
+            with Image.open(fh, formats=IMAGE_FORMATS) as im:
                 im.load()
                 return _to_uint8(im)
         except UserError as exc:
@@ -337,7 +341,7 @@ def load_imagefolder(spec: str, size: int | None = None, source: str | None = No
     images = images[:, None] if images.ndim == 3 else images.transpose(0, 3, 1, 2)
     labels = [c for _, c in files]
     default = source or f"real:{printable(root.name)}"
-    manifest = read_manifest(root / MANIFEST) if (root / MANIFEST).is_file() else {}
+    manifest = read_manifest(root / MANIFEST) if (root / MANIFEST).exists() else {}
     prov = [manifest.get(p.relative_to(root).as_posix()) for p, _ in files]
     return ImageSet.create(images, labels, classes,
                            source=[default if r is None else f"gen:{printable(r['model'])}" for r in prov],
@@ -354,7 +358,7 @@ def read_manifest(path: Path) -> dict[str, dict]:
     """A generated folder's manifest (JSON lines with at least file, prompt, model and
     seed), keyed by file (relative to the folder, with '/')."""
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = read_bytes_bounded(path, "manifest", "table").decode("utf-8")
     except OSError as exc:
         raise UserError(f"cannot read {path}: {printable(exc)}") from None
     except UnicodeDecodeError:

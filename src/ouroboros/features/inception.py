@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ouroboros.errors import UserError
+from ouroboros.io import check_regular_file, open_bounded, read_bytes_bounded
 
 WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
 FEATURE_DIM = 2048
@@ -194,8 +195,9 @@ def find_weights(path: str | os.PathLike | None = None) -> Path:
         p = Path(path)
         if p.is_dir():
             p = p / WEIGHTS_NAME
-        if not p.is_file():
+        if not p.exists():
             raise UserError(f"Inception weights not found at {p}; give the path to {WEIGHTS_NAME}")
+        check_regular_file(p, "Inception weights", "data")  # no FIFO or device, no 1 TiB file (hashed, then read)
         return p
     env = os.environ.get("OUROBOROS_INCEPTION_WEIGHTS")
     if env:
@@ -204,8 +206,8 @@ def find_weights(path: str | os.PathLike | None = None) -> Path:
     candidates = [torch_home / "hub" / "checkpoints" / WEIGHTS_NAME,
                   Path.home() / ".cache" / "ouroboros" / WEIGHTS_NAME]
     for c in candidates:
-        if c.is_file():
-            return c
+        if c.exists():
+            return find_weights(c)
     raise UserError(
         f"Inception weights not found (looked in {', '.join(str(c.parent) for c in candidates)}); "
         f"download {WEIGHTS_NAME} once and pass its path (--inception-weights PATH) or set OUROBOROS_INCEPTION_WEIGHTS"
@@ -213,12 +215,16 @@ def find_weights(path: str | os.PathLike | None = None) -> Path:
 
 
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load
+
+            state = load(read_bytes_bounded(path, "Inception weights", "data"))
+        else:  # weights_only=True: torch's restricted unpickler (tensors and containers only, no code)
+            with open_bounded(path, "Inception weights", "data") as f:
+                state = torch.load(f, map_location="cpu", weights_only=True)
+    except UserError:
+        raise
     except Exception as exc:  # a corrupt or foreign file: say which and why
         raise UserError(f"cannot read Inception weights {path}: {exc.__class__.__name__}: {exc}") from None
     if not isinstance(state, dict):

@@ -32,6 +32,7 @@ import numpy as np
 
 from ouroboros.data.imageset import printable
 from ouroboros.errors import UserError
+from ouroboros.io import read_bytes_bounded
 from ouroboros.safepath import component, components
 
 QUALITY = ("", "high quality", "low quality", "monochrome", "blured", "atmospheric", "rendered", "zoomed",
@@ -146,10 +147,10 @@ _WNID = re.compile(r"^(n\d{8})\s+(.*)$")
 
 
 def _read_text(path: Path, what: str) -> str:
-    if not path.is_file():
+    if not path.exists():
         raise UserError(f"{what} file not found: {printable(path)}")
-    try:
-        return path.read_bytes().decode("utf-8-sig")
+    try:  # regular files only, size-checked; COCO's captions JSON is ~90 MB: the table limit
+        return read_bytes_bounded(path, f"{what} file", "table" if what == "captions" else "text").decode("utf-8-sig")
     except UnicodeDecodeError:
         raise UserError(f"{what} file {printable(path)} is not UTF-8 text; save it as UTF-8") from None
     except OSError as exc:

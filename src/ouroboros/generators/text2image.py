@@ -43,8 +43,9 @@ import numpy as np
 
 from ouroboros.data.imageset import printable
 from ouroboros.errors import UserError, check_float, check_int
+from ouroboros.generators.model_folder import check_component_folder, components, read_json, read_model_index
 from ouroboros.generators.prompts import MANIFEST, SETTINGS, WorkItem, check_group_ids  # noqa: F401
-from ouroboros.io import atomic_path, write_json_atomic, write_text_atomic
+from ouroboros.io import atomic_path, read_bytes_bounded, write_json_atomic, write_text_atomic
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # no torchvision / accelerate notices on import
 
@@ -129,20 +130,12 @@ def batches(items: list, size: int) -> Iterable[list]:
 
 def _pipeline_class(model: Path):
     """The diffusers pipeline class a saved folder names, checked to be text-to-image."""
+    index = read_model_index(model)  # checked before diffusers sees it
+    index_path = model / "model_index.json"
     _quiet_libraries()
     import diffusers
 
-    index_path = model / "model_index.json"
-    if not model.is_dir():
-        raise UserError(f"--model folder not found: {printable(model)}")
-    if not index_path.is_file():
-        raise UserError(f"{printable(model)} is not a diffusers pipeline folder (no model_index.json); "
-                        "save one with pipeline.save_pretrained(DIR)")
-    try:
-        index = json.loads(index_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise UserError(f"cannot read {printable(index_path)}: {printable(exc)}") from None
-    name = index.get("_class_name") if isinstance(index, dict) else None
+    name = index.get("_class_name")
     cls = getattr(diffusers, name, None) if isinstance(name, str) else None
     if not (inspect.isclass(cls) and issubclass(cls, diffusers.DiffusionPipeline)):
         raise UserError(f"{printable(index_path)} names {printable(name)!r}, which is not a diffusers pipeline")
@@ -159,29 +152,18 @@ def check_model(model: str | Path, settings: Settings) -> None:
     size a multiple of the VAE's scale factor, and the flags supported."""
     model = Path(model)
     cls, index = _pipeline_class(model)
-    for comp, spec in index.items():
-        if comp.startswith("_") or not isinstance(spec, list) or spec[0] is None:
-            continue
-        folder = model / comp
-        if not folder.is_dir():
-            raise UserError(f"{printable(model)}: component {comp!r} is listed in model_index.json but its folder "
-                            "is missing")
-        weights = [p.name for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".pt", ".ckpt", ".pth")]
-        if weights and not any(w.endswith(".safetensors") for w in weights):
-            raise UserError(f"{printable(folder)} holds only pickled weights ({weights[0]}), which are never loaded; "
-                            "convert them to safetensors")
-        if (folder / "config.json").is_file() and not weights:
-            raise UserError(f"{printable(folder)} has no weights (*.safetensors)")
+    for comp in components(index):  # no pickle, no FIFO, no file past the size limits (model_folder)
+        check_component_folder(model, comp)
     vae = model / "vae" / "config.json"
-    if vae.is_file():
+    if vae.exists():
         try:
-            factor = 2 ** (len(json.loads(vae.read_text())["block_out_channels"]) - 1)
-        except (OSError, ValueError, KeyError, TypeError):
+            factor = 2 ** (len(read_json(vae, "VAE config")["block_out_channels"]) - 1)
+        except (KeyError, TypeError):
             factor = 8
         if settings.size % factor:
             raise UserError(f"--size {settings.size} must be a multiple of the VAE's scale factor {factor}")
     init = inspect.signature(cls.__init__).parameters
-    if settings.safety_checker and (index.get("safety_checker") or [None])[0] is None:
+    if settings.safety_checker and "safety_checker" not in components(index):
         raise UserError(f"--safety-checker: {printable(model)} has no safety checker; leave the flag out")
     if settings.watermark and "add_watermarker" not in init:
         raise UserError(f"--watermark: a {cls.__name__} has no watermarker; leave the flag out")
@@ -209,6 +191,8 @@ def load_pipeline(settings: Settings, device: str, dtype: str):
 
     _quiet_libraries()
     cls, index = _pipeline_class(Path(settings.model))
+    for comp in components(index):  # the folder may have changed since check_model: weights checked again
+        check_component_folder(Path(settings.model), comp)
     torch_dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
     kwargs = {}
     if not settings.safety_checker and "safety_checker" in index:
@@ -361,11 +345,11 @@ def devices_for(device: str, workers: int | None) -> tuple[list[str], int]:
 def check_settings_file(out: Path, meta: dict) -> None:
     """Refuse to add images made otherwise to a folder of earlier ones."""
     path = out / SETTINGS
-    if not path.is_file():
+    if not path.exists():
         return
     try:
-        old = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
+        old = json.loads(read_bytes_bounded(path, "settings file", "text").decode("utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:
         raise UserError(f"cannot read {printable(path)} ({exc}); remove it or choose another --out") from None
     if not isinstance(old, dict) or old.get("format") != FORMAT:
         raise UserError(f"{printable(path)} was not written by ouroboros generate text2image; choose another --out")

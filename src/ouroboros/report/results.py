@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 
 from ouroboros.errors import UserError
-from ouroboros.io import write_text_atomic
+from ouroboros.io import read_bytes_bounded, write_text_atomic
 
 BASE_COLUMNS = ["study", "cell", "seed", "generation", "metric", "value"]
 
@@ -33,7 +33,7 @@ def read_results(path: Path) -> list[dict]:
     if not path.is_file():
         raise UserError(f"no results table at {path}; run the study first (ouroboros run CONFIG --out DIR)")
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = read_bytes_bounded(path, "results table", "table").decode("utf-8")
     except UnicodeDecodeError:
         raise UserError(f"{path} is not UTF-8 text; {rerun}") from None
     if not text.strip():
