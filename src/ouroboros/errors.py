@@ -12,6 +12,7 @@ Python as well as from YAML.
 from __future__ import annotations
 
 import math
+import unicodedata
 
 
 class UserError(ValueError):
@@ -71,3 +72,15 @@ def check_text(where: str, value, max_len: int = 4096) -> str:
     if len(value) > max_len:
         raise UserError(f"{where} is {len(value)} characters long; at most {max_len} are allowed")
     return value
+
+
+_UNSAFE_CATEGORIES = ("Cc", "Cs", "Zl", "Zp")  # control, surrogate (undecodable bytes), line and paragraph separators
+
+
+def printable(text) -> str:
+    """`text` on one line and encodable as UTF-8, for an `error:` line.
+
+    Library messages and user file names can hold newlines or undecodable bytes; those
+    are shown escaped (``\\n``, ``\\udcff``) instead of breaking the line or the print.
+    """
+    return "".join(repr(ch)[1:-1] if unicodedata.category(ch) in _UNSAFE_CATEGORIES else ch for ch in str(text))

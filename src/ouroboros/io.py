@@ -159,7 +159,7 @@ def input_limit(kind: str) -> int:
 
 
 def _show(path) -> str:
-    from ouroboros.data.imageset import printable
+    from ouroboros.errors import printable
 
     return printable(os.fspath(path))
 

@@ -31,6 +31,7 @@ from typing import Sequence
 import numpy as np
 
 from ouroboros.errors import UserError
+from ouroboros.errors import _UNSAFE_CATEGORIES, printable  # noqa: F401  (printable: used through this module too)
 from ouroboros.io import atomic_path, open_bounded
 
 FORMAT_VERSION = 1
@@ -39,16 +40,6 @@ ARRAYS = ("images", "labels", "source", "generation", "seed", "condition", "meta
 # Characters that would break a one-line message, a CSV row or a JSON/text file written
 # as UTF-8: control characters, line separators, and lone surrogates (what Python makes
 # of file-name bytes that are not UTF-8).
-_UNSAFE_CATEGORIES = ("Cc", "Cs", "Zl", "Zp")
-
-
-def printable(text) -> str:
-    """`text` on one line and encodable as UTF-8, for an `error:` line.
-
-    Library messages and user file names can hold newlines or undecodable bytes; those
-    are shown escaped (``\\n``, ``\\udcff``) instead of breaking the line or the print.
-    """
-    return "".join(repr(ch)[1:-1] if unicodedata.category(ch) in _UNSAFE_CATEGORIES else ch for ch in str(text))
 
 
 def check_class_names(names, where: str = "an ImageSet") -> tuple[str, ...]:
