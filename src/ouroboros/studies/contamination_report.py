@@ -7,8 +7,8 @@ from __future__ import annotations
 from ouroboros.report import plots as P
 from ouroboros.report.page import Finding, Findings, Image, Markdown, Plot, Section, Text
 from ouroboros.report.stats import HOLDS, NOT_RESOLVED, REVERSED, t_interval
-from ouroboros.studies.contamination import findings as claims_of
-from ouroboros.studies.contamination import tables_markdown
+from ouroboros.studies.contamination_tables import findings as claims_of
+from ouroboros.studies.contamination_tables import tables_markdown
 
 
 def claims(rows: list[dict], config) -> list:

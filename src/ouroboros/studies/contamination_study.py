@@ -12,6 +12,7 @@ from ouroboros.errors import UserError
 from ouroboros.study import Study, register_study
 from ouroboros.studies import contamination as C
 from ouroboros.studies import contamination_report
+from ouroboros.studies import contamination_tables as T
 
 
 class ContaminationStudy(Study):
@@ -49,7 +50,7 @@ class ContaminationStudy(Study):
         return C._rows(config, plan, paths), list(C.PARAM_COLUMNS)
 
     def artifacts(self, config, splits, plan, paths, run_dir: Path) -> None:
-        C.report(run_dir, config)
+        T.report(run_dir, config)
         C.save_figures_and_grids(config, run_dir, splits, plan, paths)
 
     def findings(self, rows, config) -> list:
@@ -62,10 +63,10 @@ class ContaminationStudy(Study):
         contamination_report.plot(run, metric, ax)
 
     def redraw(self, run) -> None:
-        C.report(run.path, run.config, run.rows)
+        T.report(run.path, run.config, run.rows)
 
     def summary(self, rows, config) -> str:
-        return C.tables_markdown(rows, config)
+        return T.tables_markdown(rows, config)
 
 
 register_study(ContaminationStudy())
