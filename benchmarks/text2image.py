@@ -66,8 +66,8 @@ def ours(model: Path, items, args, out: Path, dtype: str, batch_size: int) -> tu
         Settings,
         generate_shard,
         load_pipeline,
-        write_manifest,
     )
+    from ouroboros.generators.text2image_run import write_manifest
 
     settings = Settings(str(model), steps=args.steps, size=args.size, dtype=dtype)
     pipe = load_pipeline(settings, args.device, dtype)
@@ -105,7 +105,8 @@ def main() -> int:
         print("--real-size needs a CUDA device")
         return 1
     from ouroboros.generators.prompts import Group, work_list
-    from ouroboros.generators.text2image import MAX_AUTO_BATCH, build_tiny_pipeline
+    from ouroboros.generators.text2image import MAX_AUTO_BATCH
+    from ouroboros.generators.tiny_pipeline import build_tiny_pipeline
 
     groups = [Group(f"c{k}", (f"class {k}", f"synonym {k}")) for k in range(8)]
     items = work_list(groups, "complex", -(-args.n // len(groups)), seed=0)[:args.n]

@@ -23,7 +23,7 @@ from ouroboros.data.imageset import ImageSet, read_npy
 from ouroboros.data.loaders import load_dataset, read_manifest
 from ouroboros.errors import UserError
 from ouroboros.features.inception import find_weights, load_state_dict
-from ouroboros.generators import model_folder, prompts, text2image
+from ouroboros.generators import model_folder, prompts, text2image_run, tiny_pipeline
 from ouroboros.io import MAX_INPUT_SETTING, read_bytes_bounded
 from ouroboros.report.results import read_results
 from ouroboros.safe_yaml import load_yaml
@@ -114,7 +114,7 @@ def _model_index(tmp, make):
 
 def _settings_file(tmp, make):
     make(tmp / "generate.json")
-    return lambda: text2image.check_settings_file(tmp, {})
+    return lambda: text2image_run.check_settings_file(tmp, {})
 
 
 def _file(name, read):
@@ -346,7 +346,7 @@ def test_model_index_that_is_not_json_is_one_error(tmp_path):
 def tiny(tmp_path_factory):
     pytest.importorskip("diffusers")
     pytest.importorskip("transformers")
-    return text2image.build_tiny_pipeline(tmp_path_factory.mktemp("models") / "tiny-sd")
+    return tiny_pipeline.build_tiny_pipeline(tmp_path_factory.mktemp("models") / "tiny-sd")
 
 
 def _main(capsys, *args):

@@ -430,7 +430,8 @@ def test_text2image_refuses_an_id_that_is_its_own_file(tmp_path, capsys):
 
 
 def test_generate_checks_a_work_list_built_in_python(tmp_path):
-    from ouroboros.generators.text2image import Settings, generate
+    from ouroboros.generators.text2image import Settings
+    from ouroboros.generators.text2image_run import generate
 
     items = prompts.work_list([prompts.Group("manifest.jsonl", ("a",))], "simple", 1, 0)
     with pytest.raises(UserError, match="writes itself"):

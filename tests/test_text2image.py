@@ -15,7 +15,8 @@ from ouroboros.data.loaders import load_dataset
 from ouroboros.errors import UserError
 from ouroboros.generators import text2image
 from ouroboros.generators.prompts import Group, work_list
-from ouroboros.generators.text2image import Settings, build_tiny_pipeline, generate_shard, split_work
+from ouroboros.generators.text2image import Settings, generate_shard, split_work
+from ouroboros.generators.tiny_pipeline import build_tiny_pipeline
 
 FAST = ["--steps", "2", "--size", "16", "--quiet"]
 

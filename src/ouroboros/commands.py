@@ -223,7 +223,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_generate_text2image(args) -> int:
-    from ouroboros.generators import prompts, text2image
+    from ouroboros.generators import prompts, text2image, text2image_run
 
     settings = text2image.settings_from(args)
     settings.validate()
@@ -246,7 +246,7 @@ def cmd_generate_text2image(args) -> int:
     check_text2image(groups, kind, args.per_class, settings.size, args.max_images, args.max_disk_gib)
     items = prompts.work_list(groups, kind, args.per_class, args.seed, template)
     meta = {"prompts": kind, "template": template if kind == "simple" else None, "seed": args.seed}
-    summary = text2image.generate(items, settings, Path(args.out), workers=args.workers, device=args.device,
+    summary = text2image_run.generate(items, settings, Path(args.out), workers=args.workers, device=args.device,
                                   batch_size=args.batch_size, executor=args.executor, ray_address=args.ray_address,
                                   progress=not args.quiet, meta=meta)
     if not args.quiet:
@@ -257,7 +257,7 @@ def cmd_generate_text2image(args) -> int:
 
 
 def cmd_generate_tiny(args) -> int:
-    from ouroboros.generators.text2image import build_tiny_pipeline
+    from ouroboros.generators.tiny_pipeline import build_tiny_pipeline
     from ouroboros.preflight import check_output_dir
 
     out = check_output_dir(args.out)
