@@ -34,6 +34,7 @@ def resolve_config(config, overrides: Iterable[str] = (), base: dict | None = No
     if isinstance(config, StudyConfig):
         config = config.to_dict()
     if isinstance(config, dict):
+        config = _in_memory_data(config)
         config = load_config(None, overrides, base={**(base or {}), **config})
     elif config is None or isinstance(config, (str, Path)):
         config = load_config(config, overrides, base=base)
@@ -42,6 +43,19 @@ def resolve_config(config, overrides: Iterable[str] = (), base: dict | None = No
                         f"got {type(config).__name__}")
     get_study(config.study).validate(config)
     return config
+
+
+def _in_memory_data(config: dict) -> dict:
+    """data.train / data.test given as ImageSets: held in this process and named by their
+    content hash (``memory:<hash>``, what config.yaml records)."""
+    from ouroboros.data.imageset import ImageSet
+    from ouroboros.data.loaders import in_memory
+
+    data = config.get("data")
+    if not isinstance(data, dict) or not any(isinstance(v, ImageSet) for v in data.values()):
+        return config
+    data = {k: in_memory(v) if isinstance(v, ImageSet) else v for k, v in data.items()}
+    return {**config, "data": data}
 
 
 @dataclasses.dataclass
