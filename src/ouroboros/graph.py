@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Callable
 
 from ouroboros import version
-from ouroboros.errors import UserError
 from ouroboros.io import stable_hash, write_json_atomic
 from ouroboros.write_errors import as_os_error
 
@@ -34,8 +33,9 @@ def code_identity(obj, declared: int | str | None = None) -> str:
     """What identifies the code of a plug-in (a stage kind, a generator family, a study):
     "" for ouroboros' own code (the package version covers it); else the `declared`
     version when given; else a hash of the source of the module that defines `obj`, so
-    that editing a plug-in recomputes what it made. A plug-in whose source cannot be read
-    (typed into an interactive interpreter) must declare a version."""
+    that editing a plug-in recomputes what it made. For a plug-in defined in ``__main__``
+    (a script, a notebook cell) the object's own source, or where that cannot be read
+    (typed into an interpreter, exec'd) a hash of its compiled code."""
     module = getattr(obj, "__module__", "") or ""
     if module == PACKAGE or module.startswith(PACKAGE + "."):
         return ""
@@ -48,11 +48,26 @@ def code_identity(obj, declared: int | str | None = None) -> str:
     if source is None:  # __main__ (a script or a notebook): the object's own source
         try:
             source = inspect.getsource(obj)
-        except (OSError, TypeError):
-            name = getattr(obj, "__qualname__", repr(obj))
-            raise UserError(f"the source of {name} (module {module}) cannot be read to key its results; "
-                            "declare a version when registering it (version=1, raised on every change)") from None
+        except (OSError, TypeError):  # typed in an interpreter, or exec'd: its compiled code
+            return "code:" + hashlib.sha256(_bytecode(obj)).hexdigest()[:16]
     return "src:" + hashlib.sha256(source.encode("utf-8")).hexdigest()[:16]
+
+
+def _bytecode(obj) -> bytes:
+    """What an object's code does, without where it was typed: the instructions, constants
+    and names of its functions (a class's methods, recursively), not their file or line."""
+    def code(c) -> bytes:
+        consts = b"".join(code(k) if inspect.iscode(k) else repr(k).encode() for k in c.co_consts)
+        return c.co_code + consts + repr(c.co_names).encode()
+
+    if inspect.isclass(obj):
+        parts = [name.encode() + _bytecode(value) for name, value in sorted(vars(obj).items())
+                 if inspect.isfunction(value) or inspect.isclass(value)]
+        return obj.__qualname__.encode() + b"".join(parts) + b"".join(_bytecode(b) for b in obj.__bases__
+                                                                     if b.__module__ == obj.__module__)
+    if inspect.isfunction(obj):
+        return code(obj.__code__)
+    return repr(obj).encode()
 
 
 @dataclass(frozen=True)

@@ -227,6 +227,8 @@ def write_page(runs: list, sections: list, out: Path) -> Path:
     paths = check_writes(out, sections)
     plots = [item for section in sections for item in section.items if isinstance(item, Plot)]
     out.parent.mkdir(parents=True, exist_ok=True)
+    if plots:
+        (out.parent / "plots").mkdir(exist_ok=True)
     for item in plots:
         item.draw(paths[id(item)])
     write_text_atomic(out, build_page(runs, sections, paths))
