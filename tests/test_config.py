@@ -2,6 +2,7 @@ import dataclasses
 
 import pytest
 
+from ouroboros.api import resolve_config
 from ouroboros.config import StudyConfig, load_config
 from ouroboros.errors import UserError
 
@@ -82,9 +83,9 @@ def test_study_config_checks_types_of_python_values():
     config.loop.guidance = (1.0, 0.5)  # a tuple where YAML gives a list
     with pytest.raises(UserError, match="loop.guidance must be a list"):
         config.validate()
-    config = StudyConfig(study="loops")  # Literal fields have no section validate() of their own
-    with pytest.raises(UserError, match="study must be one of loop, contamination"):
-        config.validate()
+    config = StudyConfig(study="loops")  # a study is a registered plug-in: looked up when the config runs
+    with pytest.raises(UserError, match="unknown study 'loops'; use one of .*contamination, loop"):
+        resolve_config(config)
     config = StudyConfig()
     config.executor.kind = "dask"
     with pytest.raises(UserError, match="executor.kind must be one of local, ray"):
@@ -96,8 +97,9 @@ def test_study_config_checks_types_of_python_values():
 
 def test_sampling_steps_beyond_the_schedule_span_sections():
     with pytest.raises(UserError, match="diverse_sample_steps has 50, more than generator.num_train_timesteps"):
-        load_config(None, ["generator.num_train_timesteps=40", "generator.sample_steps=10"])
-    load_config(None, ["generator.num_train_timesteps=50", "generator.sample_steps=10"])
+        load_config("contamination-digits", ["generator.num_train_timesteps=40", "generator.sample_steps=10"])
+    load_config("contamination-digits", ["generator.num_train_timesteps=50", "generator.sample_steps=10"])
+    load_config(None, ["generator.num_train_timesteps=40", "generator.sample_steps=10"])  # a loop: no diverse steps
 
 
 # -- preflight: the dry build before anything is written --------------------------------

@@ -60,7 +60,7 @@ FIELDS = leaf_fields()
 
 def test_fields_are_found_in_every_section():
     sections = {key.split(".")[0] for key, _ in FIELDS if "." in key}
-    assert sections == {"data", "loop", "contamination", "generator", "classifier", "output", "executor"}
+    assert sections == {"data", "loop", "contamination", "generator", "classifier", "output", "executor", "limits"}
     assert {"study", "name", "generator.lr", "contamination.class_groups", "executor.threads_per_worker"} <= {
         key for key, _ in FIELDS}
 
@@ -88,8 +88,9 @@ def invalid(tp, key, optional=False):
         return st.one_of(st.text(max_size=8).filter(lambda s: s not in args), st.integers(), null,
                          st.lists(st.sampled_from(args), min_size=1, max_size=2))
     if origin is list:
-        wrong = st.one_of(st.integers(), st.floats(), st.text(max_size=5), st.booleans(), null,
-                          st.dictionaries(st.text(max_size=3), junk, min_size=1, max_size=2))
+        # A scalar where a list goes is a list of one (--set loop.guidance=1): wrong when the item is.
+        bad_scalar = invalid(args[0], key).filter(lambda v: v is not None and not isinstance(v, (list, dict)))
+        wrong = st.one_of(bad_scalar, null, st.dictionaries(st.text(max_size=3), junk, min_size=1, max_size=2))
         bad_item = invalid(args[0], key).map(lambda v: [v])
         return st.one_of(wrong, bad_item) if key in EMPTY_OK else st.one_of(wrong, bad_item, st.just([]))
     if dataclasses.is_dataclass(tp):  # a section inside a list (loop.generators): not a mapping, or junk keys

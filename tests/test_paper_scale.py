@@ -287,5 +287,7 @@ def test_bad_unconditional_settings(tmp_path, capsys, overrides, fragment):
 
 
 def test_the_contamination_study_needs_a_conditional_generator():
+    from ouroboros.api import resolve_config
+
     with pytest.raises(UserError, match="needs a class-conditional generator"):
-        load_config("contamination-digits", ["generator.conditional=false"])
+        resolve_config("contamination-digits", ["generator.conditional=false"])

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import assert_user_error
-from ouroboros import cli
+from ouroboros import cli, commands
 from ouroboros.bounds import check_loop_size, check_stages, check_text2image, loop_stages
 from ouroboros.config import load_config
 from ouroboros.errors import UserError
@@ -48,14 +48,12 @@ def test_a_plan_of_too_many_stages_is_refused_naming_its_factors(capsys, tmp_pat
     assert not out.exists()
 
 
-def test_a_raised_limit_lets_the_plan_through_and_the_check_costs_microseconds():
+def test_a_raised_limit_lets_the_plan_through():
     config = load_config(None, [*HUGE, "limits.max_stages=100000"], base=DEMO)
     assert loop_stages(config.loop)[0] > 20_000
-    demo = load_config(None, [], base=DEMO)
-    start = time.perf_counter()
-    for _ in range(100):
-        check_stages(demo)
-    assert (time.perf_counter() - start) / 100 < 1e-3  # measured: about 10 us
+    check_stages(config, *loop_stages(config.loop))
+    with pytest.raises(UserError, match="limits.max_stages"):
+        check_stages(load_config(None, [], base=DEMO), *loop_stages(config.loop))
 
 
 @pytest.mark.parametrize("bad, message", [("limits.max_stages=0", r"limits.max_stages must lie in"),
@@ -238,11 +236,11 @@ def test_a_write_error_in_a_stage_is_one_line_and_the_rerun_resumes(capsys, tmp_
     second = Stage("t_write", {"n": 2, "fail": fail}, {"first": first})
     run_dir = tmp_path / "run"
 
-    def study(config, out, quiet, log_json=None):
+    def study(config, out, args):
         Runner(run_dir, workers=1, progress=False).run([second])
         return 0
 
-    monkeypatch.setattr(cli, "_run_study", study)
+    monkeypatch.setattr(commands, "_run_study", study)
     proc = _main(capsys, "demo", "--out", run_dir)
     reason = {"safetensors": "No space left on device", "ENOSPC": "free some space and run again (finished stages "
               "are cached)", "EDQUOT": "free some space", "EROFS": "read-only", "EACCES": "permissions",

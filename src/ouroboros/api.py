@@ -41,7 +41,6 @@ def resolve_config(config, overrides: Iterable[str] = (), base: dict | None = No
     else:
         raise UserError(f"config must be a shipped config's name, a YAML path, a dict or a StudyConfig; "
                         f"got {type(config).__name__}")
-    get_study(config.study).validate(config)
     return config
 
 

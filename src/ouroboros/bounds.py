@@ -185,13 +185,10 @@ def check_contamination_size(config, n_train: int, image_shape: tuple[int, int, 
                 _gib(disk), "limits.max_disk_gib", limits.max_disk_gib)
 
 
-def check_stages(config) -> None:
-    """Refuse a plan of more than limits.max_stages stages; from the config alone, in
-    microseconds, before any data is loaded or any stage built."""
-    if config.study == "contamination":
-        total, factors = contamination_stages(config.contamination)
-    else:
-        total, factors = loop_stages(config.loop)
+def check_stages(config, total: int, factors: list[str]) -> None:
+    """Refuse a plan of more than limits.max_stages stages, counted by the study from the
+    config alone (`loop_stages`, `contamination_stages`): in microseconds, before any
+    data is loaded or any stage built."""
     if total > config.limits.max_stages:
         _refuse("stages", factors, f"about {total:,}", "limits.max_stages", config.limits.max_stages)
 

@@ -15,13 +15,12 @@ from pathlib import Path
 
 import yaml
 
-from ouroboros.bounds import LimitsConfig, check_stages
+from ouroboros.bounds import LimitsConfig
 from ouroboros.config_convert import _check_type, apply_overrides, from_dict
 from ouroboros.config_sections import (  # noqa: F401  (the sections, importable from here as before)
     MAX_BIAS, MAX_GUIDANCE, MAX_LIST, MAX_SEED, ContaminationConfig, DataConfig, ExecutorConfig, FamilyEntry,
     LoopConfig, LoopVariant, OutputConfig,
 )
-from ouroboros.crosschecks import check_families, check_sizes
 from ouroboros.errors import UserError, check_text
 from ouroboros.features.classifier import ClassifierConfig
 from ouroboros.generators.diffusion import DiffusionConfig
@@ -59,21 +58,10 @@ class StudyConfig:
             value = getattr(self, f.name)
             if hasattr(value, "validate"):
                 value.validate(f.name)
-        for i, entry in enumerate(self.loop.generators or []):  # each family's own settings
-            entry.generator_config(self.generator, f"loop.generators[{i}]")
-        if not self.generator.conditional:
-            guided = [w for _, lc in self.loop.cells() for w in lc.guidance if w != 0]
-            if guided:
-                raise UserError(f"generator.conditional is false, and an unconditional model takes no guidance, but "
-                                f"loop.guidance holds {guided[0]:g}: set loop.guidance: [0]")
-        steps = self.generator.num_train_timesteps
-        for st in self.contamination.diverse_sample_steps:
-            if st > steps:
-                raise UserError(f"contamination.diverse_sample_steps has {st}, more than generator."
-                                f"num_train_timesteps ({steps}); use at most {steps} sampling steps")
-        check_families(self)  # each family's settings against the loop's
-        check_sizes(self)  # the images the metrics need against those the loop makes
-        check_stages(self)  # the plan's size, before any data is loaded or any stage built
+        # Then the study's own checks across sections (ouroboros.study.Study.validate):
+        # each family's settings against the loop's, the images the metrics need, the
+        # plan's size (before any data is loaded or any stage built), ...
+        study_of(self.study).validate(self)
 
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)
@@ -154,12 +142,27 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return config
 
 
+def study_of(name: str):
+    """The registered study `name` (UserError when there is none). The built-in studies
+    register themselves when ``ouroboros.studies.builtin`` is imported: loaded here by
+    name, like any plug-in, so that a config is checked in full whoever loads it."""
+    import importlib
+
+    importlib.import_module("ouroboros.studies.builtin")
+    from ouroboros.study import get_study
+
+    return get_study(name)
+
+
 def _plugin_sections(raw: dict) -> dict:
     """Take the config sections of registered plug-in studies out of `raw`:
     name -> (its dataclass, the raw value). A plug-in study's section is always present
     (its defaults when the config does not give it) when the config runs that study."""
+    import importlib
+
     from ouroboros.study import studies
 
+    importlib.import_module("ouroboros.studies.builtin")  # the built-in studies (see study_of)
     fields = {f.name for f in dataclasses.fields(StudyConfig)}
     out = {}
     for study in studies().values():

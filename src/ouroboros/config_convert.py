@@ -60,7 +60,7 @@ def _convert(value: Any, tp, where: str) -> Any:
             raise UserError(f"{where} must be one of {', '.join(map(str, args))}; got {_show(value)}")
         return value
     if origin is list:
-        if not isinstance(value, (list, dict)) and value is not None:  # a scalar where a list goes: a list of one
+        if isinstance(value, (str, int, float)):  # a scalar where a list goes (--set loop.guidance=1): a list of one
             value = [value]
         if not isinstance(value, list):
             raise UserError(f"{where} must be a list; got {_show(value)}")

@@ -20,8 +20,6 @@ def check_families(config) -> None:
     """A diffusion entry of loop.generators made unconditional (``settings: {conditional:
     false}``) cannot take the guidance it would sample with: its own ``bias``, else every
     chain's loop.guidance value."""
-    if config.study != "loop":
-        return
     from ouroboros.generators.base import get_family
 
     for v, (_, lc) in enumerate(config.loop.cells()):
@@ -52,8 +50,6 @@ def check_sizes(config, n_real: int | None = None, n_test: int | None = None, cl
     the variants that set loop.samples_per_generation are checked (the rest depend on the
     data). Also: a watermark curation expected to leave fewer images than classes under
     replace (no real data to fall back on)."""
-    if config.study != "loop":
-        return
     from ouroboros.studies.scenarios import pool_counts
 
     need = _need()

@@ -21,9 +21,17 @@ class ContaminationStudy(Study):
     section_type = ContaminationConfig
 
     def validate(self, config) -> None:
+        from ouroboros.bounds import check_stages, contamination_stages
+
         if not config.generator.conditional:
             raise UserError("the contamination study replaces images class by class and needs a class-conditional "
                             "generator: remove generator.conditional: false")
+        steps = config.generator.num_train_timesteps
+        for st in config.contamination.diverse_sample_steps:
+            if st > steps:
+                raise UserError(f"contamination.diverse_sample_steps has {st}, more than generator."
+                                f"num_train_timesteps ({steps}); use at most {steps} sampling steps")
+        check_stages(config, *contamination_stages(config.contamination))  # the plan's size
 
     def prepare(self, config) -> dict:
         from ouroboros.preflight import check_components

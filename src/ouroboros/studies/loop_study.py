@@ -24,6 +24,21 @@ class LoopStudy(Study):
     section = "loop"
     section_type = LoopConfig
 
+    def validate(self, config) -> None:
+        from ouroboros.bounds import check_stages, loop_stages
+        from ouroboros.crosschecks import check_families, check_sizes
+
+        for i, entry in enumerate(config.loop.generators or []):  # each family's own settings
+            entry.generator_config(config.generator, f"loop.generators[{i}]")
+        if not config.generator.conditional:
+            guided = [w for _, lc in config.loop.cells() for w in lc.guidance if w != 0]
+            if guided:
+                raise UserError(f"generator.conditional is false, and an unconditional model takes no guidance, but "
+                                f"loop.guidance holds {guided[0]:g}: set loop.guidance: [0]")
+        check_families(config)  # each family's settings against the loop's
+        check_sizes(config)  # the images the metrics need against those the loop makes
+        check_stages(config, *loop_stages(config.loop))  # the plan's size
+
     def prepare(self, config) -> Prepared:
         from ouroboros.preflight import check_components
 
