@@ -11,6 +11,7 @@ import unicodedata
 from pathlib import Path
 
 import numpy as np
+import yaml
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -255,7 +256,7 @@ def test_hostile_variant_names_and_a_mathtext_class_through_a_tiny_run(tmp_path)
 
 
 def _results(path: Path, scenario="replace", extra=None, cells=("guidance=1",)):
-    """A small loop run folder: results.csv and sample grids (no config.yaml)."""
+    """A small loop run folder: results.csv, sample grids and a loop study's config.yaml."""
     path.mkdir(parents=True, exist_ok=True)
     rows = [{"study": "s", "cell": "reference", "seed": "", "generation": "", "metric": "accuracy", "value": 0.9}]
     for cell in cells:
@@ -266,6 +267,7 @@ def _results(path: Path, scenario="replace", extra=None, cells=("guidance=1",)):
                              **(extra(cell) if extra else {})})
     columns = ["guidance", "scenario", "curation", "variant", "curation.recall", "curation.false_positive"]
     write_results(path / "results.csv", rows, columns)
+    (path / "config.yaml").write_text(yaml.safe_dump(load_config(None).to_dict()))
     save_grid(_images(), path / "samples" / "real.png", 3, 2)
     for cell in cells:
         save_grid(_images(), path / "samples" / component(cell, "cell") / "gen0.png", 3, 2)
