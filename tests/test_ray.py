@@ -277,10 +277,44 @@ def cluster():
         subprocess.run(["rm", "-rf", str(root)], check=False)
 
 
+def _on_a_terminal(command: list[str], env: dict, timeout: float) -> subprocess.CompletedProcess:
+    """Run `command` with its stderr on a pseudo-terminal (progress is a bar there, plain
+    lines in a pipe); returns what it wrote there as `stderr`."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+    import threading
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 200, 0, 0))  # 50 rows, 200 columns
+    chunks: list[bytes] = []
+
+    def drain():
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        proc = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=slave, timeout=timeout, env=env)
+    finally:
+        os.close(slave)
+        reader.join(timeout=5)
+        os.close(master)
+    return subprocess.CompletedProcess(command, proc.returncode, "", b"".join(chunks).decode(errors="replace"))
+
+
 def test_a_study_spreads_over_two_nodes_with_the_same_results(cluster, tmp_path, local_results):
     out = tmp_path / "run"
-    proc = subprocess.run(_demo(out, "--executor", "ray", "--ray-address", cluster.address), capture_output=True,
-                          text=True, timeout=400, env=ENV)
+    proc = _on_a_terminal(_demo(out, "--executor", "ray", "--ray-address", cluster.address), ENV, 400)
     assert proc.returncode == 0, proc.stderr
     assert (out / "results.csv").read_bytes() == local_results
     nodes = [t["node"] for t in _timings(out)]
