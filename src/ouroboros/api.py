@@ -186,7 +186,8 @@ def execute(config: StudyConfig, out: Path, progress: bool = True, force: tuple 
     out = check_output_dir(out)  # before loading data
     prepared = study.prepare(config)  # bad data or settings fail here, before anything is written
     check_output_dir(out)
-    runner = runner if runner is not None else make_runner(config, out, progress, on_event)
+    own = runner is None  # an executor this call starts, it closes (a Ray instance it started shuts down)
+    runner = make_runner(config, out, progress, on_event) if own else runner
     runner.executor.start(out)  # and a cluster that cannot run it
     try:
         if progress:
@@ -204,7 +205,8 @@ def execute(config: StudyConfig, out: Path, progress: bool = True, force: tuple 
         run_ = load_run(out)
         write_report([run_])
     finally:
-        runner.executor.close()
+        if own:
+            runner.executor.close()
     run_.timings = runner.timings
     return run_
 
@@ -212,20 +214,13 @@ def execute(config: StudyConfig, out: Path, progress: bool = True, force: tuple 
 def dry_run(config: StudyConfig, out: Path) -> dict:
     """What `execute` would do, writing nothing: the number of stages and how many are
     cached in `out` already, by kind."""
+    from ouroboros.graph import ordered
+
     study = get_study(config.study)
     prepared = study.prepare(config)
     plan = study.plan(config, prepared, None)
     cache = Path(out) / "cache"
-    order: dict[str, object] = {}
-
-    def visit(stage) -> None:
-        if stage.key not in order:
-            for dep in stage.deps.values():
-                visit(dep)
-            order[stage.key] = stage
-
-    for target in plan.targets():
-        visit(target)
+    order = ordered(plan.targets())
     by_kind: dict[str, list[int]] = {}
     for stage in order.values():
         counts = by_kind.setdefault(stage.kind, [0, 0])

@@ -138,6 +138,22 @@ class Stage:
         return cache / ".made" / self.kind / f"{self.key}.json"
 
 
+def ordered(targets: list[Stage]) -> dict[str, Stage]:
+    """key -> stage for every stage `targets` need, each after its inputs."""
+    order: dict[str, Stage] = {}
+
+    def visit(stage: Stage) -> None:
+        if stage.key in order:
+            return
+        for dep in stage.deps.values():
+            visit(dep)
+        order[stage.key] = stage
+
+    for t in targets:
+        visit(t)
+    return order
+
+
 def ready(stage: Stage, unfinished: set[str]) -> bool:
     """Whether every input of `stage` exists: none of its dependencies is unfinished."""
     return all(d.key not in unfinished for d in stage.deps.values())

@@ -30,7 +30,7 @@ import ouroboros.stages  # noqa: F401  (registers the built-in stage kinds)
 from ouroboros import version
 from ouroboros.write_errors import as_os_error
 from ouroboros.graph import (  # noqa: F401  (re-exported: the runner's public names)
-    STAGE_KINDS, Stage, StageKind, execute_stage, gpu_name, stage_args, stage_kind, write_record,
+    STAGE_KINDS, Stage, StageKind, execute_stage, gpu_name, ordered, stage_args, stage_kind, write_record,
 )
 
 
@@ -76,22 +76,6 @@ def made_elsewhere_warning(records: list[dict]) -> str | None:
     return f"warning: {text}; now torch {torch.__version__} on {device_now()}"
 
 
-def _ordered(targets: list[Stage]) -> dict[str, Stage]:
-    """key -> stage for every stage `targets` need, each after its inputs."""
-    order: dict[str, Stage] = {}
-
-    def visit(stage: Stage) -> None:
-        if stage.key in order:
-            return
-        for dep in stage.deps.values():
-            visit(dep)
-        order[stage.key] = stage
-
-    for t in targets:
-        visit(t)
-    return order
-
-
 class Runner:
     """Runs stages into ``run_dir/cache``. With `progress`, a bar of stages done / total
     with the time remaining, and one line per finished stage. `on_event`, when given, is
@@ -123,7 +107,7 @@ class Runner:
         kinds = set(kinds)
         forced: set[str] = set()
         removed = 0
-        for key, stage in _ordered(targets).items():  # inputs first
+        for key, stage in ordered(targets).items():  # inputs first
             if not ("all" in kinds or stage.kind in kinds or any(d.key in forced for d in stage.deps.values())):
                 continue
             if stage.kind == "data":  # written by the planner from the loaded data, not recomputable here
@@ -141,7 +125,7 @@ class Runner:
 
     def run(self, targets: list[Stage]) -> dict[str, Path]:
         """Run every stage the targets need; return key -> artifact path."""
-        order = _ordered(targets)
+        order = ordered(targets)
         paths = {k: s.artifact(self.cache) for k, s in order.items()}
         todo = {k: s for k, s in order.items() if not paths[k].exists()}
         done_before = len(order) - len(todo)

@@ -5,6 +5,8 @@ name: they look the config's ``study:`` up here and call the methods below. A st
 
 - has a ``name`` (the config's ``study:`` value) and a config ``section`` (its
   settings, a dataclass `section_type`; None when it has none of its own);
+- ``validate(config)``: checks across its section and the shared ones, with the config
+  alone (`StudyConfig.validate` calls it);
 - ``prepare(config)``: loads its data and makes every check that needs it, before
   anything is written (bad input raises `UserError`); returns whatever `plan` needs;
 - ``plan(config, prepared, cache)``: expands the config into stages (`ouroboros.graph`),
@@ -21,13 +23,16 @@ name: they look the config's ``study:`` up here and call the methods below. A st
 - ``check_rows(rows, path)``: that a results.csv read back is this study's (UserError
   otherwise), before a report draws it;
 - ``summary(rows, config) -> str``: the text the command line prints after a run;
-- ``describe(config, prepared) -> str``: one line saying what is about to run.
+- ``describe(config, prepared) -> str``: one line saying what is about to run;
+- ``plot(run, metric, ax)``: one metric of a finished run on matplotlib Axes
+  (`ouroboros.api.Run.plot`); ``redraw(run)``: what `ouroboros report` rewrites besides
+  the page (the contamination study's tables.md).
 
 `Study` is a base class with a default for each optional method; subclass it and
 register an instance with `register_study`. The built-in studies (``loop``,
 ``contamination``) register themselves when ``ouroboros.studies.builtin`` is imported;
-this module imports none of them. Its code identity (`version`, or its
-module's source) is recorded in the run folder's config history.
+this module imports none of them. A plug-in study's own stage kinds are keyed by their
+module's source (`ouroboros.graph.stage_kind`), so editing them recomputes what they made.
 """
 
 from __future__ import annotations
@@ -41,7 +46,6 @@ class Study:
     name: str = ""
     section: str | None = None  # its config section (also a key of StudyConfig)
     section_type: type | None = None  # the dataclass of that section
-    version: int | str | None = None
 
     def validate(self, config) -> None:
         """Checks that span this study's section and the shared ones (no data needed)."""
