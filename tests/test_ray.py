@@ -138,6 +138,21 @@ def test_stage_resources_follow_the_config_and_the_device():
 # -- bad input: one error line, nothing written ------------------------------------------
 
 
+def test_a_stage_of_code_in_main_is_refused_in_one_line(monkeypatch):
+    """A plug-in typed into a notebook or a script (module __main__): no Ray worker can
+    import it, so the Ray executor refuses it before submitting anything."""
+    from ouroboros import graph
+
+    def typed(params, deps, out):
+        raise AssertionError("never run")
+
+    typed.__module__ = "__main__"
+    monkeypatch.setitem(graph.STAGE_KINDS, "t_typed", graph.StageKind(".json", typed, 1, "__main__", "code:x"))
+    stage = Stage("t_typed", {}, label="cell")
+    with pytest.raises(UserError, match="stage t_typed cell runs code defined in __main__.*local executor"):
+        RayExecutor().execute({stage.key: stage}, lambda s: (), lambda *a: None)
+
+
 def test_without_ray_the_error_names_the_extra(tmp_path):
     hide_ray = "import sys; sys.modules['ray'] = None; from ouroboros.cli import main; sys.exit(main(sys.argv[1:]))"
     proc = subprocess.run([sys.executable, "-c", hide_ray, *_demo(tmp_path / "run", "--executor", "ray")[3:]],

@@ -107,12 +107,16 @@ class Run:
     @functools.cached_property
     def comparisons(self):
         """comparisons.csv as a DataFrame, when the study writes one; else None."""
+        import io
+
+        import pandas as pd
+
+        from ouroboros.io import read_text_bounded
+
         path = self.path / "comparisons.csv"
         if not path.is_file():
             return None
-        import pandas as pd
-
-        return pd.read_csv(path)
+        return pd.read_csv(io.StringIO(read_text_bounded(path, "comparisons table", "table")))
 
     @functools.cached_property
     def findings(self) -> list:
@@ -123,13 +127,13 @@ class Run:
         """`metric` over the run (per generation, or per share, as the study lays it out),
         on `ax` or a new figure's Axes; returns the Axes. The files in ``plots/`` are drawn
         by the same code."""
+        if not any(r["metric"] == metric for r in self.rows):
+            known = sorted({r["metric"] for r in self.rows})
+            raise UserError(f"{self.path} has no metric {metric!r}; it has {', '.join(known[:20])}")
         if ax is None:
             import matplotlib.pyplot as plt
 
             _, ax = plt.subplots(figsize=(6, 3.6))
-        if not any(r["metric"] == metric for r in self.rows):
-            known = sorted({r["metric"] for r in self.rows})
-            raise UserError(f"{self.path} has no metric {metric!r}; it has {', '.join(known[:20])}")
         self.study.plot(self, metric, ax)
         return ax
 
@@ -254,9 +258,12 @@ def report(run_dirs: Iterable[str | Path], out: str | Path | None = None) -> Pat
     run_dirs = [Path(p) for p in run_dirs]
     if not run_dirs:
         raise UserError("give at least one run folder")
+    from ouroboros.report.html import write_page
+
     out = report_path(run_dirs, Path(out) if out is not None else None)
     runs = [load_run(p, label) for p, label in zip(run_dirs, run_labels(run_dirs))]
-    check_writes(out, _sections(runs))  # before the first write, redrawing included
+    sections = _sections(runs)
+    check_writes(out, sections)  # before the first write, redrawing included
     for r in runs:
         r.study.redraw(r)
-    return write_report(runs, out)
+    return write_page(runs, sections, out)

@@ -58,6 +58,9 @@ class StudyConfig:
             value = getattr(self, f.name)
             if hasattr(value, "validate"):
                 value.validate(f.name)
+        for name, section in self.sections.items():  # a plug-in study's own section
+            if hasattr(section, "validate"):
+                section.validate(name)
         # Then the study's own checks across sections (ouroboros.study.Study.validate):
         # each family's settings against the loop's, the images the metrics need, the
         # plan's size (before any data is loaded or any stage built), ...
@@ -137,20 +140,27 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     config = from_dict(StudyConfig, raw)
     for name, (section_type, value) in plugin.items():
         config.sections[name] = from_dict(section_type, value, name)
-        config.sections[name].validate(name) if hasattr(config.sections[name], "validate") else None
     config.validate()
     return config
 
 
-def study_of(name: str):
-    """The registered study `name` (UserError when there is none). The built-in studies
-    register themselves when ``ouroboros.studies.builtin`` is imported: loaded here by
-    name, like any plug-in, so that a config is checked in full whoever loads it."""
+def _studies() -> dict:
+    """The registered studies. The built-in ones register themselves when
+    ``ouroboros.studies.builtin`` is imported: loaded here by name, like any plug-in, so
+    that a config is checked in full whoever loads it."""
     import importlib
 
+    from ouroboros.study import studies
+
     importlib.import_module("ouroboros.studies.builtin")
+    return studies()
+
+
+def study_of(name: str):
+    """The registered study `name` (UserError when there is none)."""
     from ouroboros.study import get_study
 
+    _studies()
     return get_study(name)
 
 
@@ -158,14 +168,9 @@ def _plugin_sections(raw: dict) -> dict:
     """Take the config sections of registered plug-in studies out of `raw`:
     name -> (its dataclass, the raw value). A plug-in study's section is always present
     (its defaults when the config does not give it) when the config runs that study."""
-    import importlib
-
-    from ouroboros.study import studies
-
-    importlib.import_module("ouroboros.studies.builtin")  # the built-in studies (see study_of)
     fields = {f.name for f in dataclasses.fields(StudyConfig)}
     out = {}
-    for study in studies().values():
+    for study in _studies().values():
         name = study.section
         if name is None or name in fields or study.section_type is None:
             continue

@@ -29,11 +29,13 @@ def config_hash(config) -> str:
 
 
 def read_history(run_dir: Path) -> list[dict]:
+    from ouroboros.io import read_bytes_bounded
+
     path = Path(run_dir) / HISTORY
     if not path.is_file():
         return []
     entries = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+    for line in read_bytes_bounded(path, "config history", "table").decode("utf-8", "replace").splitlines():
         try:
             entry = json.loads(line)
         except ValueError:

@@ -194,6 +194,13 @@ class RayExecutor:
     # -- running -----------------------------------------------------------------------
 
     def execute(self, todo: dict, args, finished, bar=None, started=None, failed=None) -> None:
+        from ouroboros.graph import in_main_module
+
+        here = [stage for stage in todo.values() if in_main_module(stage)]
+        if here:  # a plug-in typed into a notebook or a script: no Ray worker can import it
+            raise UserError(f"stage {here[0].kind} {here[0].label} runs code defined in __main__ (a notebook or "
+                            "script), which Ray workers cannot import; put the plug-in in a module, or run it "
+                            "with the local executor")
         import ray
 
         started = started or (lambda stage: None)

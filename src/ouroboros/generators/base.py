@@ -4,6 +4,7 @@ generator families that the fit and sample stages dispatch on."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,10 +78,11 @@ class GeneratorFamily:
     # makes); None: the source of the module that defines `generator` identifies it.
     version: int | str | None = None
 
-    @property
+    @functools.cached_property  # every fit and sample stage of a plan asks: read the source once
     def code(self) -> str:
         """What identifies this family's code in stage keys: "" for ouroboros' own families
-        (the package version covers them), else `version` or its module's source hash."""
+        (the package version covers them), else `version`, or a hash of its module's source
+        (of its compiled code where no source can be read; `ouroboros.graph.code_identity`)."""
         from ouroboros.graph import code_identity
 
         return code_identity(self.generator, self.version)
@@ -127,7 +129,6 @@ def register_family(family: GeneratorFamily) -> GeneratorFamily:
         raise TypeError(f"register_family takes a GeneratorFamily; got {family!r}")
     if family.name in _FAMILIES:
         raise ValueError(f"generator family {family.name!r} is already registered")
-    family.code  # noqa: B018  (a family whose source cannot be read must declare a version: say so now)
     _FAMILIES[family.name] = family
     return family
 
@@ -140,23 +141,26 @@ def families() -> dict[str, GeneratorFamily]:
 def get_family(name: str, module: str | None = None) -> GeneratorFamily:
     """The registered family `name`; `module` (where a plug-in family is defined) is
     imported first when the family is not registered in this process yet (a worker)."""
-    if name not in _FAMILIES and module:
-        import importlib
-
-        importlib.import_module(module)
+    if name not in _FAMILIES:
+        _import_plugin(module)
     known = families()
     if name not in known:
         raise UserError(f"unknown generator family {name!r}; use one of {', '.join(sorted(known))}")
     return known[name]
 
 
-def load_fitted(directory: str | Path, module: str | None = None) -> tuple[GeneratorFamily, Any]:
-    """(family, fitted model) of a saved fitted generator, found from its generator.json
-    (`module`: a plug-in family's module, imported first as in `get_family`)."""
+def _import_plugin(module: str | None) -> None:
+    """Import the module that registers a plug-in family (a no-op when it is imported)."""
     if module:
         import importlib
 
         importlib.import_module(module)
+
+
+def load_fitted(directory: str | Path, module: str | None = None) -> tuple[GeneratorFamily, Any]:
+    """(family, fitted model) of a saved fitted generator, found from its generator.json
+    (`module`: a plug-in family's module, imported first as in `get_family`)."""
+    _import_plugin(module)
     meta_path = Path(directory) / "generator.json"
     try:
         meta = json.loads(meta_path.read_text())

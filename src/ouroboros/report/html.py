@@ -221,9 +221,9 @@ def build_page(runs: list, sections: list, drawn: dict) -> str:
 
 
 def write_page(runs: list, sections: list, out: Path) -> Path:
-    """Check everything, draw the plots into plots/ beside `out`, write the page."""
-    for run in runs:
-        check_run_folder(run.path)
+    """Check where it writes, draw the plots into plots/ beside `out`, write the page.
+    `runs` come from `ouroboros.api.load_run`, which checked what their folders hold
+    (`check_run_folder`)."""
     paths = check_writes(out, sections)
     plots = [item for section in sections for item in section.items if isinstance(item, Plot)]
     out.parent.mkdir(parents=True, exist_ok=True)

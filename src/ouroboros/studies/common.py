@@ -54,7 +54,7 @@ def generator_params(config: StudyConfig) -> tuple[dict, dict]:
 
 def make_runner(config: StudyConfig, run_dir: Path, progress: bool, on_event=None) -> Runner:
     """The runner of a study's run folder, with the executor `config.executor` asks for
-    (not started yet: `start_runner` does that); `on_event` as in `Runner`."""
+    (not started yet: `ouroboros.api.execute` starts it); `on_event` as in `Runner`."""
     from ouroboros.executors import make_executor
 
     return Runner(run_dir, progress=progress, on_event=on_event, executor=make_executor(config.executor))
