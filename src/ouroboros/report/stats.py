@@ -88,3 +88,99 @@ def verdict(diff: Interval, expected: Literal["<", ">"]) -> str:
     if (expected == "<" and above) or (expected == ">" and below):
         return REVERSED
     return NOT_RESOLVED
+
+
+# Comparisons decided in code: the paired t-test, Holm's step-down correction over every
+# comparison of a run, the two one-sided tests (TOST) of equivalence within +-delta, and
+# the smallest difference a paired design of n seeds resolves at a given power.
+
+HIGHER, LOWER, EQUIVALENT = "higher", "lower", "equivalent"
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    diff: Interval  # mean of the per-seed differences a - b with its 95% t-interval
+    sd: float  # sample standard deviation of the differences (nan with fewer than 2)
+    p: float  # two-sided paired-t p-value of "mean difference = 0" (nan when undefined)
+    p_equivalent: float  # TOST p-value of "|mean difference| >= delta" (nan when undefined)
+
+
+def paired_test(a: dict, b: dict, delta: float = math.nan, confidence: float = 0.95) -> PairedTest:
+    """Paired t-test of a[s] - b[s] over the seeds in both, and TOST against +-`delta`.
+
+    With identical differences (sd = 0) the t statistic is infinite: p is 0 unless the
+    mean is exactly 0 (then 1), and the TOST p-value is 0 when |mean| < delta, else 1."""
+    from scipy.stats import t
+
+    seeds = sorted(set(a) & set(b), key=str)
+    d = np.array([a[s] - b[s] for s in seeds], dtype=np.float64)
+    diff = t_interval(d, confidence)
+    n = len(d)
+    if n < 2 or not np.isfinite(d).all():
+        return PairedTest(diff, math.nan, math.nan, math.nan)
+    sd = float(d.std(ddof=1))
+    mean = float(d.mean())
+    if sd == 0.0:
+        p = 1.0 if mean == 0.0 else 0.0
+        p_eq = (0.0 if abs(mean) < delta else 1.0) if math.isfinite(delta) else math.nan
+        return PairedTest(diff, sd, p, p_eq)
+    se = sd / math.sqrt(n)
+    p = float(2.0 * t.sf(abs(mean) / se, n - 1))
+    p_eq = math.nan
+    if math.isfinite(delta) and delta > 0:
+        # H0: mean <= -delta (rejected for large t_lo) and H0: mean >= delta (small t_hi)
+        p_eq = float(max(t.sf((mean + delta) / se, n - 1), t.cdf((mean - delta) / se, n - 1)))
+    return PairedTest(diff, sd, p, p_eq)
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (the family-wise error rate is controlled at
+    alpha by rejecting where adjusted p <= alpha). NaNs stay NaN and do not count."""
+    p = np.asarray(list(pvalues), dtype=np.float64)
+    out = np.full(p.shape, np.nan)
+    idx = np.flatnonzero(np.isfinite(p))
+    m = len(idx)
+    if m == 0:
+        return out.tolist()
+    order = idx[np.argsort(p[idx], kind="stable")]
+    adjusted = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    out[order] = adjusted
+    return out.tolist()
+
+
+def decide(mean: float, p_holm: float, p_equivalent_holm: float, alpha: float = 0.05) -> str:
+    """The verdict of one comparison: *higher* / *lower* when the paired test rejects "no
+    difference" after correction, *equivalent* when TOST rejects "a difference of at least
+    delta" after correction, else *not resolved*."""
+    if math.isfinite(p_holm) and p_holm <= alpha:
+        return HIGHER if mean > 0 else LOWER
+    if math.isfinite(p_equivalent_holm) and p_equivalent_holm <= alpha:
+        return EQUIVALENT
+    return NOT_RESOLVED
+
+
+def minimum_detectable(sd: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The smallest mean difference that a two-sided paired t-test at level `alpha` on n
+    seeds detects with probability `power`, given the differences' standard deviation
+    `sd`: the exact power from the noncentral t distribution, solved for the difference.
+    NaN with fewer than 2 seeds."""
+    from scipy.optimize import brentq
+    from scipy.stats import nct, t
+
+    if n < 2 or not math.isfinite(sd):
+        return math.nan
+    if sd == 0.0:
+        return 0.0
+    df, se = n - 1, sd / math.sqrt(n)
+    crit = t.ppf(1 - alpha / 2, df)
+
+    def shortfall(nc: float) -> float:
+        return nct.sf(crit, df, nc) + nct.cdf(-crit, df, nc) - power
+
+    hi = crit + 3.0
+    try:
+        while shortfall(hi) < 0:
+            hi *= 2.0
+        return float(brentq(shortfall, 0.0, hi) * se)
+    except ValueError:  # scipy's nct gives NaN far out (2 seeds): the usual approximation
+        return float((crit + t.ppf(power, df)) * se)
