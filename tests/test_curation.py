@@ -26,13 +26,26 @@ N = 30  # samples per generation; the real split has R = 100 images
 def test_watermark_removes_generated_and_real_images_at_its_two_rates():
     # 20000 of each; the removed counts are Binomial(20000, r) and Binomial(20000, f).
     generation = np.r_[np.zeros(20000, int), np.ones(10000, int), np.full(10000, 3)]
-    removed = curation.watermark(generation, 0.3, 0.05, np.random.default_rng(0))
+    uniforms = np.concatenate([curation.image_uniforms(7, -1, 20000), curation.image_uniforms(7, 0, 10000),
+                               curation.image_uniforms(7, 2, 10000)])
+    removed = curation.watermark(generation, 0.3, 0.05, uniforms)
     for mask, p in ((generation > 0, 0.3), (generation == 0, 0.05)):
         sd = math.sqrt(20000 * p * (1 - p))
         assert abs(removed[mask].sum() - 20000 * p) < 4 * sd
-    same = curation.watermark(generation, 0.3, 0.05, np.random.default_rng(0))
-    assert (same == removed).all()  # seeded
-    assert curation.watermark(generation, 1.0, 0.0, np.random.default_rng(1)).tolist() == (generation > 0).tolist()
+    assert curation.watermark(generation, 1.0, 0.0, uniforms).tolist() == (generation > 0).tolist()
+
+
+def test_a_watermarks_uniforms_are_fixed_per_image_and_chain_and_independent_otherwise():
+    """An image's number depends on the chain's seed, its origin and its position alone:
+    not on which other images are candidates with it."""
+    whole = curation.image_uniforms(3, -1, 1000)
+    assert np.array_equal(curation.image_uniforms(3, -1, 1000, [5, 900, 17]), whole[[5, 900, 17]])
+    assert np.array_equal(curation.image_uniforms(3, -1, 1000), whole)
+    others = [curation.image_uniforms(4, -1, 1000), curation.image_uniforms(3, 0, 1000),
+              curation.image_uniforms(3, 1, 1000)]  # another chain, the outputs O_0 and O_1
+    for u in others:  # independent of `whole`: correlation within 4 sd of 0 (sd = 1/sqrt(1000))
+        assert abs(np.corrcoef(u, whole)[0, 1]) < 4 / math.sqrt(1000)
+    assert stats.kstest(whole, "uniform").pvalue > 1e-3
 
 
 def test_k_choice_keeps_each_candidate_with_its_bradley_terry_probability():
@@ -142,12 +155,14 @@ def test_watermark_under_mix_draws_the_set_from_the_survivors(tmp_path, digits):
         assert s["curation_candidates"] == len(real) + N
         assert s["curation_removed_real"] == len(removed_real) and s[f"curation_removed_gen{g - 1}"] == len(removed_gen)
         assert s["curation_fpr"] == len(removed_real) / len(real) and s["curation_recall"] == len(removed_gen) / N
-    # the two generations' decisions are drawn independently
-    assert trains[1][2]["removed"]["real"] != trains[2][2]["removed"]["real"]
+    # a watermark's verdict is fixed per image: the real candidates (the same images in
+    # both generations) are judged alike, and some were removed, so this is no accident
+    assert trains[1][2]["removed"]["real"] == trains[2][2]["removed"]["real"] != []
 
 
 def test_watermark_under_replace_trains_on_the_survivors_of_the_previous_output(tmp_path, digits):
-    trains, outputs, _ = _chain(tmp_path, digits, "loop.curation.kind=watermark", "loop.curation.recall=0.2")
+    # recall 0.1: with 3 images a class, recall 0.2 empties a class with probability ~15%
+    trains, outputs, _ = _chain(tmp_path, digits, "loop.curation.kind=watermark", "loop.curation.recall=0.1")
     for g in (1, 2):
         train, stage, cur = trains[g]
         assert stage.kind == "assemble" and "real" not in stage.deps["curation"].deps  # no real candidates
@@ -170,9 +185,13 @@ def test_detector_holds_out_real_images_for_its_probe(tmp_path, digits):
     trains, _, plan = _chain(tmp_path, digits, "loop.scenario=accumulate", "loop.curation.kind=detector",
                              "loop.generations=2")
     real = digits[0]
-    loop_real = trains[0][0]
-    assert len(loop_real) == 90 and set(_keys(loop_real)) < set(_keys(real))  # 10% held out, per class
+    # generation 0 trains on the whole real split, as every variant's does
+    assert trains[0][0].content_hash() == real.content_hash()
     probe = trains[1][1].deps["curation"].deps["probe"]
+    loop_real = ImageSet.load(trains[1][1].deps["real"].artifact(tmp_path / "cache"))
+    assert len(loop_real) == 90 and set(_keys(loop_real)) < set(_keys(real))  # 10% held out, per class
+    # from generation 1 on, the real pool holds no held-out image
+    assert not set(_keys(trains[1][0])) & (set(_keys(real)) - set(_keys(loop_real)))
     held_out = ImageSet.load(probe.deps["real"].artifact(tmp_path / "cache"))
     assert len(held_out) == 10 and not set(_keys(held_out)) & set(_keys(loop_real))
     # its generated images are a separate sample of generation 0's model, not O_0

@@ -260,7 +260,8 @@ def test_a_grid_of_variants_runs_each_as_its_own_chains_and_names_it_in_the_resu
     with open(tmp_path / "results.csv") as f:
         reader = csv.DictReader(f)
         columns, rows = reader.fieldnames, [r for r in reader if r["cell"] != "reference"]
-    assert columns[-5:] == ["guidance", "scenario", "curation", "variant", "real_fraction"]  # only rho differs
+    assert columns[-7:] == ["guidance", "scenario", "curation", "scored_on", "instruments", "variant",
+                            "real_fraction"]  # only rho differs
     by = {(r["variant"], r["generation"], r["metric"]): r for r in rows}
     assert {v for v, _, _ in by} == {"replace", "mix rho=0.25", "mixed half", "accumulate"}
     assert by[("mix rho=0.25", "1", "train_real_share")]["value"] == "0.25"

@@ -61,45 +61,54 @@ def _gib(n: float) -> str:
 # -- the feedback loop --------------------------------------------------------------------
 
 
-def _chain_stages(lc) -> tuple[int, int]:
-    """(stages per generation, stages of one chain) for the loop settings `lc` of one variant."""
+def _chain_stages(lc, control: bool = False) -> tuple[int, int]:
+    """(stages per generation, stages of one chain) for the loop settings `lc` of one variant
+    (`control`: a curated variant's unfiltered control, which draws every set with assemble)."""
     families = len(lc.families())
-    per_gen = 2 * families + 1 + (families + 1 if families > 1 else 0)  # fit + sample each, evaluate, pool
+    # fit, sample and held-out loss each, evaluate, pool
+    per_gen = 3 * families + 1 + (families + 1 if families > 1 else 0)
     extra = 0
-    if lc.curation.kind != "none":
+    if lc.curation.kind != "none" and not control:
         per_gen += 1  # curate (from generation 1)
         extra -= 1
-    plain = lc.scenario == "replace" and lc.window in (None, 1) and lc.curation.kind == "none"
+    plain = lc.scenario == "replace" and lc.window in (None, 1) and lc.curation.kind == "none" and not control
     if not plain:
         per_gen += 1  # assemble (from generation 1; fresh from generation 0)
         extra -= 0 if lc.scenario == "fresh" else 1
-    if lc.curation.kind == "detector":
+    if lc.curation.kind == "detector" and not control:
         extra += 2  # the chain's probe sample and probe
     return per_gen, lc.generations * per_gen + extra
 
 
-def loop_stages(loop) -> tuple[int, list[str]]:
-    """(stages, the factors that multiply to them) of a loop section, without any data."""
+def loop_stages(loop, instruments: str = "per-seed") -> tuple[int, list[str]]:
+    """(stages, the factors that multiply to them) of a loop section, without any data;
+    `instruments`: evaluate.instruments (per-seed: each seed its own split, classifier and
+    yardstick)."""
     cells = loop.cells()
+    controls = loop.controls()
     chains = len(loop.guidance) * len(loop.seeds)
-    total = 4 + sum(chains * _chain_stages(lc)[1] + (2 if lc.curation.kind == "detector" else 0)
-                    for _, lc in cells)  # 4: the two data stages, the classifier, the reference
-    per_gen = max(_chain_stages(lc)[0] for _, lc in cells)
+    keys = len(loop.seeds) if instruments == "per-seed" else 1
+    # 4 per instruments: the two data stages, the classifier, the yardstick; 2 per detector
+    # variant's instruments: its real split and the probe's held-out images
+    total = 4 * keys + sum(chains * _chain_stages(lc, name in controls)[1]
+                           + (2 * keys if lc.curation.kind == "detector" and name not in controls else 0)
+                           for name, lc in cells)
+    per_gen = max(_chain_stages(lc, name in controls)[0] for name, lc in cells)
     factors = [f"loop.generations ({loop.generations})", f"loop.seeds ({len(loop.seeds)} values)",
                f"loop.guidance ({len(loop.guidance)} values)"]
     if loop.variants is not None:
-        factors.append(f"loop.variants ({len(loop.variants)})")
-    factors.append(f"up to {per_gen} stages per generation (fit and sample per loop.generators entry, "
-                   "evaluate, curate, assemble)")
+        factors.append(f"loop.variants ({len(loop.variants)}{f' and {len(controls)} controls' if controls else ''})")
+    factors.append(f"up to {per_gen} stages per generation (fit, sample and held-out loss per loop.generators "
+                   "entry, evaluate, curate, assemble)")
     return total, factors
 
 
 def _loop_sizes(lc, n_real: int) -> tuple[int, int, int, list[str]]:
     """(images sampled per generation, images the largest stage holds, images written per
     chain, the factors of the largest stage) for one variant and |R| real images."""
-    from ouroboros.studies.scenarios import generated_count
+    from ouroboros.studies.scenarios import generated_count, samples_per_generation
 
-    n = lc.samples_per_generation or n_real
+    n = samples_per_generation(lc, n_real, n_real)
     n_sample = n
     factors = [f"loop.samples_per_generation ({n})" if lc.samples_per_generation else f"{n} real images"]
     if lc.scenario == "augment":
@@ -127,8 +136,9 @@ def check_loop_size(config, n_real: int, image_shape: tuple[int, int, int]) -> N
     pixels = c * h * w
     chains = len(config.loop.guidance) * len(config.loop.seeds)
     worst, disk = None, 0
-    for _, lc in config.loop.cells():
-        _, held, written, factors = _loop_sizes(lc, n_real)
+    cells = dict(config.loop.cells())
+    for name, curated in {**{n: n for n in cells}, **config.loop.controls()}.items():
+        _, held, written, factors = _loop_sizes(cells[curated], n_real)  # a control samples as its curated does
         disk += chains * written * pixels
         if worst is None or held > worst[0]:
             worst = (held, factors)

@@ -18,8 +18,8 @@ import yaml
 from ouroboros.bounds import LimitsConfig
 from ouroboros.config_convert import _check_type, apply_overrides, from_dict
 from ouroboros.config_sections import (  # noqa: F401  (the sections, importable from here as before)
-    MAX_BIAS, MAX_GUIDANCE, MAX_LIST, MAX_SEED, ContaminationConfig, DataConfig, ExecutorConfig, FamilyEntry,
-    LoopConfig, LoopVariant, OutputConfig,
+    MAX_BIAS, MAX_GUIDANCE, MAX_LIST, MAX_SEED, ContaminationConfig, DataConfig, EvaluateConfig, ExecutorConfig,
+    FamilyEntry, LoopConfig, LoopVariant, OutputConfig,
 )
 from ouroboros.errors import UserError, check_text
 from ouroboros.features.classifier import ClassifierConfig
@@ -37,6 +37,7 @@ class StudyConfig:
     data: DataConfig = field(default_factory=DataConfig)
     loop: LoopConfig = field(default_factory=LoopConfig)
     contamination: ContaminationConfig = field(default_factory=ContaminationConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)  # how the loop scores each generation
     generator: DiffusionConfig = field(default_factory=DiffusionConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     output: OutputConfig = field(default_factory=OutputConfig)

@@ -187,6 +187,11 @@ class LoopConfig:
     # A grid in one config: each variant is the loop above with some keys changed and
     # runs its own chains (every guidance x seed); null: the loop above alone.
     variants: Optional[list[LoopVariant]] = None
+    # With variants: each curated variant (curation other than none) gets an unfiltered
+    # control, "<name> control": every generation's training set has the size and the
+    # number of real images the curated variant's set had (same seed and generation), the
+    # rest drawn at random from the same kind of candidates (ouroboros.studies.scenarios.matched).
+    curation_controls: bool = True
     # The FID Inception weights file for colour images of 32x32 and up (features: inception);
     # null: $OUROBOROS_INCEPTION_WEIGHTS or the cache folders, else classifier features.
     inception_weights: Optional[str] = None
@@ -196,19 +201,36 @@ class LoopConfig:
         return self.generators if self.generators is not None else [FamilyEntry()]
 
     def cells(self) -> list[tuple[str, "LoopConfig"]]:
-        """(name, resolved loop settings) of each variant; [("", self)] without variants."""
+        """(name, resolved loop settings) of each variant, then of each curated variant's
+        control (`controls`: its settings with curation none); [("", self)] without variants."""
         if self.variants is None:
             return [("", self)]
-        return [(v.label(), dataclasses.replace(self, variants=None, **v.changes())) for v in self.variants]
+        cells = [(v.label(), dataclasses.replace(self, variants=None, **v.changes())) for v in self.variants]
+        by_name = dict(cells)
+        return cells + [(control, dataclasses.replace(by_name[curated], curation=CurationConfig()))
+                        for control, curated in self.controls().items()]
+
+    def controls(self) -> dict[str, str]:
+        """Each curated variant's control: control name ("<name> control") -> the curated
+        variant's name; {} without variants or with curation_controls false."""
+        if self.variants is None or not self.curation_controls:
+            return {}
+        curated = [v.label() for v in self.variants
+                   if (v.curation if v.curation is not None else self.curation).kind != "none"]
+        return {f"{name} control": name for name in curated}
 
     def validate(self, where: str = "loop") -> None:
+        if not isinstance(self.curation_controls, bool):
+            raise UserError(f"{where}.curation_controls must be true or false; got {self.curation_controls!r}")
         if self.variants is not None:
             check_list(f"{where}.variants", self.variants, MAX_LIST)
-            names = [v.label() for v in self.variants]
-            for i, (name, cell) in enumerate(self.cells()):
+            names = [name for name, _ in self.cells()]  # the variants', then their controls'
+            for i, (name, cell) in enumerate(self.cells()[: len(self.variants)]):
                 check_text(f"{where}.variants[{i}].name", name, 100)
                 if names.count(name) > 1:
-                    raise UserError(f"{where}.variants: two variants are named {name!r}; give each a distinct name")
+                    clash = " (the name of another variant's control)" if name.endswith(" control") else ""
+                    raise UserError(f"{where}.variants: two variants are named {name!r}{clash}; give each a "
+                                    "distinct name")
                 cell.validate(f"{where}.variants[{i}]")
         self._validate_one(where)
         _check_cells(self, where)
@@ -339,6 +361,31 @@ class ContaminationConfig:
                         raise UserError(f"{where}.class_groups names class {name!r} in two groups; "
                                         "put each class in at most one")
                     seen.add(name)
+
+
+@dataclass
+class EvaluateConfig:
+    """How the loop and scenario studies measure each generation (ouroboros.studies.loop)."""
+
+    # The real split every generation's FID, precision, recall, density and coverage are
+    # scored against: test (default: images no model trained on) or train (the split
+    # generation 0 and the scenarios' real parts train on). The real yardstick rows are the
+    # other split scored the same way. results.csv records it in a `scored_on` column.
+    reference: Literal["test", "train"] = "test"
+    # per-seed (default): each seed redraws the train/test split (seeded by data.split_seed
+    # and the seed; a given data.test is kept) and the measuring classifier (its
+    # initialisation and data order), so seeds redraw every random choice. fixed: one split
+    # (data.split_seed) and one classifier (seed 0) for every seed. Recorded in results.csv's
+    # `instruments` column.
+    instruments: Literal["per-seed", "fixed"] = "per-seed"
+
+    def validate(self, where: str = "evaluate") -> None:
+        if self.reference not in ("test", "train"):  # a config built in Python skips the Literal check
+            raise UserError(f"{where}.reference must be test or train (the real split each generation is scored "
+                            f"against); got {self.reference!r}")
+        if self.instruments not in ("per-seed", "fixed"):
+            raise UserError(f"{where}.instruments must be per-seed (each seed redraws the split and the measuring "
+                            f"classifier) or fixed (one of each for every seed); got {self.instruments!r}")
 
 
 @dataclass

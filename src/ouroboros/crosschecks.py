@@ -50,7 +50,7 @@ def check_sizes(config, n_real: int | None = None, n_test: int | None = None, cl
     the variants that set loop.samples_per_generation are checked (the rest depend on the
     data). Also: a watermark curation expected to leave fewer images than classes under
     replace (no real data to fall back on)."""
-    from ouroboros.studies.scenarios import pool_counts
+    from ouroboros.studies.scenarios import pool_counts, samples_per_generation
 
     need = _need()
     why = f"each set of images is scored with FID (at least {FID_MIN}) and PRDC with k = {EVALUATE_K} " \
@@ -60,9 +60,9 @@ def check_sizes(config, n_real: int | None = None, n_test: int | None = None, cl
             raise UserError(f"{name} has {n} images, but {why}; use more data (or a larger data.test_fraction)")
     for v, (_, lc) in enumerate(config.loop.cells()):
         at = f"loop.variants[{v}]." if config.loop.variants is not None else "loop."
-        n = lc.samples_per_generation or n_real
-        if n is None:
+        if lc.samples_per_generation is None and n_real is None:
             continue
+        n = samples_per_generation(lc, n_real, n_real)
         setting = f"{at}samples_per_generation" if lc.samples_per_generation else "the real training split's size"
         if n < need:
             raise UserError(f"{setting} is {n}, but {why}; make at least {need} images a generation")

@@ -76,7 +76,8 @@ def sample_stage(params: dict, deps: dict, out: Path) -> None:
 
 @stage_kind("evaluate", ".json", version=1)
 def evaluate_stage(params: dict, deps: dict, out: Path) -> None:
-    """Scores of the images against the real training split (`deps["real"]`).
+    """Scores of the images against a real reference split (`deps["real"]`: the loop's
+    real test split by default, its training split with evaluate.reference: train).
 
     ``params["metrics"]``: ``classifier+fid+prdc`` adds the real-data classifier's
     accuracy / cross-entropy / per-class accuracy (the images' labels are their classes);
@@ -224,11 +225,19 @@ def ssl_stage(params: dict, deps: dict, out: Path) -> None:
 def assemble_stage(params: dict, deps: dict, out: Path) -> None:
     """A feedback-loop generation's training set (ouroboros.studies.scenarios.assemble)
     from the real split (`deps["real"]`) and the outputs O_k of earlier generations
-    (`deps["out<k>"]`), each image keeping its provenance."""
-    from ouroboros.studies.scenarios import assemble
+    (`deps["out<k>"]`), each image keeping its provenance. With `deps["match"]` (a curated
+    variant's training set of the same generation), its unfiltered control
+    (scenarios.matched): as many images, as many of them real."""
+    from ouroboros.studies.scenarios import assemble, matched
 
     outputs = {int(name[3:]): ImageSet.load(path) for name, path in deps.items() if name.startswith("out")}
     real = ImageSet.load(deps["real"])
+    if "match" in deps:
+        target = ImageSet.load(deps["match"])
+        matched(params["scenario"], params["generation"], real, outputs, size=len(target),
+                n_real=int((target.generation == 0).sum()), n=params["n"], seed=params["seed"],
+                real_seed=params["real_seed"], rho=params.get("real_fraction", 0.5)).save(out)
+        return
     real_keep = None
     if "curation" in deps:  # keep only what the curate stage left
         import json
@@ -263,12 +272,13 @@ def probe_stage(params: dict, deps: dict, out: Path) -> None:
     write_json_atomic(out, Probe.fit(real, generated, seed=params["seed"]).to_json())
 
 
-@stage_kind("curate", ".json", version=1)
+@stage_kind("curate", ".json", version=2)
 def curate_stage(params: dict, deps: dict, out: Path) -> None:
     """Generation `params["generation"]`'s curation (ouroboros.studies.curation): which
     candidates it removes, by index into the real split (`real`, the candidates
     `params["real"]`: null for none, else indices) and into each window output
-    (`out<k>`), and the removal counts from the candidates' provenance."""
+    (`out<k>`), and the removal counts from the candidates' provenance. A watermark's
+    verdicts are fixed per image by `params["verdict_seed"]` (the chain's)."""
     import numpy as np
 
     from ouroboros.studies import curation
@@ -276,17 +286,19 @@ def curate_stage(params: dict, deps: dict, out: Path) -> None:
     cfg = params["curation"]
     rng = np.random.default_rng(params["seed"])
     extra = {}
-    parts = []  # (name, candidate indices, images)
+    parts = []  # (name, candidate indices, images, the per-image uniforms of a watermark)
+    verdict = params.get("verdict_seed", 0)
     if params["real"] is not None:
         real = ImageSet.load(deps["real"])
         index = np.arange(len(real)) if params["real"] == "all" else np.asarray(params["real"], dtype=np.int64)
-        parts.append(("real", index, real.subset(index)))
+        parts.append(("real", index, real.subset(index), curation.image_uniforms(verdict, -1, len(real), index)))
     for name in sorted((d for d in deps if d.startswith("out")), key=lambda d: int(d[3:])):
         o = ImageSet.load(deps[name])
-        parts.append((name, np.arange(len(o)), o))
-    candidates = ImageSet.concat([images for _, _, images in parts])
+        parts.append((name, np.arange(len(o)), o, curation.image_uniforms(verdict, int(name[3:]), len(o))))
+    candidates = ImageSet.concat([images for _, _, images, _ in parts])
     if cfg["kind"] == "watermark":
-        removed = curation.watermark(candidates.generation, cfg["recall"], cfg["false_positive"], rng)
+        removed = curation.watermark(candidates.generation, cfg["recall"], cfg["false_positive"],
+                                     np.concatenate([u for *_, u in parts]))
     elif cfg["kind"] == "detector":
         probe, classifier = curation.Probe.load(deps["probe"]), Classifier.load(deps["classifier"])
         removed = probe.prob_generated(classifier.features(candidates)) > cfg["threshold"]
@@ -296,18 +308,30 @@ def curate_stage(params: dict, deps: dict, out: Path) -> None:
         rewards = cfg["reward_scale"] * curation.log_label_probability(
             Classifier.load(deps["classifier"]).logits(candidates), candidates.labels)
         removed, start = np.zeros(len(candidates), dtype=bool), 0
-        for _, _, images in parts:
+        for _, _, images, _ in parts:
             stop = start + len(images)
             removed[start:stop] = curation.k_choice(images.labels, rewards[start:stop], cfg["choices"], rng)
             start = stop
     else:
         raise UserError(f"unknown curation {cfg['kind']!r}; use one of {', '.join(curation.KINDS)}")
     result, start = {}, 0
-    for name, index, images in parts:
+    for name, index, images, _ in parts:
         result[name] = index[removed[start: start + len(images)]].tolist()
         start += len(images)
     write_json_atomic(out, {"curation": cfg, "removed": result,
                             "stats": {**curation.removal_stats(candidates.generation, removed), **extra}})
+
+
+@stage_kind("heldout", ".json", version=1)
+def heldout_stage(params: dict, deps: dict, out: Path) -> None:
+    """A fitted model's held-out loss, its family's `heldout_loss` (diffusion: the denoising
+    loss at fixed timesteps and noise; gaussian, gmm: the exact negative log-likelihood in
+    nats per dimension), on real images no generation trained on (`deps["images"]`, the
+    loop's real test split): {"test_loss": value}."""
+    family, model = load_fitted(deps["model"], params.get("module"))
+    if family.heldout_loss is None:
+        raise UserError(f"the {family.name} generator family has no held-out loss")
+    write_json_atomic(out, {"test_loss": float(family.heldout_loss(model, ImageSet.load(deps["images"])))})
 
 
 @stage_kind("pool", ".npz", version=1)

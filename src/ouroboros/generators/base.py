@@ -77,6 +77,11 @@ class GeneratorFamily:
     # The version of a plug-in family's code (raise it on every change that alters what it
     # makes); None: the source of the module that defines `generator` identifies it.
     version: int | str | None = None
+    # heldout_loss(fitted, images: ImageSet) -> float: the fitted model's loss on real images
+    # it did not train on (the feedback loop's `test_loss` per generation, on the real test
+    # split), deterministic: the same model and images give the same value. None: the
+    # family has none, and the loop records no test_loss for it.
+    heldout_loss: Callable[[Any, Any], float] | None = None
 
     @functools.cached_property  # every fit and sample stage of a plan asks: read the source once
     def code(self) -> str:

@@ -334,6 +334,47 @@ class DiffusionGenerator:
         return FittedDiffusion(cfg, ema, train.class_names, train.shape, generation, self.name, info)
 
 
+# The held-out denoising loss (the feedback loop's test_loss): averaged over HELDOUT_TIMESTEPS
+# timesteps spread evenly over [0, T), with noise drawn once per image and timestep from a
+# CPU generator seeded HELDOUT_SEED in batches of HELDOUT_BATCH images; constants, so every
+# model scored on the same images meets the same noisy inputs.
+HELDOUT_TIMESTEPS = 20
+HELDOUT_SEED = 0
+HELDOUT_BATCH = 256
+
+
+@torch.no_grad()
+def heldout_loss(fitted: FittedDiffusion, images: ImageSet) -> float:
+    """DDPM's training objective on images the model did not train on: the mean squared
+    error between the noise added by the forward process and the noise the model (its EMA
+    weights) predicts, per pixel value, averaged over the images and over the timesteps
+    t_j = floor((j + 1/2) T / HELDOUT_TIMESTEPS), j = 0 .. HELDOUT_TIMESTEPS - 1 (T =
+    num_train_timesteps; uniform t, as in training). Each image is given its own label
+    (the null label when the model is unconditional), without label dropout: the
+    conditional model the loop samples from. Deterministic: the noise is fixed (see
+    HELDOUT_SEED), so the same model and images give the same value."""
+    if images.class_names != fitted.class_names or images.shape != fitted.image_shape:
+        raise UserError(f"the held-out images ({images.shape}, classes {list(images.class_names)}) do not match the "
+                        f"model ({fitted.image_shape}, classes {list(fitted.class_names)})")
+    cfg, device = fitted.config, fitted.device
+    scheduler = _scheduler(cfg, "ddpm")
+    steps = [int((j + 0.5) * cfg.num_train_timesteps / HELDOUT_TIMESTEPS) for j in range(HELDOUT_TIMESTEPS)]
+    null = cfg.label_count(len(fitted.class_names))
+    gen = torch.Generator().manual_seed(HELDOUT_SEED)
+    data = torch.as_tensor(images.to_float())
+    labels = torch.as_tensor(images.labels if cfg.conditional else np.full(len(images), null))
+    total = 0.0
+    for start in range(0, len(images), HELDOUT_BATCH):
+        x0, y = data[start: start + HELDOUT_BATCH].to(device), labels[start: start + HELDOUT_BATCH].to(device)
+        for t in steps:
+            noise = torch.randn(x0.shape, generator=gen).to(device)
+            tt = torch.full((len(x0),), t, dtype=torch.long, device=device)
+            with _autocast(cfg, device):
+                predicted = fitted._net(scheduler.add_noise(x0, noise, tt), tt, y)
+            total += float(((predicted.float() - noise) ** 2).sum(dtype=torch.float64))
+    return total / (len(images) * len(steps) * int(np.prod(fitted.image_shape)))
+
+
 def _adamw(params, lr: float, weight_decay: float, device: torch.device) -> torch.optim.Optimizer:
     """AdamW, fused where torch supports it: it halves the step time of small CPU models."""
     try:
@@ -343,6 +384,6 @@ def _adamw(params, lr: float, weight_decay: float, device: torch.device) -> torc
 
 
 register_family(GeneratorFamily("diffusion", DiffusionConfig, DiffusionGenerator, FittedDiffusion.load, FORMAT,
-                                bias="guidance", bias_default=0.0,
+                                bias="guidance", bias_default=0.0, heldout_loss=heldout_loss,
                                 sampling_params={"sampler": "sampler", "sample_steps": "sample_steps",
                                                  "sample_batch_size": "batch_size"}))

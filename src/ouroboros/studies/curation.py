@@ -10,10 +10,18 @@ the scenario then assembles the training set from the survivors, exactly as defi
 there, with every size clipped to what survived (a draw of k from a pool with fewer
 than k survivors takes them all; mix's round(rho N) real images are the first
 survivors of the chain's real order; fresh's new images that were removed are used up,
-not replaced). So under replace the set shrinks to the survivors of O_{g-1}. Every
-decision is seeded per (chain seed, generation), so a chain is reproducible and its
-generations' filters independent. What was removed is counted from the candidates'
-provenance (generation 0 = real) and recorded per generation in results.csv:
+not replaced). So under replace the set shrinks to the survivors of O_{g-1}.
+
+A filter's verdict on an image is fixed per image, as a real watermark's or detector's
+is: the same image is judged the same in every generation it is a candidate (under
+accumulate-subsample O_0 is a candidate of every later generation). An image is
+identified by where it was made, which every candidate keeps: its position in the real
+split R, or its position in the output O_k of generation k's model. The watermark
+draws one uniform number per image from the chain's seed and that identity
+(`image_uniforms`); the detector's probe is a fixed function of the image. Reward
+selection (below) is a choice among a group, drawn per (chain seed, generation). What
+was removed is counted from the candidates' provenance (generation 0 = real) and
+recorded per generation in results.csv:
 
 - ``curation_candidates`` / ``curation_removed``: all candidates / those removed;
 - ``curation_removed_real`` and ``curation_removed_gen<k>`` (output of the model of
@@ -27,9 +35,10 @@ provenance (generation 0 = real) and recorded per generation in results.csv:
 Kinds (`kind`):
 
 - ``none``: no filter (the default).
-- ``watermark``: removes each generated candidate independently with probability r
-  (``recall``) and each real one with probability f (``false_positive``): a watermark
-  every generator embeds, read by a detector of that recall and false-positive rate.
+- ``watermark``: removes each generated candidate with probability r (``recall``) and
+  each real one with probability f (``false_positive``), independently across images and
+  fixed per image: a watermark every generator embeds, read by a detector of that recall
+  and false-positive rate, which misses the same images whenever it reads them.
 - ``detector``: a real-vs-generated probe, logistic regression on the real-data
   classifier's features (standardised), trained once per chain on *held-out* real
   images and on generation 0's output, and removing every candidate whose probability
@@ -101,11 +110,21 @@ class CurationConfig:
 # -- the filters: each returns a boolean mask over the candidates, True = removed ------
 
 
-def watermark(generation: np.ndarray, recall: float, false_positive: float, rng: np.random.Generator) -> np.ndarray:
+def watermark(generation: np.ndarray, recall: float, false_positive: float, uniforms: np.ndarray) -> np.ndarray:
     """Remove each generated candidate (provenance generation > 0) with probability
-    `recall` and each real one with probability `false_positive`, independently."""
+    `recall` and each real one with probability `false_positive`: candidate i goes when its
+    uniform number (`image_uniforms`: fixed per image) is below its probability."""
     p = np.where(np.asarray(generation) > 0, recall, false_positive)
-    return rng.random(len(p)) < p
+    return np.asarray(uniforms) < p
+
+
+def image_uniforms(seed: int, origin: int, size: int, index: np.ndarray | None = None) -> np.ndarray:
+    """One uniform number in [0, 1) per image, a function of the chain's `seed` and the
+    image's identity alone: `origin` -1 for the real split R, k for the output O_k of
+    generation k's model, and the image's position in it (`index`, default all `size` of
+    them). The same image gets the same number in every generation."""
+    u = np.random.default_rng([int(seed), int(origin) + 1]).random(size)
+    return u if index is None else u[np.asarray(index, dtype=np.int64)]
 
 
 def k_choice(labels: np.ndarray, rewards: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:

@@ -15,10 +15,21 @@ One chain per (guidance, seed).
 Each generation's samples are scored as the data allows (`evaluation`): a classifier
 trained on the real training split gives accuracy, cross-entropy and per-class
 accuracy when the generator is class-conditional; FID, precision, recall, density and
-coverage against the real training split always, on Inception features for colour
-images of 32x32 and up when Inception weights are given (`loop.inception_weights`, or
-found where ouroboros.features.inception looks), on the real-data classifier's
-penultimate features otherwise.
+coverage against the real test split (``evaluate.reference``: test, the default; train
+scores against the training split), on Inception features for colour images of 32x32
+and up when Inception weights are given (`loop.inception_weights`, or found where
+ouroboros.features.inception looks), on the real-data classifier's penultimate features
+otherwise. The split, the classifier and the yardstick rows (cell ``reference``) are
+redrawn per seed unless ``evaluate.instruments`` is fixed (ouroboros.studies.loop_data);
+results.csv's ``scored_on`` and ``instruments`` columns record both.
+
+Each generation's model also gets ``test_loss``, its family's held-out loss on the real
+test split (`GeneratorFamily.heldout_loss`; the test-loss curve of Gerstgrasser et al.):
+for diffusion the denoising loss (mean squared noise-prediction error per pixel value)
+at fixed timesteps and fixed noise, the same for every generation and chain; for the
+gaussian and gmm families the exact negative log-likelihood in nats per dimension of
+the model's space. The two are different quantities: compare a family with itself.
+Families without a held-out loss get no test_loss row.
 
 In results.csv, ``generation`` is the model's index (0 = trained on real data); the
 images it makes carry provenance generation ``g + 1``.
@@ -37,7 +48,10 @@ otherwise ``loop.guidance`` (the chain axis) for families whose knob is guidance
 family every stage keeps the key it had before families existed. With several,
 results.csv gets a ``family`` column: the rows of the pooled output (and the make-up,
 with ``train_share_family_<name>`` from provenance) leave it empty; each family's own
-samples are scored too, in rows naming the family.
+samples are scored too, in rows naming the family (with its test_loss).
+
+A grid's curated variants each get an unfiltered control (``<name> control``, curation
+column ``control``, ``control_of`` naming the curated variant; loop.curation_controls).
 """
 
 from __future__ import annotations
@@ -52,9 +66,11 @@ from ouroboros.data.imageset import ImageSet
 from ouroboros.errors import UserError
 from ouroboros.crosschecks import cell_label, check_cells  # noqa: F401  (used through this module too)
 from ouroboros.studies import scenarios
+from ouroboros.studies.loop_data import (  # noqa: F401  (the data's names, used through this module too)
+    check_loop, curation_split, evaluation, inception_weights, load_data, load_splits, uses_classifier,
+)
 from ouroboros.studies.loop_plan import (  # noqa: F401  (the planner's names, used through this module too)
-    Chain, Condition, LoopPlan, PoolEntry, check_loop, curation_split, evaluation, inception_weights, load_splits,
-    plan, pool_counts, pool_entries, uses_classifier,
+    Chain, Condition, LoopPlan, PoolEntry, distinct_generation0, plan, pool_counts, pool_entries,
 )
 
 
@@ -90,31 +106,42 @@ def _entry_text(entry) -> str:
 
 
 def param_columns(config: StudyConfig, several_families: bool) -> list[str]:
-    """The parameter columns of results.csv: guidance, scenario and curation (its kind); with loop.variants the
-    variant's name and each loop setting the variants vary; with several generator
-    families, the family column."""
-    columns = ["guidance", "scenario", "curation"]
+    """The parameter columns of results.csv: guidance, scenario and curation (its kind, or
+    ``control`` for a curated variant's unfiltered control); the split each metric was
+    scored against (`scored_on`: test or train) and whether seeds redrew the instruments
+    (`instruments`: per-seed or fixed); with loop.variants the variant's name, each loop
+    setting the variants vary and, with controls, the curated variant each control is
+    matched to (`control_of`); with several generator families, the family column."""
+    columns = ["guidance", "scenario", "curation", "scored_on", "instruments"]
     if config.loop.variants is not None:
         columns += ["variant", *varied_columns(config)]
+        if config.loop.controls():
+            columns.append("control_of")
     return columns + (["family"] if several_families else [])
 
 
 def _rows(config: StudyConfig, plan_: LoopPlan, paths: dict) -> list[dict]:
     import json
 
+    measured = {"scored_on": config.evaluate.reference, "instruments": config.evaluate.instruments}
     rows = []
-    ref = json.loads(paths[plan_.reference.key].read_text())
-    for metric, value in ref.items():
-        rows.append({"study": config.name, "cell": "reference", "seed": "", "generation": "",
-                     "metric": metric, "value": value, "guidance": "", "scenario": "", "curation": ""})
-    cells = dict(config.loop.cells())
+    for seed, inst in plan_.instruments.items():  # the real yardstick, per seed unless fixed
+        for metric, value in json.loads(paths[inst.yardstick.key].read_text()).items():
+            rows.append({"study": config.name, "cell": "reference", "seed": "" if seed is None else seed,
+                         "generation": "", "metric": metric, "value": value, "guidance": "", "scenario": "",
+                         "curation": "", **measured})
+    cells, controls = dict(config.loop.cells()), config.loop.controls()
     varied = varied_columns(config)
     for (variant, w, s), chain in plan_.chains.items():
         lc = cells[variant]
-        row = {"study": config.name, "cell": cell_label(variant, w),
-               "seed": s, "guidance": w, "scenario": lc.scenario, "curation": lc.curation.kind}
+        row = {"study": config.name, "cell": cell_label(variant, w), "seed": s, "guidance": w,
+               "scenario": lc.scenario, "curation": "control" if variant in controls else lc.curation.kind, **measured}
         if variant:
             row.update({"variant": variant, **{col: by[variant] for col, by in varied.items()}})
+        if variant in controls:
+            row["control_of"] = controls[variant]
+        families = plan_.families.get((variant, w, s), [{}] * len(chain))
+        heldout = plan_.heldout.get((variant, w, s), [{}] * len(chain))
         for g, (fit, _, ev) in enumerate(chain):
             metrics = json.loads(paths[ev.key].read_text())
             # The training set's size and make-up, read from the provenance of the set
@@ -124,12 +151,17 @@ def _rows(config: StudyConfig, plan_: LoopPlan, paths: dict) -> list[dict]:
             curate = fit.deps["train"].deps.get("curation")
             if curate is not None:  # what curation removed from this generation's candidates
                 metrics.update(json.loads(paths[curate.key].read_text())["stats"])
+            losses = {name: json.loads(paths[st.key].read_text()) for name, st in heldout[g].items()}
+            if not families[g]:  # one family: its held-out loss is the generation's
+                for loss in losses.values():
+                    metrics.update(loss)
             rows += [{**row, "generation": g, "metric": metric, "value": value} for metric, value in metrics.items()]
             # With several families: each family's own samples scored too, named in the
-            # family column (the pooled rows above leave it empty).
-            for name, (_, _, fam_ev) in plan_.families.get((variant, w, s), [{}] * len(chain))[g].items():
+            # family column (the pooled rows above leave it empty), with its held-out loss.
+            for name, (_, _, fam_ev) in families[g].items():
+                scores = {**json.loads(paths[fam_ev.key].read_text()), **losses.get(name, {})}
                 rows += [{**row, "generation": g, "metric": metric, "value": value, "family": name}
-                         for metric, value in json.loads(paths[fam_ev.key].read_text()).items()]
+                         for metric, value in scores.items()]
     return rows
 
 
@@ -156,7 +188,7 @@ def check_families(config: StudyConfig, train: ImageSet, test: ImageSet | None =
 def _check_pool(config: StudyConfig, lc, train: ImageSet, at: str) -> None:
     from ouroboros.preflight import check_components
 
-    smallest = min(lc.samples_per_generation or len(train), len(train))
+    smallest = min(scenarios.samples_per_generation(lc, len(train), len(train)), len(train))
     classes = train.num_classes
     for i, (spec, entry) in enumerate(zip(lc.families(), pool_entries(config, lc))):
         settings = {**entry.fit_config, **entry.sampling}

@@ -15,8 +15,9 @@ from ouroboros.studies import loop, loop_report
 
 @dataclass
 class Prepared:
-    splits: tuple[ImageSet, ImageSet]  # (train, test)
+    splits: tuple[ImageSet, ImageSet]  # (train, test) of the first seed (of every seed when fixed)
     evaluate: dict  # the evaluate stage's parameters
+    data: dict  # instruments key -> (train, test) (ouroboros.studies.loop_data.load_data)
 
 
 class LoopStudy(Study):
@@ -37,19 +38,23 @@ class LoopStudy(Study):
                                 f"loop.guidance holds {guided[0]:g}: set loop.guidance: [0]")
         check_families(config)  # each family's settings against the loop's
         check_sizes(config)  # the images the metrics need against those the loop makes
-        check_stages(config, *loop_stages(config.loop))  # the plan's size
+        check_stages(config, *loop_stages(config.loop, config.evaluate.instruments))  # the plan's size
 
     def prepare(self, config) -> Prepared:
         from ouroboros.preflight import check_components
 
-        splits = loop.load_splits(config)  # bad data fails here, before anything is written
+        from ouroboros.studies.loop_data import split_seed
+
+        data = loop.load_data(config)  # bad data fails here, before anything is written
         # and so does a real split too small for a scenario, or a curation certain to empty a class
-        for _, lc in config.loop.cells():
-            loop.check_loop(lc, loop.curation_split(lc, config.data.split_seed, splits[0])[0])
+        for key, (train, _) in data.items():
+            for _, lc in config.loop.cells():
+                loop.check_loop(lc, loop.curation_split(lc, split_seed(config, key), train)[0], len(train))
+        splits = next(iter(data.values()))
         check_components(config, splits[0].shape, splits[0].num_classes)  # and a component that cannot work
         # and a family whose settings cannot fit this data, metrics short of images, limits.max_*_gib
         loop.check_families(config, *splits)
-        return Prepared(splits, loop.evaluation(config, splits[0]))  # and missing Inception weights
+        return Prepared(splits, loop.evaluation(config, splits[0]), data)  # and missing Inception weights
 
     def describe(self, config, prepared: Prepared) -> str:
         lc = config.loop
@@ -65,7 +70,7 @@ class LoopStudy(Study):
                 f"{len(prepared.splits[0])} real training images ({scores})")
 
     def plan(self, config, prepared: Prepared, cache):
-        return loop.plan(config, cache, prepared.splits)
+        return loop.plan(config, cache, prepared.data)
 
     def rows(self, config, plan, paths):
         return loop._rows(config, plan, paths), loop.param_columns(config, bool(plan.families))

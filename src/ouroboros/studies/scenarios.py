@@ -33,6 +33,15 @@ Generation 0 trains on all of R, except under `fresh` (see there). For g >= 1:
 The real parts of `mix` and `fresh` are uniform (not balanced) prefixes of the real
 order, so they keep the real split's class proportions in expectation.
 
+N by default (``loop.samples_per_generation: null``) is the papers' N = |R|: the size of
+the real training split generation 0 trains on (`samples_per_generation`). Under
+`fresh`, R is a reservoir of which generation 0 uses only the first N, so N = |R_0|
+there: the largest N whose reservoir lasts, N + (G - 1) round(rho N) <= |R|
+(`fresh_size`).
+
+A curated variant's unfiltered control (``loop.curation_controls``) draws its training
+sets with `matched` instead: the size and real count of the curated variant's set.
+
 When several generator families feed the loop (``loop.generators``), O_k is their
 pooled output (each family's images with source ``gen:<name>``), and every draw above
 takes from it without regard to family: the families' shares of a drawn set follow
@@ -78,6 +87,27 @@ def reals_needed(scenario: str, n: int, generations: int, rho: float) -> int:
     if scenario == "mix":
         return int(round(rho * n))
     return 0  # the others take all of R, or draw from pools they know are large enough
+
+
+def fresh_size(n_real: int, generations: int, rho: float) -> int:
+    """The largest N (at least 1) with N + (G - 1) round(rho N) <= n_real: fresh's N when
+    loop.samples_per_generation is null (generation 0's real set R_0 is then as large as
+    the reservoir allows)."""
+    n = min(n_real, int(n_real / (1 + (generations - 1) * rho)) + 2)
+    while n > 1 and reals_needed("fresh", n, generations, rho) > n_real:
+        n -= 1
+    return max(n, 1)
+
+
+def samples_per_generation(lc, n_train: int, n_real: int) -> int:
+    """N for the loop settings `lc`: loop.samples_per_generation, else the size of the real
+    training split (`n_train`, what generation 0 trains on), else under fresh the largest
+    N its real split R (`n_real` images) lasts for (`fresh_size`)."""
+    if lc.samples_per_generation is not None:
+        return lc.samples_per_generation
+    if lc.scenario == "fresh":
+        return fresh_size(n_real, lc.generations, lc.real_fraction)
+    return n_train
 
 
 def check_reservoir(scenario: str, n: int, generations: int, rho: float, n_real: int) -> None:
@@ -166,6 +196,28 @@ def assemble(scenario: str, g: int, real: ImageSet, outputs: dict[int, ImageSet]
         reals = order[n + (g - 1) * m: n + g * m]
         reals = reals[keep[reals]]
     return ImageSet.concat([real.subset(np.sort(reals)), generated])
+
+
+def matched(scenario: str, g: int, real: ImageSet, outputs: dict[int, ImageSet], *, size: int, n_real: int,
+            n: int, seed: int, real_seed: int, rho: float = 0.5) -> ImageSet:
+    """Generation g's training set of a curated variant's unfiltered control: `size` images,
+    `n_real` of them real (what the curated variant's set of the same seed and generation
+    holds), each part drawn without a filter from the kind of candidates the filter chose
+    from: the real part from the real images the scenario uses (mix: the first n_real of
+    the chain's real order, the same every generation; fresh: the first n_real of
+    generation g's new ones; otherwise a balanced draw from R), the generated part a
+    balanced draw (`_draw`) from the window's outputs O_k (`outputs`)."""
+    rng = np.random.default_rng(int(seed))
+    order = real_order(len(real), real_seed)
+    if scenario == "mix":
+        reals = real.subset(np.sort(order[:n_real]))
+    elif scenario == "fresh":
+        start = n + (g - 1) * int(round(rho * n))
+        reals = real.subset(np.sort(order[start: start + n_real]))
+    else:
+        reals = _draw(real, n_real, rng)
+    generated = _draw(ImageSet.concat([outputs[k] for k in sorted(outputs)]), size - n_real, rng)
+    return ImageSet.concat([reals, generated])
 
 
 def makeup(train: ImageSet, by_family: bool = False) -> dict[str, float]:
