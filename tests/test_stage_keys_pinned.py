@@ -1,7 +1,13 @@
 """Refactors keep behaviour: every stage key (and its kind and label) of the shipped
-digits configs' plans is what it was before the study protocol existed (digests computed
-then, from the code of commit 640b760). A change here means caches stop matching: bump
-the package version or a stage kind's version on purpose, and update these digests."""
+digits configs' plans is pinned. A change here means caches stop matching: bump the
+package version or a stage kind's version on purpose, and update these digests.
+
+The digests were last changed on purpose by the `evaluate:` section (scoring against the
+real test split, instruments redrawn per seed, a held-out loss stage per generation), the
+detector variant's shared generation 0, the curated variants' controls, fixed watermark
+verdicts and N = |R| in the scenario grid. With ``evaluate.reference: train`` and
+``evaluate.instruments: fixed`` and the held-out loss stages left out, the single-loop
+configs still plan the very stages they did before (the digests of commit 640b760)."""
 
 import hashlib
 import json
@@ -12,18 +18,20 @@ import pytest
 from ouroboros.config import load_config
 
 PINNED = {  # config -> (stages in the plan's graph, digest of sorted (key, kind, label))
-    "demo": (162, "ddc3186f2a616077"),
-    "scenarios-digits": (1892, "0b938bd019f31f51"),
-    "loop-digits-gaussian": (58, "bf1a0256fd90d30b"),
+    "demo": (216, "430dcccfe8d22159"),
+    "scenarios-digits": (3262, "6242bf87a6a12250"),
+    "loop-digits-gaussian": (80, "1afb7e9ef7e607bb"),
     "contamination-digits": (531, "2b948a708e6bf0ca"),
 }
+# evaluate.reference train, evaluate.instruments fixed, without heldout stages: as at 640b760
+BEFORE_EVALUATE = {"demo": (162, "ddc3186f2a616077"), "loop-digits-gaussian": (58, "bf1a0256fd90d30b")}
 
 
-def _graph(targets) -> dict:
+def _graph(targets, skip: str = "") -> dict:
     seen = {}
 
     def visit(stage):
-        if stage.key not in seen:
+        if stage.kind != skip and stage.key not in seen:
             for dep in stage.deps.values():
                 visit(dep)
             seen[stage.key] = (stage.kind, stage.label)
@@ -33,17 +41,27 @@ def _graph(targets) -> dict:
     return seen
 
 
-@pytest.mark.parametrize("name", sorted(PINNED))
-def test_plans_keep_their_stage_keys(name):
+def _pinned(name: str, overrides: list[str], skip: str = "") -> tuple[int, str]:
     from ouroboros.study import get_study
     import ouroboros.studies.builtin  # noqa: F401
 
-    config = load_config(None if name == "demo" else name, [], base={"name": "demo"} if name == "demo" else None)
+    config = load_config(None if name == "demo" else name, overrides,
+                         base={"name": "demo"} if name == "demo" else None)
     study = get_study(config.study)
     prepared = study.prepare(config)
-    keys = _graph(study.plan(config, prepared, None).targets())  # no cache: plans without writing
-    digest = hashlib.sha256(json.dumps(sorted(keys.items())).encode()).hexdigest()[:16]
-    assert (len(keys), digest) == PINNED[name]
+    keys = _graph(study.plan(config, prepared, None).targets(), skip)  # no cache: plans without writing
+    return len(keys), hashlib.sha256(json.dumps(sorted(keys.items())).encode()).hexdigest()[:16]
+
+
+@pytest.mark.parametrize("name", sorted(PINNED))
+def test_plans_keep_their_stage_keys(name):
+    assert _pinned(name, []) == PINNED[name]
+
+
+@pytest.mark.parametrize("name", sorted(BEFORE_EVALUATE))
+def test_fixed_instruments_scored_on_train_plan_what_the_loop_planned_before_the_evaluate_section(name):
+    assert _pinned(name, ["evaluate.reference=train", "evaluate.instruments=fixed"], "heldout") == \
+        BEFORE_EVALUATE[name]
 
 
 GOLDEN = ["loop.generations=3", "loop.seeds=[0,1]", "classifier.epochs=1", "executor.workers=1",
@@ -52,9 +70,11 @@ GOLDEN = ["loop.generations=3", "loop.seeds=[0,1]", "classifier.epochs=1", "exec
 
 def test_a_run_gives_the_results_the_code_before_the_refactor_gave(tmp_path):
     """tests/data/golden-gaussian-results.csv: `ouroboros run loop-digits-gaussian` with
-    GOLDEN's settings, written by commit 640b760 (before the study protocol). Every row
-    and column is the same, each value to the last digit where this machine computes as
-    that one did (byte-identical here) and to 1e-9 relative otherwise (another CPU's
+    GOLDEN's settings, written when the evaluate section came (before it, by commit
+    640b760, before the study protocol; with evaluate.reference train and
+    evaluate.instruments fixed that commit's rows are reproduced value for value). Every
+    row and column is the same, each value to the last digit where this machine computes
+    as that one did (byte-identical here) and to 1e-9 relative otherwise (another CPU's
     BLAS may round differently)."""
     import csv
     import math

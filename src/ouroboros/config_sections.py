@@ -187,10 +187,8 @@ class LoopConfig:
     # A grid in one config: each variant is the loop above with some keys changed and
     # runs its own chains (every guidance x seed); null: the loop above alone.
     variants: Optional[list[LoopVariant]] = None
-    # With variants: each curated variant (curation other than none) gets an unfiltered
-    # control, "<name> control": every generation's training set has the size and the
-    # number of real images the curated variant's set had (same seed and generation), the
-    # rest drawn at random from the same kind of candidates (ouroboros.studies.scenarios.matched).
+    # With variants: each curated variant gets an unfiltered control, "<name> control", whose
+    # training sets match its sets' sizes and real counts (ouroboros.studies.scenarios.matched).
     curation_controls: bool = True
     # The FID Inception weights file for colour images of 32x32 and up (features: inception);
     # null: $OUROBOROS_INCEPTION_WEIGHTS or the cache folders, else classifier features.
@@ -365,18 +363,13 @@ class ContaminationConfig:
 
 @dataclass
 class EvaluateConfig:
-    """How the loop and scenario studies measure each generation (ouroboros.studies.loop)."""
+    """How the loop and scenario studies measure each generation (ouroboros.studies.loop_data)."""
 
-    # The real split every generation's FID, precision, recall, density and coverage are
-    # scored against: test (default: images no model trained on) or train (the split
-    # generation 0 and the scenarios' real parts train on). The real yardstick rows are the
-    # other split scored the same way. results.csv records it in a `scored_on` column.
+    # The real split every generation's FID/PRDC are scored against: test (nothing trains
+    # on it) or train. results.csv's `scored_on` column records it.
     reference: Literal["test", "train"] = "test"
-    # per-seed (default): each seed redraws the train/test split (seeded by data.split_seed
-    # and the seed; a given data.test is kept) and the measuring classifier (its
-    # initialisation and data order), so seeds redraw every random choice. fixed: one split
-    # (data.split_seed) and one classifier (seed 0) for every seed. Recorded in results.csv's
-    # `instruments` column.
+    # per-seed: each seed redraws the train/test split and the measuring classifier; fixed:
+    # one split (data.split_seed) and one classifier (seed 0). results.csv's `instruments`.
     instruments: Literal["per-seed", "fixed"] = "per-seed"
 
     def validate(self, where: str = "evaluate") -> None:
