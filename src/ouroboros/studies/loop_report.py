@@ -160,11 +160,26 @@ def _findings_section(run, rows: list[dict]) -> Section:
                     c.diff.format_range(1, HEADLINE[c.metric]), Finding(c.direction, c.direction), str(c.diff.n)]
                    for c in changes], left=2)
     items = [Findings(key), table]
-    ref = {r["metric"]: float(r["value"]) for r in rows if r["cell"] == "reference"}
-    if ref:
-        items.append(Text("The real test split, scored the same way: "
+    refs = [r for r in rows if r["cell"] == "reference"]
+    ref = {m: sum(v) / len(v) for m in HEADLINE if (v := [float(r["value"]) for r in refs if r["metric"] == m])}
+    if ref:  # the other real split than the one scored against (per seed unless the instruments are fixed)
+        split = "training" if refs[0].get("scored_on") == "test" else "test"
+        items.append(Text(f"The real {split} split, scored the same way (mean over seeds): "
                           + ", ".join(f"{m} {ref[m]:.{HEADLINE[m]}f}" for m in HEADLINE if m in ref) + "."))
+    items += _generation0(run)
     return Section("findings", f"{run.label}: loop", items)
+
+
+def _generation0(run) -> list:
+    """A note naming the variants whose generation 0 is not the one the others share."""
+    from ouroboros.studies.loop_plan import distinct_generation0
+
+    config = getattr(run, "config", None)
+    own = distinct_generation0(config) if config is not None and config.loop.variants is not None else {}
+    if not own:
+        return []
+    return [Text("Generation 0 is the same model in every variant of one generator, except in: "
+                 + "; ".join(f"{name} ({why})" for name, why in own.items()) + ".")]
 
 
 def _between_runs(runs: list) -> Section:
