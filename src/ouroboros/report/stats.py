@@ -212,8 +212,8 @@ def minimum_detectable(sd: float, n: int, alpha: float = 0.05, power: float = 0.
     df, se = n - 1, sd / math.sqrt(n)
     crit = t.ppf(1 - alpha / 2, df)
 
-    def shortfall(nc: float) -> float:
-        return nct.sf(crit, df, nc) + nct.cdf(-crit, df, nc) - power
+    def shortfall(nc: float) -> float:  # the lower tail P(T < -crit) as P(T > crit) at -nc: scipy's
+        return nct.sf(crit, df, nc) + nct.sf(crit, df, -nc) - power  # nct.cdf is NaN far out there
 
     hi = crit + 3.0
     try:
