@@ -87,6 +87,8 @@ def test_grid_comparisons_match_scipy_with_holm_over_every_row(tmp_path):
         ("vs baseline", "g accumulate, guidance=1", "g replace, guidance=1"),
         ("vs control", "acc-sub wm, guidance=1", "acc-sub wm control, guidance=1")}
     assert len(rows) == 7 * 3 and {r["metric"] for r in rows} == {"accuracy", "fid", "recall"}
+    assert {(r["kind"], r["a_generation"], r["b_generation"]) for r in rows} == {  # at the last generation
+        ("vs generation 0", "2", "0"), ("vs baseline", "2", "2"), ("vs control", "2", "2")}
     assert {r["family"] for r in rows if r["a"].startswith("g ")} == {"gaussian"}
     m = len(rows)
     p = [sps.ttest_rel(*_pair(run, r)).pvalue for r in rows]
@@ -175,15 +177,22 @@ def test_relative_margin_and_each_verdict(tmp_path):
         ("guidance=1", 0, "test_loss"): [100.0, 120.0, 140.0],  # margin 1% of the baseline's mean 120: 1.2
         ("guidance=1", 2, "test_loss"): [100.01, 119.99, 140.0],
         ("guidance=0", 0, "test_loss"): [100.0, 120.0, 140.0], ("guidance=0", 2, "test_loss"): [103.0, 117.0, 141.0],
+        # a resolved difference smaller than the margin: higher, though TOST would call it equivalent too
+        ("guidance=1", 0, "recall"): base, ("guidance=1", 2, "recall"): [v + d for v, d in
+                                                                       zip(base, [0.010, 0.011, 0.012])],
     }
     run = write_run(tmp_path / "run", values, ["loop.guidance=[1.0, 0.0]"])
-    verdicts = {(r["kind"], r["a"], r["metric"]): (r["verdict"], float(r["delta"])) for r in read_csv(run)}
+    rows = read_csv(run)
+    verdicts = {(r["kind"], r["a"], r["metric"]): (r["verdict"], float(r["delta"])) for r in rows}
+    small = next(r for r in rows if r["metric"] == "recall")
+    assert float(small["p_holm"]) <= 0.05 and float(small["p_equivalent_holm"]) <= 0.05
+    assert small["verdict"] == "higher"
     assert verdicts[("vs generation 0", "guidance=1", "accuracy")] == ("higher", 0.02)
     assert verdicts[("vs generation 0", "guidance=0", "accuracy")] == ("lower", 0.02)
     assert verdicts[("vs generation 0", "guidance=1", "test_loss")] == ("equivalent", pytest.approx(1.2))
     assert verdicts[("vs generation 0", "guidance=0", "test_loss")][0] == "not resolved"
     assert verdicts[("vs first guidance", "guidance=0", "accuracy")][0] == "lower"
-    assert len(verdicts) == 6
+    assert len(verdicts) == 7
     text = {f.verdict: f.text for f in run.findings}
     assert "within ±1.2 by TOST" in text["equivalent"]
     assert "equivalence within ±1.2 not shown either; this run resolves differences of" in text["not resolved"]
