@@ -278,3 +278,13 @@ def test_contamination_tables_show_the_clipped_interval(tmp_path):
                                half=sps.t.ppf(0.975, 2) * sps.sem([0.99, 1.0, 0.95]))
     assert _acc(rows, table="1") == f"{100 * iv.mean:.1f} [{100 * (iv.mean - iv.half):.1f}, 100.0]"
     assert _acc(rows[:1], table="1") == "99.0, no interval (1 seed)"
+
+
+def test_every_report_table_names_each_column(tmp_path):
+    from ouroboros.report.page import Table
+
+    run = grid_run(tmp_path / "run")
+    tables = [i for s in run.study.report_sections([run]) for i in s.items if isinstance(i, Table)]
+    assert len(tables) >= 4  # comparisons, resolvable differences, values first and last, values over generations
+    for t in tables:
+        assert all(h.strip() for h in t.header) and all(len(r) == len(t.header) for r in t.rows), t.header
