@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import io
 import math
 from pathlib import Path
@@ -67,12 +68,12 @@ class Comparison:
     def seeds(self) -> list:
         return sorted(set(self.pair.a_values) & set(self.pair.b_values), key=str)
 
-    @property
+    @functools.cached_property
     def a(self) -> Interval:
         """a over the paired seeds: mean and 95% interval."""
         return t_interval([self.pair.a_values[s] for s in self.seeds()])
 
-    @property
+    @functools.cached_property
     def b(self) -> Interval:
         return t_interval([self.pair.b_values[s] for s in self.seeds()])
 
@@ -90,17 +91,19 @@ def decide_all(pairs: list[Pair], delta_of, alpha: float = 0.05, power: float = 
     b_mean)` gives a metric's equivalence margin (`CompareConfig.delta_of`)."""
     tests, deltas = [], []
     for pair in pairs:
-        seeds = sorted(set(pair.a_values) & set(pair.b_values), key=str)
-        b_mean = t_interval([pair.b_values[s] for s in seeds]).mean
-        delta = delta_of(pair.metric, b_mean) if seeds else math.nan
+        seeds = set(pair.a_values) & set(pair.b_values)
+        delta = delta_of(pair.metric, sum(pair.b_values[s] for s in seeds) / len(seeds)) if seeds else math.nan
         deltas.append(delta)
         tests.append(paired_test(pair.a_values, pair.b_values, delta))
     p_holm = holm([t.p for t in tests])
     p_eq_holm = holm([t.p_equivalent for t in tests])
     m = sum(math.isfinite(t.p) for t in tests)
+    unit: dict[int, float] = {}  # n -> the smallest difference at sd 1 (it scales with sd): one root per n
     out = []
     for pair, t, delta, ph, peh in zip(pairs, tests, deltas, p_holm, p_eq_holm):
-        mde = minimum_detectable(t.sd, t.diff.n, alpha / m, power) if m else math.nan
+        if m and t.diff.n not in unit:
+            unit[t.diff.n] = minimum_detectable(1.0, t.diff.n, alpha / m, power)
+        mde = unit[t.diff.n] * t.sd if m else math.nan
         out.append(Comparison(pair, t.diff, t.p, ph, t.p_equivalent, peh, delta,
                               decide(t.diff.mean, ph, peh, alpha), mde, alpha))
     return out

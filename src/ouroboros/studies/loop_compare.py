@@ -70,20 +70,19 @@ def _variant(name: str, family: dict, where: str) -> str:
     return name
 
 
-def _per_seed(rows: list[dict], cell: str, metric: str, generation: int) -> dict:
-    return {str(r["seed"]): float(r["value"]) for r in rows
-            if r["cell"] == cell and r["metric"] == metric and int(r["generation"]) == generation}
-
-
-def _last(rows: list[dict], cell: str) -> int | None:
-    return max((int(r["generation"]) for r in rows if r["cell"] == cell), default=None)
-
-
 def pairs(rows: list[dict], config) -> list[Pair]:
     """What the run compares (see the module docstring), in a fixed order: by kind, then
     as the config lists variants and guidance, then metric as ``compare.delta`` lists them."""
-    rows = [r for r in rows if r["cell"] != "reference" and not r.get("family")]  # the pooled output
     metrics = config.compare.metrics()
+    values: dict[tuple, dict] = {}  # (cell, metric, generation) -> {seed: value}, of the pooled output
+    final: dict[str, int] = {}  # cell -> its last generation
+    for r in rows:
+        if r["cell"] != "reference" and not r.get("family"):
+            g = int(r["generation"])
+            final[r["cell"]] = max(g, final.get(r["cell"], g))
+            if r["metric"] in metrics:
+                values.setdefault((r["cell"], r["metric"], g), {})[str(r["seed"])] = float(r["value"])
+    _last = final.get
     lc = config.loop
     out: list[Pair] = []
 
@@ -91,7 +90,7 @@ def pairs(rows: list[dict], config) -> list[Pair]:
         if a_gen is None or b_gen is None:
             return
         for metric in metrics:
-            a, b = _per_seed(rows, a_cell, metric, a_gen), _per_seed(rows, b_cell, metric, b_gen)
+            a, b = values.get((a_cell, metric, a_gen)), values.get((b_cell, metric, b_gen))
             if a and b:
                 out.append(Pair(kind, a_cell, b_cell, metric, a, b,
                                 {"family": family, "guidance": f"{w:g}", "a_generation": a_gen,
@@ -101,19 +100,19 @@ def pairs(rows: list[dict], config) -> list[Pair]:
         fam = family_of(lc)
         for w in lc.guidance:
             cell = cell_label("", w)
-            add("vs generation 0", cell, _last(rows, cell), cell, 0 if _last(rows, cell) else None, fam, w)
+            add("vs generation 0", cell, _last(cell), cell, 0 if _last(cell) else None, fam, w)
         first = cell_label("", lc.guidance[0])
         for w in lc.guidance[1:]:
             cell = cell_label("", w)
-            last = _last(rows, cell)
-            add("vs first guidance", cell, last, first, last if last == _last(rows, first) else None, fam, w)
+            last = _last(cell)
+            add("vs first guidance", cell, last, first, last if last == _last(first) else None, fam, w)
         return out
     cells = dict(lc.cells())
     base = baselines(config)
     for fam, name in base.items():
         for w in lc.guidance:
             cell = cell_label(name, w)
-            last = _last(rows, cell)
+            last = _last(cell)
             add("vs generation 0", cell, last, cell, 0 if last else None, fam, w)
     for kind in ("vs baseline", "vs control"):
         for name, variant in cells.items():
@@ -123,8 +122,8 @@ def pairs(rows: list[dict], config) -> list[Pair]:
                 continue
             for w in lc.guidance:  # at the last generation both reached (the same one)
                 a, b = cell_label(name, w), cell_label(other, w)
-                last = _last(rows, a)
-                add(kind, a, last, b, last if last == _last(rows, b) else None, fam, w)
+                last = _last(a)
+                add(kind, a, last, b, last if last == _last(b) else None, fam, w)
     return out
 
 
