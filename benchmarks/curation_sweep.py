@@ -28,6 +28,7 @@ def main() -> int:
     from ouroboros.config import load_config
     from ouroboros.report.plots import plot_sweep, sweep_series
     from ouroboros.report.results import read_results, write_results
+    from ouroboros.report.stats import metric_range
     from ouroboros.runner import Runner
     from ouroboros.api import execute
 
@@ -48,11 +49,12 @@ def main() -> int:
         rows += [{**row, "curation.recall": r if row["cell"] != "reference" else ""}
                  for row in read_results(run_dir / "results.csv")]
     write_results(out / "results.csv", rows, columns)
-    print(f"{'metric':<18}{'guidance':>9}" + "".join(f"{f'r = {r:g}':>18}" for r in args.recalls))
+    print("mean over seeds [95% Student-t interval, within the metric's range]")
+    print(f"{'metric':<18}{'guidance':>9}" + "".join(f"{f'r = {r:g}':>22}" for r in args.recalls))
     for metric in METRICS:
         plot_sweep(rows, "curation.recall", metric, out / "plots" / f"sweep_{metric}.png")
         for w, points in sweep_series(rows, "curation.recall", metric).items():
-            print(f"{metric:<18}{w:>9}" + "".join(f"{i.format(digits=3):>18}" for _, i in points))
+            print(f"{metric:<18}{w:>9}" + "".join(f"{i.format(1, 3, metric_range(metric)):>22}" for _, i in points))
     print(f"plots: {out / 'plots'}")
     return 0
 

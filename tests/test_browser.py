@@ -25,7 +25,8 @@ def test_report_renders_in_chromium(tmp_path):
     assert len(seen.images) == 9 and seen.broken_images == [], seen.images  # 2 plots, real.png, 2 x 3 grids
     assert all(i["naturalWidth"] > 0 for i in seen.images)
     assert seen.console_errors == []
-    assert "accuracy at generation 2 vs 0, guidance=1: 0.910 ± 0.025 → 0.970 ± 0.050, change +0.060" in seen.text
+    assert "classifier accuracy, guidance=1 (generation 2) vs guidance=1 (generation 0): 0.970 [0.920, 1.000] vs " \
+           "0.910 [0.885, 0.935]; difference +0.060" in seen.text
     assert "Findings" in seen.text and "Samples" in seen.text
     with Image.open(shot) as im:  # the screenshot: the page's width, as tall as asked
         assert im.size == (1100, 1500)

@@ -60,7 +60,8 @@ FIELDS = leaf_fields()
 
 def test_fields_are_found_in_every_section():
     sections = {key.split(".")[0] for key, _ in FIELDS if "." in key}
-    assert sections == {"data", "loop", "contamination", "generator", "classifier", "output", "executor", "limits"}
+    assert sections == {"data", "loop", "contamination", "generator", "classifier", "output", "executor", "limits",
+                        "compare"}
     assert {"study", "name", "generator.lr", "contamination.class_groups", "executor.threads_per_worker"} <= {
         key for key, _ in FIELDS}
 
@@ -82,7 +83,11 @@ def invalid(tp, key, optional=False):
     """Values that no field of type `tp` accepts (null too, unless the field is Optional)."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):  # Optional[T]: null is valid, T's junk is not
-        return invalid([a for a in args if a is not type(None)][0], key, optional=True)
+        inner = [a for a in args if a is not type(None)]
+        if inner == [str, dict]:  # a name or a mapping (compare.baseline): neither
+            return st.one_of(st.integers(), st.floats(), st.booleans(), st.just(""), st.just("x" * 5000),
+                             st.lists(junk, max_size=2))
+        return invalid(inner[0], key, optional=True)
     null = st.nothing() if optional else st.none()
     if origin is Literal:
         return st.one_of(st.text(max_size=8).filter(lambda s: s not in args), st.integers(), null,
@@ -105,6 +110,10 @@ def invalid(tp, key, optional=False):
                          st.sampled_from([NAN, INF, -INF]))
     if tp is str:
         return st.one_of(bad_text, null)
+    if tp is dict:  # a mapping of margins (compare.delta): not a mapping, or a margin that is no number > 0
+        return st.one_of(null, st.integers(), st.text(max_size=5), st.lists(junk, min_size=1, max_size=2),
+                         st.dictionaries(st.sampled_from(["fid", "x"]), st.floats(max_value=0) | st.booleans(),
+                                         min_size=1, max_size=2))
     if tp is bool:  # YAML's true/false only: 0, 1 and the strings "true"/"false" are not booleans
         return st.one_of(st.integers(), st.floats(), st.text(max_size=5), null,
                          st.lists(st.booleans(), min_size=1, max_size=2))

@@ -215,7 +215,7 @@ def test_loop_config_file_matches_the_demo_defaults():
 
     from_file = load_config(REPO / "configs" / "loop-digits.yaml")
     defaults = StudyConfig()
-    for section in ("data", "loop", "generator", "classifier", "output", "executor"):
+    for section in ("data", "loop", "generator", "classifier", "output", "executor", "compare"):
         assert getattr(from_file, section) == getattr(defaults, section), section
 
 

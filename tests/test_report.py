@@ -87,12 +87,20 @@ def test_loop_findings_have_closed_form_intervals(tmp_path):
     assert up.start.mean == pytest.approx(0.91) and up.end.mean == pytest.approx(0.97)
     assert up.diff.mean == pytest.approx(0.06) and up.diff.half == pytest.approx(T_975_2 * 0.01 / math.sqrt(3))
     assert down.diff.mean == pytest.approx(-0.2) and down.diff.half == pytest.approx(T_975_2 * 0.1 / math.sqrt(3))
-    assert up.direction == "rises"  # [0.035, 0.085]
-    assert down.direction == "not resolved"  # [-0.448, +0.048]
     fid = changes[("guidance=0", "fid")]
-    assert fid.diff.mean == pytest.approx(10.0) and fid.diff.half == pytest.approx(0.0) and fid.direction == "rises"
-    assert "accuracy at generation 2 vs 0, guidance=1: 0.910 ± 0.025 → 0.970 ± 0.050, change +0.060 [+0.035, " \
-           "+0.085] (rises; mean and 95% interval over 3 seeds)" in up.sentence()
+    assert fid.diff.mean == pytest.approx(10.0) and fid.diff.half == pytest.approx(0.0)
+    # The findings are the run's comparisons (tests/test_comparisons.py checks their numbers):
+    # the 6 comparisons are accuracy and FID of each guidance's generation 2 against its
+    # generation 0, and of guidance 0 against guidance 1; p-values Holm-corrected over all 6.
+    found = {f.text.split(":")[0]: f for f in run.findings}
+    assert len(found) == 6
+    acc = found["classifier accuracy, guidance=1 (generation 2) vs guidance=1 (generation 0)"]
+    assert acc.verdict == "higher"
+    assert "0.970 [0.920, 1.000] vs 0.910 [0.885, 0.935]; difference +0.060 [+0.035, +0.085]: higher " \
+           "(Holm-adjusted p 0.037; 3 seeds)" in acc.text  # 0.97 + 0.05 clipped at 1: an accuracy
+    assert found["classifier accuracy, guidance=0 (generation 2) vs guidance=0 (generation 0)"].verdict == \
+        "not resolved"
+    assert found["FID, guidance=0 (generation 2) vs guidance=1 (generation 2)"].verdict == "equivalent"
 
 
 def test_report_is_one_self_contained_file(tmp_path):
@@ -108,7 +116,10 @@ def test_report_is_one_self_contained_file(tmp_path):
     assert len(images) == 2 + 1 + 6
     for s in images:
         assert Image.open(io.BytesIO(base64.b64decode(s.split(",", 1)[1]))).size[0] > 0
-    assert "change +0.060 [+0.035, +0.085] (rises" in page  # the findings, with their intervals
+    assert "difference +0.060 [+0.035, +0.085]: higher" in page  # the findings, with their intervals
+    assert "<td class=l>guidance=1</td><td class=l>classifier accuracy (fraction correct)</td><td>0 → 2</td>" \
+           "<td>0.910 [0.885, 0.935]</td><td>0.970 [0.920, 1.000]</td>" in page  # and the values they compare
+    assert (run_dir / "comparisons.csv").is_file()  # the report rewrites what it shows
     assert "gen 2</th>" in page and "guidance=0</td>" in page  # grids side by side: conditions x generations
     assert "loop:" in page and "train_steps: 60" in page  # the resolved config
     for metric in ("accuracy", "fid"):  # and copies for papers
@@ -146,7 +157,8 @@ def test_several_runs_compared_on_one_page(tmp_path, capsys):
     assert "Runs compared" in page
     assert re.search(r"generator\.train_steps</td><td>60</td><td>80</td>", page)
     for name in ("cpu · guidance=1", "cpu · guidance=0", "gpu · guidance=1"):
-        assert f"{name}: 0." in page  # a finding per run and condition
+        assert f"<td class=l>{name}</td>" in page  # values per run and condition
+    assert "cpu: loop" in page and "gpu: loop" in page and page.count("comparisons: ") == 2  # findings per run
     # Between runs, paired by seed: gpu - cpu = shift, mean 0.02, sd 0.01, at generation 2.
     diffs = {(d.cell, d.metric): d for d in loop_report.run_differences(*(api.load_run(p).rows for p in (a, b)))}
     assert set(diffs) == {("guidance=1", "accuracy"), ("guidance=1", "fid")}  # only the shared condition

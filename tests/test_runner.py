@@ -7,6 +7,9 @@ import subprocess
 import sys
 import time
 
+import pytest
+from scipy.stats import ttest_rel
+
 from conftest import TINY, run_cli
 from ouroboros.api import execute
 from ouroboros.config import load_config
@@ -67,7 +70,26 @@ def test_tiny_loop_writes_the_run_folder(tmp_path):
     page = (tmp_path / "report.html").read_text()
     sources = re.findall(r"""(?:src|href)=['"]([^'"]*)""", page)
     assert len(sources) > 10 and all(s.startswith("data:") for s in sources)  # self-contained
-    assert "accuracy at generation 1 vs 0, guidance=1: " in page and "95% interval over 2 seeds" in page
+    assert "classifier accuracy, guidance=1 (generation 1) vs guidance=1 (generation 0): " in page
+    # comparisons.csv, from results.csv: each guidance's generation 1 against its generation 0 and
+    # guidance 0 against guidance 1, in every metric with a margin; p-values as scipy's
+    with open(tmp_path / "comparisons.csv") as f:
+        comparisons = list(csv.DictReader(f))
+    assert {(c["kind"], c["a"], c["b"]) for c in comparisons} == {
+        ("vs generation 0", "guidance=1", "guidance=1"), ("vs generation 0", "guidance=0", "guidance=0"),
+        ("vs first guidance", "guidance=0", "guidance=1")}
+    assert {c["metric"] for c in comparisons} >= {"accuracy", "cross_entropy", "fid", "precision", "recall",
+                                                  "density", "coverage"}
+    for c in comparisons:
+        a, b = ([float(r["value"]) for r in loop_rows if (r["cell"], r["generation"], r["metric"]) == key]
+                for key in ((c["a"], c["a_generation"], c["metric"]), (c["b"], c["b_generation"], c["metric"])))
+        assert c["n"] == "2" and len(a) == len(b) == 2
+        diffs = {x - y for x, y in zip(a, b)}
+        if len(diffs) == 1:  # identical differences (e.g. accuracy 1 twice): scipy has no p; 1 when 0, else 0
+            assert float(c["p"]) == (1.0 if diffs == {0.0} else 0.0)
+        else:
+            assert float(c["p"]) == pytest.approx(ttest_rel(a, b).pvalue, rel=1e-9)
+    assert f"comparisons.csv: {len(comparisons)} comparisons: " in proc.stdout
     assert not list(tmp_path.rglob(".tmp-*"))
 
 

@@ -277,6 +277,15 @@ def test_a_grid_of_variants_runs_each_as_its_own_chains_and_names_it_in_the_resu
     for name in ("accuracy.png", "makeup.png", "class_accuracy.png"):
         assert (tmp_path / "plots" / name).stat().st_size > 1000
     assert (tmp_path / "samples" / "mixed half, guidance=1" / "gen1.png").is_file()
+    # comparisons.csv: each variant against the first (replace), and replace against its generation 0;
+    # one seed resolves nothing
+    with open(tmp_path / "comparisons.csv") as f:
+        comparisons = list(csv.DictReader(f))
+    assert {(c["kind"], c["a"], c["b"]) for c in comparisons if c["metric"] == "recall"} == {
+        ("vs generation 0", "replace, guidance=1", "replace, guidance=1"),
+        *(("vs baseline", f"{v}, guidance=1", "replace, guidance=1") for v in ("mix rho=0.25", "mixed half",
+                                                                               "accumulate"))}
+    assert {(c["n"], c["verdict"]) for c in comparisons} == {("1", "not resolved")}
     # The same run without variants, as scenario mix rho=0.25, reuses that variant's stages.
     cache = set((tmp_path / "cache").rglob("*.json"))
     plain = ["demo", "--out", str(tmp_path), *_TINY_ARGS, "--set", "loop.samples_per_generation=100",

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from ouroboros.report.stats import HOLDS, NOT_RESOLVED, REVERSED, paired_difference, t_interval, verdict
+from ouroboros.report.stats import (
+    HOLDS, NOT_RESOLVED, REVERSED, metric_range, paired_difference, t_interval, verdict,
+)
 
 
 def test_interval_matches_the_closed_form_and_scipy():
@@ -24,9 +26,28 @@ def test_interval_matches_the_closed_form_and_scipy():
 
 def test_interval_of_one_or_no_value():
     one = t_interval([0.7])
-    assert one.mean == 0.7 and math.isnan(one.half) and one.format(100) == "70.0"
+    assert one.mean == 0.7 and math.isnan(one.half) and one.format(100) == "70.0, no interval (1 seed)"
+    assert one.format_range(1, 2) == "+0.70, no interval (1 seed)"
     assert t_interval([]).n == 0 and t_interval([]).format() == "-"
-    assert t_interval([0.5, 0.7]).format(100) == f"60.0 ± {100 * 12.706204736174698 * 0.1:.1f}"
+    half = 100 * 12.706204736174698 * 0.1
+    assert t_interval([0.5, 0.7]).format(100) == f"60.0 [{60 - half:.1f}, {60 + half:.1f}]"  # [-67.1, 187.1]
+
+
+def test_intervals_are_shown_within_the_metric_range():
+    """Two seeds at accuracy 0.5 and 0.7 give a t-interval of [-0.67, 1.87]: shown as [0, 1];
+    FID's is cut at 0 only, a difference's and an unknown metric's not at all."""
+    iv = t_interval([0.5, 0.7])
+    assert iv.format(100, 1, metric_range("accuracy")) == "60.0 [0.0, 100.0]"
+    assert iv.format(1, 2, metric_range("accuracy/3")) == "0.60 [0.00, 1.00]"
+    assert iv.format(1, 2, metric_range("fid")) == f"0.60 [0.00, {0.6 + iv.half:.2f}]"
+    assert iv.format(1, 2, metric_range("test_loss")) == f"0.60 [{0.6 - iv.half:.2f}, {0.6 + iv.half:.2f}]"
+    assert iv.clipped(metric_range("recall")) == (0.0, 1.0)
+    narrow = t_interval([0.5, 0.51, 0.52])  # inside the range: as it is
+    assert narrow.clipped(metric_range("coverage")) == (narrow.lo, narrow.hi)
+    for metric in ("precision", "recall", "coverage", "train_real_share", "train_share_gen3"):
+        assert metric_range(metric) == (0.0, 1.0)
+    for metric in ("cross_entropy", "density", "curation_removed"):
+        assert metric_range(metric) == (0.0, math.inf)
 
 
 def test_paired_difference_cancels_what_the_cells_share():

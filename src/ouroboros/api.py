@@ -207,12 +207,24 @@ def execute(config: StudyConfig, out: Path, progress: bool = True, force: tuple 
         write_timings(out, runner)
         study.artifacts(config, prepared, plan, paths, out)
         run_ = load_run(out)
+        write_comparisons(run_)
         write_report([run_])
     finally:
         if own:
             runner.executor.close()
     run_.timings = runner.timings
     return run_
+
+
+def write_comparisons(run: Run) -> None:
+    """comparisons.csv of a run whose study compares (`Study.comparisons`), from its
+    results.csv as read back, so that the file, the findings and the report agree."""
+    from ouroboros.report.comparisons import write_comparisons as write
+
+    comparisons = run.study.comparisons(run.rows, run.config)
+    if comparisons is not None:
+        write(run.path / "comparisons.csv", comparisons, run.study.comparison_labels)
+    run.__dict__.pop("comparisons", None)  # Run.comparisons reads the new file
 
 
 def dry_run(config: StudyConfig, out: Path) -> dict:
@@ -266,4 +278,5 @@ def report(run_dirs: Iterable[str | Path], out: str | Path | None = None) -> Pat
     check_writes(out, sections)  # before the first write, redrawing included
     for r in runs:
         r.study.redraw(r)
+        write_comparisons(r)
     return write_page(runs, sections, out)

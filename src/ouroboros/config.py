@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from ouroboros.bounds import LimitsConfig
+from ouroboros.config_compare import CompareConfig
 from ouroboros.config_convert import _check_type, apply_overrides, from_dict
 from ouroboros.config_sections import (  # noqa: F401  (the sections, importable from here as before)
     MAX_BIAS, MAX_GUIDANCE, MAX_LIST, MAX_SEED, ContaminationConfig, DataConfig, EvaluateConfig, ExecutorConfig,
@@ -43,6 +44,7 @@ class StudyConfig:
     output: OutputConfig = field(default_factory=OutputConfig)
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)  # whole-run bounds (ouroboros.bounds)
+    compare: CompareConfig = field(default_factory=CompareConfig)  # how comparisons are decided (config_compare)
 
     def validate(self) -> None:
         # Types first (a config built in Python skips from_dict's conversion), then each

@@ -54,7 +54,16 @@ def _convert(value: Any, tp, where: str) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _convert(value, inner[0], where)
+        if len(inner) == 1:
+            return _convert(value, inner[0], where)
+        for tp_ in inner:  # several types (str | dict): the first that takes the value
+            try:
+                return _convert(value, tp_, where)
+            except UserError:
+                pass
+        words = {str: "string", dict: "mapping"}
+        raise UserError(f"{where} must be a {' or a '.join(words.get(t, _type_name(t)) for t in inner)}; "
+                        f"got {_show(value)}")
     if origin is Literal:
         if isinstance(value, (list, dict)) or value not in args:
             raise UserError(f"{where} must be one of {', '.join(map(str, args))}; got {_show(value)}")

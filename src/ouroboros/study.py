@@ -17,6 +17,10 @@ name: they look the config's ``study:`` up here and call the methods below. A st
   (sample grids, figures), drawn from the finished stages;
 - ``findings(rows, config) -> list[Finding]``: what the run found, as computed
   comparisons (sentences with their verdict; `ouroboros.report.page.Finding`);
+- ``comparisons(rows, config)``: the run's comparisons, decided in code
+  (`ouroboros.report.comparisons.Comparison`s), which the run writes to
+  ``comparisons.csv`` (its columns naming each pair after kind, a, b:
+  ``comparison_labels``); None (the default) when the study writes no such file;
 - ``report_sections(runs) -> list[Section]``: what the report draws for the study's
   runs (`ouroboros.api.Run`s): findings, plots (drawn by the report when it has checked
   where they go), sample grids, tables (`ouroboros.report.page`);
@@ -46,6 +50,7 @@ class Study:
     name: str = ""
     section: str | None = None  # its config section (also a key of StudyConfig)
     section_type: type | None = None  # the dataclass of that section
+    comparison_labels: tuple = ()  # comparisons.csv's columns naming a pair, after kind, a, b
 
     def validate(self, config) -> None:
         """Checks that span this study's section and the shared ones (no data needed)."""
@@ -71,6 +76,9 @@ class Study:
 
     def findings(self, rows: list[dict], config) -> list:
         return []
+
+    def comparisons(self, rows: list[dict], config):
+        return None
 
     def report_sections(self, runs: list) -> list:
         return []

@@ -35,7 +35,8 @@ figure{display:inline-block;margin:4px;vertical-align:top;max-width:100%}
 figure.plot{width:calc(50% - 10px);margin:4px 2px}figure.plot img{width:100%}
 table.grids{width:100%;table-layout:fixed}table.grids th:first-child{width:8em}table.grids img{width:100%}
 figcaption{font-size:.85em;text-align:center}pre{background:#f6f6f6;padding:.6em;overflow:auto;font-size:.8em}
-span.rises,span.falls{font-weight:600}.not-resolved{color:#555}.findings li{margin:.2em 0}
+span.rises,span.falls,span.higher,span.lower,span.equivalent{font-weight:600}.not-resolved{color:#555}
+.findings li{margin:.2em 0}
 @media print{body{max-width:none;margin:0}h2{page-break-after:avoid}figure,table{page-break-inside:avoid}}
 """
 

@@ -18,8 +18,8 @@ from typing import Callable, Literal, Union
 
 @dataclasses.dataclass
 class Finding:
-    """One thing a run found: a sentence and its verdict, a word such as "holds",
-    "reversed", "not resolved", "rises" or "falls" ("" when it states a value)."""
+    """One thing a run found: a sentence and its verdict, a word such as "higher", "lower",
+    "equivalent", "not resolved", "holds" or "reversed" ("" when it states a value)."""
 
     text: str
     verdict: str = ""

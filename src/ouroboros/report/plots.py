@@ -2,9 +2,10 @@
 
 A condition is a loop chain's ``cell`` (``guidance=1``, a scenario variant, ...), or
 ``run · cell`` when a report compares several runs. Lines are the mean over seeds; the
-band is the min-max spread over seeds. Generation 0 (the model trained on real data)
-is marked by a dotted vertical line, and the real test split scored by the same
-classifier by a dashed horizontal one. One colour per condition, the same in every plot
+band is the 95% Student-t interval over seeds (`ouroboros.report.stats`), drawn within
+the metric's range (`metric_range`), and absent where there is one seed. Generation 0
+(the model trained on real data) is marked by a dotted vertical line, and the real test
+split scored by the same classifier by a dashed horizontal one. One colour per condition, the same in every plot
 of a report (`condition_colours`). Each plot is saved as PNG (screen) and SVG (papers).
 """
 
@@ -123,6 +124,17 @@ def _save(fig, path: Path) -> None:
         fig.savefig(tmp, format="svg", bbox_inches="tight", metadata={"Date": None})
 
 
+def band(intervals: list, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """(lo, hi) of each 95% Student-t interval (`ouroboros.report.stats.Interval`) within
+    the metric's range; NaN (no band there) where there is one seed."""
+    from ouroboros.report.stats import metric_range
+
+    within = metric_range(metric)
+    lo = np.array([i.clipped(within)[0] if i.n > 1 else np.nan for i in intervals])
+    hi = np.array([i.clipped(within)[1] if i.n > 1 else np.nan for i in intervals])
+    return lo, hi
+
+
 def plot_metric(rows: list[dict], metric: str, path: Path, title: str = "", colours: dict | None = None) -> Path:
     """`metric` against generation, one line per condition (see the module docstring)."""
     plt = _pyplot()
@@ -135,6 +147,8 @@ def plot_metric(rows: list[dict], metric: str, path: Path, title: str = "", colo
 
 def draw_metric(ax, rows: list[dict], metric: str, title: str = "", colours: dict | None = None) -> None:
     """`plot_metric` on matplotlib Axes `ax` (what `Run.plot` draws)."""
+    from ouroboros.report.stats import t_interval
+
     series = _series(rows, metric)
     many = len(series) > 6
     colours = colours or condition_colours(conditions(rows))
@@ -142,11 +156,10 @@ def draw_metric(ax, rows: list[dict], metric: str, title: str = "", colours: dic
         if name not in series:
             continue
         gens = sorted(series[name])
-        vals = [np.asarray(series[name][g]) for g in gens]
-        mean = np.array([v.mean() for v in vals])
-        ax.plot(gens, mean, marker="o", ms=3, color=colours[name], label=text(name))
-        ax.fill_between(gens, [v.min() for v in vals], [v.max() for v in vals], color=colours[name], alpha=0.2,
-                        lw=0)
+        intervals = [t_interval(series[name][g]) for g in gens]
+        lo, hi = band(intervals, metric)
+        ax.plot(gens, [i.mean for i in intervals], marker="o", ms=3, color=colours[name], label=text(name))
+        ax.fill_between(gens, lo, hi, color=colours[name], alpha=0.2, lw=0)
     refs = dict.fromkeys(float(r["value"]) for r in rows if r["metric"] == metric and r["cell"] == "reference")
     for i, ref in enumerate(refs):
         ax.axhline(ref, color="k", ls="--", lw=1, label="real test split" if i == 0 else None)
@@ -239,24 +252,29 @@ def plot_makeup(rows: list[dict], path: Path) -> Path:
 
 
 def plot_shares(curves: dict[str, list[tuple[float, float, float]]], path: Path, ylabel: str, title: str,
-                baseline: float | None = None, colours: dict | None = None) -> Path:
+                baseline: float | None = None, colours: dict | None = None,
+                within: tuple[float, float] = (-np.inf, np.inf)) -> Path:
     """Accuracy (or another metric) against the share of the training set replaced:
     one line per condition, each point (share, mean, 95% half-width) with error bars
-    (none where the half-width is nan: one seed). `baseline`, the clean (0%) value, is a
-    dotted horizontal line."""
+    drawn within `within` (the metric's range, in the units plotted; none where the
+    half-width is nan: one seed). `baseline`, the clean (0%) value, is a dotted
+    horizontal line."""
     fig, ax = _pyplot().subplots(figsize=(5.6, 3.8))
-    draw_shares(ax, curves, ylabel, title, baseline, colours)
+    draw_shares(ax, curves, ylabel, title, baseline, colours, within)
     _save(fig, path)
     return path
 
 
 def draw_shares(ax, curves: dict[str, list[tuple[float, float, float]]], ylabel: str, title: str,
-                baseline: float | None = None, colours: dict | None = None) -> None:
+                baseline: float | None = None, colours: dict | None = None,
+                within: tuple[float, float] = (-np.inf, np.inf)) -> None:
     """`plot_shares` on matplotlib Axes `ax`."""
     colours = colours or condition_colours(list(curves))
     for name, points in curves.items():
         x, mean, half = (np.asarray(v, dtype=float) for v in zip(*points))
-        ax.errorbar(100 * x, mean, yerr=np.where(np.isfinite(half), half, 0.0), marker="o", ms=3, capsize=3,
+        half = np.where(np.isfinite(half), half, 0.0)
+        below, above = mean - np.maximum(mean - half, within[0]), np.minimum(mean + half, within[1]) - mean
+        ax.errorbar(100 * x, mean, yerr=np.vstack([below, above]), marker="o", ms=3, capsize=3,
                     color=colours[name], label=text(name))
     if baseline is not None:
         ax.axhline(baseline, color="0.4", ls=":", lw=1, label="clean baseline (0%)")
@@ -336,8 +354,8 @@ def plot_sweep(rows: list[dict], column: str, metric: str, path: Path, generatio
     for w in sorted(series, key=lambda g: -float(g) if g != "" else 0.0):
         xs = [x for x, _ in series[w]]
         ax.plot(xs, [i.mean for _, i in series[w]], marker="o", ms=3, label=f"w = {float(w):g}" if w != "" else None)
-        if all(i.n > 1 for _, i in series[w]):
-            ax.fill_between(xs, [i.lo for _, i in series[w]], [i.hi for _, i in series[w]], alpha=0.2)
+        lo, hi = band([i for _, i in series[w]], metric)
+        ax.fill_between(xs, lo, hi, alpha=0.2)
     ref = [float(r["value"]) for r in rows if r["metric"] == metric and r["cell"] == "reference"]
     if ref:
         ax.axhline(ref[0], color="k", ls="--", lw=1, label="real test split")

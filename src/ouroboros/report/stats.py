@@ -40,21 +40,59 @@ class Interval:
     def hi(self) -> float:
         return self.mean + self.half
 
-    def format(self, scale: float = 1.0, digits: int = 1) -> str:
-        """'mean ± half' (or just the mean with one value; '-' with none)."""
+    def clipped(self, within: tuple[float, float] = (-math.inf, math.inf)) -> tuple[float, float]:
+        """(lo, hi) of the interval within `within`, the range the metric can take
+        (`metric_range`): an accuracy's interval never reaches below 0 or above 1."""
+        return max(self.lo, within[0]), min(self.hi, within[1])
+
+    def format(self, scale: float = 1.0, digits: int = 1,
+               within: tuple[float, float] = (-math.inf, math.inf)) -> str:
+        """'mean [lo, hi]', the 95% interval clipped to `within` (in the metric's own units,
+        before `scale`); 'mean, no interval (1 seed)' with one value; '-' with none. The one
+        way every table, summary and finding shows a value over seeds."""
         if self.n == 0:
             return "-"
-        if self.n == 1 or not math.isfinite(self.half):
-            return f"{scale * self.mean:.{digits}f}"
-        return f"{scale * self.mean:.{digits}f} ± {scale * self.half:.{digits}f}"
+        mean = f"{scale * self.mean:.{digits}f}"
+        if self.n == 1:
+            return f"{mean}, {NO_INTERVAL}"
+        if not math.isfinite(self.half):
+            return f"{mean} (no interval)"
+        lo, hi = self.clipped(within)
+        return f"{mean} [{scale * lo:.{digits}f}, {scale * hi:.{digits}f}]"
 
     def format_range(self, scale: float = 1.0, digits: int = 1) -> str:
-        """'mean [lo, hi]', signed, for differences."""
+        """'mean [lo, hi]', signed, for differences (not clipped: a difference may take
+        either sign); 'mean, no interval (1 seed)' with one value."""
         if self.n == 0:
             return "-"
-        if self.n == 1 or not math.isfinite(self.half):
-            return f"{scale * self.mean:+.{digits}f}"
-        return f"{scale * self.mean:+.{digits}f} [{scale * self.lo:+.{digits}f}, {scale * self.hi:+.{digits}f}]"
+        mean = f"{scale * self.mean:+.{digits}f}"
+        if self.n == 1:
+            return f"{mean}, {NO_INTERVAL}"
+        if not math.isfinite(self.half):
+            return f"{mean} (no interval)"
+        return f"{mean} [{scale * self.lo:+.{digits}f}, {scale * self.hi:+.{digits}f}]"
+
+
+NO_INTERVAL = "no interval (1 seed)"
+
+# The range of each metric the studies write; intervals are shown within it. Fractions
+# (accuracy, per-class accuracy, precision, recall, coverage, shares of a training set)
+# lie in [0, 1]; FID, density, cross-entropy, sizes and counts are >= 0. Unbounded:
+# test_loss (a continuous density's negative log-likelihood may be negative), KID (its
+# unbiased estimate may be negative) and any metric not named here.
+_UNIT = ("accuracy", "precision", "recall", "coverage", "train_real_share", "curation_recall", "curation_fpr",
+         "curation_detector_fpr")
+_NONNEGATIVE = ("fid", "density", "cross_entropy", "train_size", "unique_images", "images")
+
+
+def metric_range(metric: str) -> tuple[float, float]:
+    """The (lo, hi) a metric's values can take (see above); (-inf, inf) when unknown."""
+    base = metric.split("/", 1)[0]
+    if base in _UNIT or base.startswith("train_share"):
+        return 0.0, 1.0
+    if base in _NONNEGATIVE or base.startswith("curation_"):
+        return 0.0, math.inf
+    return -math.inf, math.inf
 
 
 def t_interval(values: Sequence[float], confidence: float = 0.95) -> Interval:
@@ -174,8 +212,8 @@ def minimum_detectable(sd: float, n: int, alpha: float = 0.05, power: float = 0.
     df, se = n - 1, sd / math.sqrt(n)
     crit = t.ppf(1 - alpha / 2, df)
 
-    def shortfall(nc: float) -> float:
-        return nct.sf(crit, df, nc) + nct.cdf(-crit, df, nc) - power
+    def shortfall(nc: float) -> float:  # the lower tail P(T < -crit) as P(T > crit) at -nc: scipy's
+        return nct.sf(crit, df, nc) + nct.sf(crit, df, -nc) - power  # nct.cdf is NaN far out there
 
     hi = crit + 3.0
     try:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from ouroboros.report import plots as P
 from ouroboros.report.page import Finding, Findings, Image, Markdown, Plot, Section, Text
-from ouroboros.report.stats import HOLDS, NOT_RESOLVED, REVERSED, t_interval
+from ouroboros.report.stats import HOLDS, NOT_RESOLVED, REVERSED, metric_range, t_interval
 from ouroboros.studies.contamination_tables import findings as claims_of
 from ouroboros.studies.contamination_tables import tables_markdown
 
@@ -78,14 +78,16 @@ def _plots(runs: list, qualify: bool) -> Section:
             title = f"Table 1, {arch}: accuracy by share replaced"
             scaled = {k: [(x, 100 * m, 100 * h) for x, m, h in v] for k, v in curves.items()}
             items.append(Plot(f"accuracy_by_share_{arch}", title, lambda path, c=scaled, t=title, b=base: P.plot_shares(
-                c, path, "test accuracy (%)", t, baseline=100 * b[1] if b[0] == 0.0 else None, colours=colours)))
+                c, path, "test accuracy (%)", t, baseline=100 * b[1] if b[0] == 0.0 else None, colours=colours,
+                within=(0.0, 100.0))))
     curves = _share_curves(runs, "3", "recall", qualify)
     if curves:
         base = next(iter(curves.values()))[0]
         items.append(Plot("generator_recall_by_share", "Table 3: recall by share replaced",
                           lambda path: P.plot_shares(curves, path, "recall@5 (fraction)",
                                                      "Table 3: a generator trained on each mixture",
-                                                     baseline=base[1] if base[0] == 0.0 else None, colours=colours)))
+                                                     baseline=base[1] if base[0] == 0.0 else None, colours=colours,
+                                                     within=(0.0, 1.0))))
     for run in runs:
         for name, caption in (("spectra", "power spectra, real vs generated (first seed)"),
                               ("confusion", "confusion matrices (first seed)")):
@@ -101,4 +103,5 @@ def plot(run, metric: str, ax) -> None:
     tables = sorted({r["table"] for r in run.rows if r["metric"] == metric}, key=lambda t: (t != "1", t))
     where = {"test": "clean", "arch": run.config.contamination.archs[0]} if tables and tables[0] == "1" else {}
     curves = _share_curves([run], tables[0], metric, False, **where) if tables else {}
-    P.draw_shares(ax, curves, metric, f"Table {tables[0] if tables else '?'}: {metric} by share replaced")
+    P.draw_shares(ax, curves, metric, f"Table {tables[0] if tables else '?'}: {metric} by share replaced",
+                  within=metric_range(metric))

@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from ouroboros.config import StudyConfig
-from ouroboros.report.stats import HOLDS, NOT_RESOLVED, REVERSED, Interval, paired_difference, t_interval, verdict
+from ouroboros.report.stats import (
+    HOLDS, NOT_RESOLVED, REVERSED, Interval, metric_range, paired_difference, t_interval, verdict,
+)
 
 
 
@@ -28,7 +30,7 @@ def _summary(rows, metric="accuracy", **where) -> Interval:
 
 
 def _acc(rows, **where) -> str:
-    return _summary(rows, **where).format(100, 1)
+    return _summary(rows, **where).format(100, 1, metric_range("accuracy"))
 
 
 def _unique(rows, **where) -> str:
@@ -151,7 +153,8 @@ def tables_markdown(rows: list[dict], config: StudyConfig) -> str:
     c = config.contamination
     pct = lambda r: f"{float(r):.0%}"  # noqa: E731
     out = [f"# {config.name}: contamination tables", "",
-           f"Mean and 95% interval (Student t, sample standard deviation) over {len(c.seeds)} seeds {list(c.seeds)}; "
+           f"Mean [95% interval] (Student t, sample standard deviation; within the metric's range) over "
+           f"{len(c.seeds)} seeds {list(c.seeds)}; "
            "each seed redraws the generator, the pools, the mixtures and the classifiers. Accuracy in % on the clean "
            "test split unless named. 'unique' is the number of distinct images in the training set (mean over seeds; "
            "'u of n' where the set repeats images).", ""]
@@ -191,7 +194,8 @@ def tables_markdown(rows: list[dict], config: StudyConfig) -> str:
              + [_unique(rows, table="8", ratio=r) for r in c.append_ratios]])
 
     def metric(table_, source, ratio, m):
-        return _summary(rows, m, table=table_, source=source, ratio=ratio).format(1, 2 if m == "fid" else 3)
+        return _summary(rows, m, table=table_, source=source, ratio=ratio).format(1, 2 if m == "fid" else 3,
+                                                                                  metric_range(m))
 
     note = ("Scored against the test split, which no model trains on, in the features of a classifier trained on "
             "the generator split, which none of the scored sets contains (FID; precision@5 and recall@5 of "

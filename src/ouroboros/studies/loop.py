@@ -231,16 +231,17 @@ def save_grids(config: StudyConfig, plan_: LoopPlan, paths: dict, run_dir: Path)
 
 
 def summary_table(rows: list[dict]) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
-    """Key metrics (mean ± std over seeds) at the first, middle and last generation per
-    guidance (or per variant and guidance, with loop.variants), of the pooled output;
-    then, when several families feed the pool, of each family's own samples (the first
-    column names the family)."""
-    import numpy as np
+    """Key metrics at the first, middle and last generation per guidance (or per variant
+    and guidance, with loop.variants), of the pooled output; then, when several families
+    feed the pool, of each family's own samples (the first column names the family). Each
+    value is the mean over seeds with its 95% Student-t interval within the metric's range
+    (`ouroboros.report.stats.Interval.format`; "no interval (1 seed)" with one seed)."""
+    from ouroboros.report.stats import metric_range, t_interval
 
     loop_rows = [r for r in rows if r["cell"] != "reference"]
     by_variant = any(r.get("variant") for r in loop_rows)
-    header = ("variant" if by_variant else "guidance", "generation", "accuracy", "cross-entropy", "FID",
-              "precision", "recall", "seeds")
+    header = ("variant" if by_variant else "guidance", "generation", "seeds", "accuracy", "cross-entropy", "FID",
+              "precision", "recall")
     out = []
     gens = sorted({int(r["generation"]) for r in loop_rows})
     for family in sorted({r.get("family", "") for r in loop_rows}):  # "" (pooled) first
@@ -251,12 +252,13 @@ def summary_table(rows: list[dict]) -> tuple[tuple[str, ...], list[tuple[str, ..
                 if not sel:
                     continue
                 values = []
-                for metric in ("accuracy", "cross_entropy", "fid", "precision", "recall"):
+                for metric, digits in (("accuracy", 3), ("cross_entropy", 2), ("fid", 1), ("precision", 3),
+                                       ("recall", 3)):
                     v = [float(r["value"]) for r in sel if r["metric"] == metric]
-                    values.append(f"{np.mean(v):.3f} ± {np.std(v):.3f}" if v else "-")
+                    values.append(t_interval(v).format(1, digits, metric_range(metric)))
                 first = cell if by_variant else f"{float(sel[0]['guidance']):g}"
-                out.append((first + (f" {family}" if family else ""), str(g), *values,
-                            str(len({r["seed"] for r in sel}))))
+                out.append((first + (f" {family}" if family else ""), str(g),
+                            str(len({r["seed"] for r in sel})), *values))
     return header, out
 
 

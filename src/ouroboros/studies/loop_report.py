@@ -1,32 +1,128 @@
 """What the feedback-loop study reports: its findings and the report's sections.
 
-Findings: for every condition (a chain's ``cell``) and headline metric, the value at
-the condition's first and last generation (mean ± 95% Student-t half-width over seeds)
-and their paired per-seed difference (last - first) with its 95% interval; the change
-*rises* or *falls* when the whole interval lies on one side of 0 and is *not resolved*
-otherwise (`ouroboros.report.stats`). With several runs, each condition they share is
-compared at the last generation both reached, paired by seed.
+Findings are the run's comparisons (`ouroboros.studies.loop_compare`: each variant
+against its baseline, or each guidance against its generation 0 and the first guidance),
+decided in code with Holm's correction over all of them (`ouroboros.report.comparisons`):
+each sentence states both means with their 95% intervals, the paired per-seed
+difference with its interval, and the verdict *higher*, *lower*, *equivalent* (within
+the metric's margin, TOST) or *not resolved*. The values at each condition's first and
+last generation are shown as they are, with their 95% intervals, and claim nothing.
+With several runs, each condition they share is compared at the last generation both
+reached, paired by seed (intervals only).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from collections import defaultdict
 
 from ouroboros.report import plots as P
+from ouroboros.report.comparisons import Comparison, counts
 from ouroboros.report.page import Finding, Findings, Image, ImageGrid, Plot, Section, Table, Text
-from ouroboros.report.stats import HOLDS, NOT_RESOLVED, REVERSED, Interval, paired_difference, t_interval, verdict
+from ouroboros.report.stats import (
+    EQUIVALENT, HIGHER, LOWER, NO_INTERVAL, Interval, metric_range, paired_difference, t_interval,
+)
 from ouroboros.safepath import component, components
+from ouroboros.studies import loop_compare
 
-# Metrics stated as findings, in this order, with the digits they are shown with.
+# Metrics stated as values, in this order, with the digits they are shown with; the
+# digits of every metric a comparison may name.
 HEADLINE = {"accuracy": 3, "cross_entropy": 2, "fid": 1, "precision": 3, "recall": 3, "coverage": 3}
+DIGITS = {**HEADLINE, "density": 3, "test_loss": 4}
+KEY = ("accuracy", "fid", "recall")  # the metrics whose comparisons the report lists as sentences
 PLOTTED = ("accuracy", "cross_entropy", "fid", "precision", "recall", "density", "coverage")
+
+
+def _name(metric: str) -> str:
+    return P.LABELS.get(metric, metric).split(" (")[0]
+
+
+def _value(iv: Interval, metric: str) -> str:
+    return iv.format(1, DIGITS.get(metric, 3), metric_range(metric))
+
+
+def _p(p: float) -> str:
+    return "-" if not math.isfinite(p) else f"{p:.2g}"
+
+
+def verdict_detail(c: Comparison) -> str:
+    """Why the verdict: the corrected p-value that decided it, or what the run cannot tell."""
+    d = DIGITS.get(c.pair.metric, 3)
+    if c.verdict in (HIGHER, LOWER):
+        return f"Holm-adjusted p {_p(c.p_holm)}"
+    if c.verdict == EQUIVALENT:
+        return f"within ±{c.delta:.{d}g} by TOST, Holm-adjusted p {_p(c.p_equivalent_holm)}"
+    if c.n < 2:
+        return "one seed: nothing can be tested"
+    return (f"Holm-adjusted p {_p(c.p_holm)}; equivalence within ±{c.delta:.{d}g} not shown either; this run "
+            f"resolves differences of {c.mde:.{d}g} or more at 80% power")
+
+
+def _generation(c: Comparison, side: str) -> str:
+    return f"generation {c.pair.labels.get(f'{side}_generation', '?')}"
+
+
+def sentence(c: Comparison) -> str:
+    """One comparison in words, with its numbers and its verdict."""
+    m, d = c.pair.metric, DIGITS.get(c.pair.metric, 3)
+    a, b = f"{c.pair.a} ({_generation(c, 'a')})", f"{c.pair.b} ({_generation(c, 'b')})"
+    return (f"{_name(m)}, {a} vs {b}: {_value(c.a, m)} vs {_value(c.b, m)}; difference "
+            f"{c.diff.format_range(1, d)}: {c.verdict} ({verdict_detail(c)}; {c.n} seed{'s' if c.n != 1 else ''})")
+
+
+def findings(rows: list[dict], config) -> list[Finding]:
+    """Every comparison of the run (`loop_compare.comparisons`), as a sentence with its verdict."""
+    return [Finding(sentence(c), c.verdict) for c in loop_compare.comparisons(rows, config)]
+
+
+def comparisons_table(comparisons: list[Comparison]) -> Table:
+    """Every comparison: what, both means, the difference, the verdict and its numbers."""
+    header = ["comparison", "a", "b", "metric", "generations (a, b)", "a: mean [95% interval]",
+              "b: mean [95% interval]", "a − b [95% interval]", "verdict", "Holm-adjusted p", "margin δ",
+              "TOST Holm-adjusted p", "resolvable at 80% power", "seeds"]
+    body = []
+    for c in comparisons:
+        m, d = c.pair.metric, DIGITS.get(c.pair.metric, 3)
+        gens = f"{c.pair.labels.get('a_generation', '?')}, {c.pair.labels.get('b_generation', '?')}"
+        body.append([c.pair.kind, c.pair.a, c.pair.b, _name(m), gens, _value(c.a, m), _value(c.b, m),
+                     c.diff.format_range(1, d), Finding(c.verdict, c.verdict), _p(c.p_holm),
+                     f"±{c.delta:.{d}g}" if math.isfinite(c.delta) else "-", _p(c.p_equivalent_holm),
+                     f"{c.mde:.{d}g}" if math.isfinite(c.mde) else NO_INTERVAL if c.n == 1 else "-", str(c.n)])
+    return Table(header, body, left=4)
+
+
+def resolvable_table(comparisons: list[Comparison]) -> Table:
+    """Per metric, the smallest difference this run resolves at 80% power (the median over
+    its comparisons, and their range), beside the metric's margin."""
+    import numpy as np
+
+    body = []
+    for m in dict.fromkeys(c.pair.metric for c in comparisons):
+        d = DIGITS.get(m, 3)
+        mde = [c.mde for c in comparisons if c.pair.metric == m and math.isfinite(c.mde)]
+        deltas = sorted({f"±{c.delta:.{d}g}" for c in comparisons if c.pair.metric == m and math.isfinite(c.delta)})
+        body.append([_name(m), " to ".join(deltas[:: max(1, len(deltas) - 1)]) or "-",
+                     f"{np.median(mde):.{d}g}" if mde else "-",
+                     f"{min(mde):.{d}g} to {max(mde):.{d}g}" if mde else "-", str(len(mde))])
+    return Table(["metric", "margin δ", "resolvable at 80% power: median", "range over comparisons",
+                  "comparisons"], body)
+
+
+def method_text(comparisons: list[Comparison], alpha: float) -> str:
+    return (f"{counts(comparisons)}. Each is a paired t-test over seeds (the same seed draws the same real data "
+            f"for both sides), Holm-corrected over all {len(comparisons)} comparisons of the run at alpha {alpha:g}: "
+            "higher or lower when the corrected p-value is at most alpha; else equivalent when the two one-sided "
+            "tests put the difference within ±δ (compare.delta; their p-values Holm-corrected over all comparisons "
+            "too); else not resolved. A claim of no effect needs equivalent. The last column is the smallest "
+            "difference this run would resolve with 80% power (at alpha / the number of comparisons). Every "
+            "number is in comparisons.csv.")
 
 
 @dataclasses.dataclass
 class Change:
-    """A loop metric at a condition's last generation against its first."""
+    """A loop metric at a condition's last generation against its first (values only)."""
 
     condition: str
     metric: str
@@ -35,18 +131,6 @@ class Change:
     start: Interval  # over seeds, at `first`
     end: Interval  # over seeds, at `last`
     diff: Interval  # paired per seed: end - start
-
-    @property
-    def direction(self) -> str:
-        v = verdict(self.diff, ">")
-        return "rises" if v == HOLDS else "falls" if v == REVERSED else NOT_RESOLVED
-
-    def sentence(self) -> str:
-        d = HEADLINE.get(self.metric, 3)
-        return (f"{P.LABELS.get(self.metric, self.metric).split(' (')[0]} at generation {self.last} vs {self.first}, "
-                f"{self.condition}: {self.start.format(1, d)} → {self.end.format(1, d)}, change "
-                f"{self.diff.format_range(1, d)} ({self.direction}; mean and 95% interval over {self.diff.n} "
-                f"seed{'s' if self.diff.n != 1 else ''})")
 
 
 def _per_seed(rows: list[dict], cond: str, metric: str, generation: int) -> dict[str, float]:
@@ -68,11 +152,6 @@ def loop_changes(rows: list[dict]) -> list[Change]:
                 out.append(Change(cond, metric, first, last, t_interval(list(a.values())),
                                   t_interval(list(b.values())), paired_difference(b, a)))
     return out
-
-
-def findings(rows: list[dict]) -> list[Finding]:
-    """Each headline metric of each condition, last generation against first."""
-    return [Finding(c.sentence(), c.direction) for c in loop_changes(rows)]
 
 
 @dataclasses.dataclass
@@ -145,21 +224,43 @@ def sections(runs: list) -> list[Section]:
         out.append(_between_runs(runs))
     out.append(_plots(rows))
     out += [_samples(run) for run in runs]
+    out += [_values(run) for run in runs]
     return out
 
 
+def _values(run) -> Section:
+    """The headline metrics at the first, middle and last generation (the command line's summary)."""
+    from ouroboros.studies.loop import summary_table
+
+    header, body = summary_table(run.rows)
+    return Section("tables", f"Values: {run.label}",
+                   [Text("Mean over seeds [95% Student-t interval, within the metric's range] of the pooled output "
+                         "(and of each family's own samples where several feed the pool)."),
+                    Table(list(header), [list(r) for r in body], left=2)])
+
+
 def _findings_section(run, rows: list[dict]) -> Section:
+    comparisons = loop_compare.comparisons(run.rows, run.config)
     changes = loop_changes(rows)
-    if not changes:
-        return Section("findings", f"{run.label}: loop", [Text("One generation only: no change to report.")])
-    key = [Finding(c.sentence(), c.direction) for c in changes if c.metric in ("accuracy", "fid", "recall")]
-    table = Table(["condition", "metric", "generations", "first (mean ± 95%)", "last (mean ± 95%)",
-                   "change [95% interval]", "", "seeds"],
-                  [[c.condition, P.LABELS.get(c.metric, c.metric), f"{c.first} → {c.last}",
-                    c.start.format(1, HEADLINE[c.metric]), c.end.format(1, HEADLINE[c.metric]),
-                    c.diff.format_range(1, HEADLINE[c.metric]), Finding(c.direction, c.direction), str(c.diff.n)]
-                   for c in changes], left=2)
-    items = [Findings(key), table]
+    if not changes and not comparisons:
+        return Section("findings", f"{run.label}: loop", [Text("One generation only: nothing to compare.")])
+    items: list = []
+    if comparisons:
+        items += [Text(method_text(comparisons, run.config.compare.alpha)),
+                  Findings([Finding(sentence(c), c.verdict) for c in comparisons if c.pair.metric in KEY]),
+                  comparisons_table(comparisons),
+                  Text("The smallest difference this run resolves with 80% power, per metric (from each "
+                       "comparison's spread over seeds, at alpha / the number of comparisons):"),
+                  resolvable_table(comparisons)]
+    if changes:
+        items += [Text("Values at each condition's first and last generation, as measured (mean over seeds with "
+                       "its 95% Student-t interval; the change is the paired per-seed difference). These state "
+                       "values; the verdicts are the comparisons above."),
+                  Table(["condition", "metric", "generations", "first: mean [95% interval]",
+                         "last: mean [95% interval]", "change [95% interval]", "seeds"],
+                        [[c.condition, P.LABELS.get(c.metric, c.metric), f"{c.first} → {c.last}",
+                          _value(c.start, c.metric), _value(c.end, c.metric),
+                          c.diff.format_range(1, HEADLINE[c.metric]), str(c.diff.n)] for c in changes], left=2)]
     refs = [r for r in rows if r["cell"] == "reference"]
     ref = {m: sum(v) / len(v) for m in HEADLINE if (v := [float(r["value"]) for r in refs if r["metric"] == m])}
     if ref:  # the other real split than the one scored against (per seed unless the instruments are fixed)
@@ -191,19 +292,21 @@ def _between_runs(runs: list) -> Section:
         if not diffs:
             items.append(Text(f"{other.label} shares no condition with {base.label}."))
             continue
-        items.append(Table(["condition", "metric", "generation", f"{base.label} (mean ± 95%)",
-                            f"{other.label} (mean ± 95%)", f"{other.label} − {base.label} [95% interval]", "seeds"],
-                           [[d.cell, P.LABELS.get(d.metric, d.metric), str(d.generation),
-                             d.base.format(1, HEADLINE[d.metric]), d.other.format(1, HEADLINE[d.metric]),
-                             d.diff.format_range(1, HEADLINE[d.metric]), str(d.diff.n)] for d in diffs], left=2))
+        items.append(Table(["condition", "metric", "generation", f"{base.label}: mean [95% interval]",
+                            f"{other.label}: mean [95% interval]", f"{other.label} − {base.label} [95% interval]",
+                            "seeds"],
+                           [[d.cell, P.LABELS.get(d.metric, d.metric), str(d.generation), _value(d.base, d.metric),
+                             _value(d.other, d.metric), d.diff.format_range(1, HEADLINE[d.metric]), str(d.diff.n)]
+                            for d in diffs], left=2))
     return Section("findings", f"Between runs: each against {base.label}", items)
 
 
 def _plots(rows: list[dict]) -> Section:
     colours = P.condition_colours(P.conditions(rows))
     metrics = {r["metric"] for r in rows}
-    items: list = [Text("Mean over seeds; band: min-max over seeds; dotted: generation 0 (trained on real data); "
-                        "dashed: the real test split. PNG and SVG copies are in plots/.")]
+    items: list = [Text("Mean over seeds; band: the 95% Student-t interval over seeds, within the metric's range "
+                        "(none with one seed); dotted: generation 0 (trained on real data); dashed: the real test "
+                        "split. PNG and SVG copies are in plots/.")]
     for metric in PLOTTED:
         if metric in metrics:
             items.append(Plot(metric, P.LABELS.get(metric, metric),

@@ -10,7 +10,7 @@ from ouroboros.config import LoopConfig
 from ouroboros.data.imageset import ImageSet
 from ouroboros.errors import UserError
 from ouroboros.study import Study, register_study
-from ouroboros.studies import loop, loop_report
+from ouroboros.studies import loop, loop_compare, loop_report
 
 
 @dataclass
@@ -24,6 +24,7 @@ class LoopStudy(Study):
     name = "loop"
     section = "loop"
     section_type = LoopConfig
+    comparison_labels = tuple(loop_compare.LABELS)
 
     def validate(self, config) -> None:
         from ouroboros.bounds import check_stages, loop_stages
@@ -39,6 +40,7 @@ class LoopStudy(Study):
         check_families(config)  # each family's settings against the loop's
         check_sizes(config)  # the images the metrics need against those the loop makes
         check_stages(config, *loop_stages(config.loop, config.evaluate.instruments))  # the plan's size
+        loop_compare.baselines(config)  # compare.baseline names variants of the grid
 
     def prepare(self, config) -> Prepared:
         from ouroboros.preflight import check_components
@@ -86,7 +88,10 @@ class LoopStudy(Study):
         loop_report.recall_sweeps(rows)  # sweep names become plot file names: safe and distinct, or an error
 
     def findings(self, rows, config) -> list:
-        return loop_report.findings(rows)
+        return loop_report.findings(rows, config)
+
+    def comparisons(self, rows, config):
+        return loop_compare.comparisons(rows, config)
 
     def report_sections(self, runs) -> list:
         return loop_report.sections(runs)
@@ -97,8 +102,14 @@ class LoopStudy(Study):
     def summary(self, rows, config) -> str:
         header, table = loop.summary_table(rows)
         widths = [max(len(h), *(len(r[i]) for r in table)) for i, h in enumerate(header)]
-        lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths))]
+        lines = ["Mean over seeds [95% Student-t interval, within the metric's range]:"]
+        lines += ["  ".join(h.rjust(w) for h, w in zip(header, widths))]
         lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in table]
+        from ouroboros.report.comparisons import counts
+
+        comparisons = loop_compare.comparisons(rows, config)
+        if comparisons:
+            lines.append(f"comparisons.csv: {counts(comparisons)} (Holm over all, alpha {config.compare.alpha:g})")
         return "\n".join(lines)
 
 
