@@ -302,33 +302,44 @@ def _values(images: ImageSet) -> list[int]:
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_the_loops_training_sets_are_made_as_the_closed_forms_assume(case):
-    """Every training set of `run_chain` holds exactly what `parts` says: all images of the
-    whole sources (the real ones the very images of that slice of the chain's fixed real
-    order), and k images drawn from the pool's sources, none from elsewhere."""
+    """Every training set of `run_chain` (8 chains, 5 generations) holds exactly what `parts`
+    says: all images of the whole sources (the real ones the very images of that slice of
+    the chain's fixed real order) and k images from the pool's sources, none from
+    elsewhere; and the pool's sources share the k as a uniform draw does (hypergeometric:
+    every source's count within 5 standard deviations of k |S| / |P|)."""
     _, scenario, setting, tau = case
     n_real = n_real_for(scenario, setting, generations=5)
-    real = real_images(np.random.default_rng(1), n_real)
-    order = scenarios.real_order(n_real, derived_seed(3, "real order"))
-    _, _, trains = run_chain(scenario, real, 3, generations=5, rho=setting.get("rho", 0.5),
-                             lam=setting.get("lam", 1.0), window=setting.get("window"), tau=tau)
     n_out = outputs_per_generation(scenario, N, n_real, setting.get("lam", 1.0))
-    for g, train in enumerate(trains):
-        whole, pool, k = parts(scenario, g, n=N, n_real=n_real, **setting)
-        counts = dict(zip(*np.unique(train.generation, return_counts=True)))
-        for s in whole:
-            if s[0] == "O":
-                assert counts.pop(s[1] + 1) == n_out
-        drawn = sum(counts.pop(s[1] + 1, 0) for s in pool if s[0] == "O")
-        real_part = train.subset(np.flatnonzero(train.generation == 0))
-        whole_real = [i for s in whole if s[0] == "R" for i in order[s[1]:s[2]]]
-        if any(s[0] == "R" for s in pool):  # accumulate-subsample draws real and generated together
-            drawn += len(real_part)
-            assert set(_values(real_part)) <= set(_values(real))
-        else:
-            assert _values(real_part) == _values(real.subset(np.sort(np.array(whole_real, dtype=int))))
-        counts.pop(0, None)
-        assert drawn == k and not counts, (g, counts)
-        assert len(train) == len(whole_real) + n_out * sum(s[0] == "O" for s in whole) + k
+    z = [0.0]
+    for seed in range(8):
+        real = real_images(np.random.default_rng(seed), n_real)
+        order = scenarios.real_order(n_real, derived_seed(seed, "real order"))
+        _, _, trains = run_chain(scenario, real, seed, generations=5, rho=setting.get("rho", 0.5),
+                                 lam=setting.get("lam", 1.0), window=setting.get("window"), tau=tau)
+        for g, train in enumerate(trains):
+            whole, pool, k = parts(scenario, g, n=N, n_real=n_real, **setting)
+            counts = dict(zip(*np.unique(train.generation, return_counts=True)))  # provenance: O_j is j + 1
+            for s in whole:
+                if s[0] == "O":
+                    assert counts.pop(s[1] + 1) == n_out
+            real_part = train.subset(np.flatnonzero(train.generation == 0))
+            whole_real = [i for s in whole if s[0] == "R" for i in order[s[1]:s[2]]]
+            drawn = {s: counts.pop(s[1] + 1, 0) for s in pool if s[0] == "O"}
+            if any(s[0] == "R" for s in pool):  # accumulate-subsample draws real and generated together
+                drawn[("R", 0, n_real)] = len(real_part)
+                assert set(_values(real_part)) <= set(_values(real))
+            else:
+                assert _values(real_part) == _values(real.subset(np.sort(np.array(whole_real, dtype=int))))
+            counts.pop(0, None)
+            assert sum(drawn.values()) == k and not counts, (g, counts)
+            assert len(train) == len(whole_real) + n_out * sum(s[0] == "O" for s in whole) + k
+            size = {s: (s[2] - s[1] if s[0] == "R" else n_out) for s in drawn}
+            total = sum(size.values())
+            for s, got in drawn.items():
+                share = size[s] / total
+                sd = np.sqrt(k * share * (1 - share) * (total - k) / max(total - 1, 1))
+                z.append(0.0 if sd == 0 else abs(got - k * share) / sd)
+    assert max(z) < 5, max(z)
 
 
 PLANNER_CASES = [  # (scenario, loop overrides, run_chain settings)
