@@ -108,8 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--classes", help="class list: 'ID<TAB>name, synonym, ...', LOC_synset_mapping.txt, "
                                         "one name a line, or imagenet_class_index.json")
     what.add_argument("--captions", help="captions: COCO captions JSON or one caption a line")
-    p.add_argument("--prompts", choices=["simple", "complex"], help="simple: the template with the class name "
-                   "(default); complex: Hataya et al.'s random synonym, quality, medium and suffix")
+    p.add_argument("--prompts", choices=["simple", "complex", "simple-released", "complex-released"],
+                   help="simple: the template with the class name (default: 'A photo of {name}', the paper's Sec. "
+                   "3.2); complex: Hataya et al.'s App. A.5 script (random synonym, quality, medium, suffix); "
+                   "complex-released: the authors' released script ('realistic drawing' in place of 'image'); "
+                   "simple-released: its simple prompts, 'photo of {name}'")
     p.add_argument("--template", help="simple prompts' template (default: 'A photo of {name}')")
     p.add_argument("--per-class", type=int, default=1, help="images per class (with --captions: per caption)")
     p.add_argument("--out", required=True, help="output folder: OUT/<class id>/<index>.png and OUT/manifest.jsonl")

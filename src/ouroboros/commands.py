@@ -245,7 +245,8 @@ def cmd_generate_text2image(args) -> int:
 
     check_text2image(groups, kind, args.per_class, settings.size, args.max_images, args.max_disk_gib)
     items = prompts.work_list(groups, kind, args.per_class, args.seed, template)
-    meta = {"prompts": kind, "template": template if kind == "simple" else None, "seed": args.seed}
+    meta = {"prompts": kind, "template": template if kind == "simple" else None, "seed": args.seed,
+            "prompts_source": prompts.SOURCES[kind]}
     summary = text2image_run.generate(items, settings, Path(args.out), workers=args.workers, device=args.device,
                                   batch_size=args.batch_size, executor=args.executor, ray_address=args.ray_address,
                                   progress=not args.quiet, meta=meta)

@@ -303,6 +303,13 @@ class ContaminationConfig:
     diverse_sample_steps: list[int] = field(default_factory=lambda: [10, 25, 50])  # drawn per image
     small_fraction: float = 0.05  # Table 7: this much real, alone or filled up
     append_ratios: list[float] = field(default_factory=lambda: [0.2, 0.4, 0.8])  # Table 8
+    # Table 8's "appending generated data does not raise accuracy" is decided by TOST: it holds
+    # when the paired accuracy difference is shown to lie within +-this margin (a fraction:
+    # 0.01 is one percentage point), or to be negative, each after Holm's correction.
+    equivalence_margin: float = 0.01
+    # Table 3's generator, fitted on each mixture: true, the pool's (class-conditional at
+    # `guidance`); false, the same model class-unconditional, as the paper's IDDPM is.
+    table3_conditional: bool = True
     shifts: list[str] = field(default_factory=lambda: ["noise", "blur", "rotation", "elastic", "contrast"])
     # Confusion matrices (Fig. 3) grouped into superclasses, e.g. [["0", "6"], ["1", "7"]];
     # None: one row per class.
@@ -332,6 +339,7 @@ class ContaminationConfig:
                 except UserError as exc:
                     raise UserError(f"{where}.{name}: {exc}") from None
         check_float(f"{where}.small_fraction", self.small_fraction, 0.0, 1.0, lo_open=True, hi_open=True)
+        check_float(f"{where}.equivalence_margin", self.equivalence_margin, 0.0, 1.0, lo_open=True)
         check_list(f"{where}.archs", self.archs, MAX_LIST, distinct=True)
         for a in self.archs:
             if a not in ARCHS:

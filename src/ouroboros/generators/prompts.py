@@ -5,16 +5,25 @@ A *group* is what one folder of the generated ImageFolder holds: an ImageNet cla
 image id, prompts = its captions). A work list has one `WorkItem` per image to make:
 (group id, index within the group, prompt, seed).
 
-Builders:
+Builders (`--prompts`):
 
 - ``simple``: ``template.format(name=<first name of the class>)``, by default
-  ``"A photo of {name}"`` (SD-ImageNet: "A photo of African elephant").
-- ``complex``: the paper's script (App. A.5): a random synonym of the class, a random
-  quality prefix (`QUALITY`, 11 with ''), a random medium (`MEDIUM`, 4) and a random
-  suffix (`SUFFIX`, 5 with ''), joined as ``"<quality> <medium> of <synonym> <suffix>"``
-  with empty parts and their spaces left out: 220 distinct prompts per synonym
-  ("monochrome image of African elephant taken with iPhone").
+  ``"A photo of {name}"``, the paper's wording (Sec. 3.2: "A photo of African elephant").
+- ``complex``: the paper's script, Appendix A.5: a random synonym of the class, a random
+  quality prefix (`QUALITY`, 11 with ''), a random medium (`MEDIUM`: photo, picture,
+  realistic photo, image) and a random suffix (`SUFFIX`, 5 with ''), joined as
+  ``"<quality> <medium> of <synonym> <suffix>"`` with empty parts and their spaces left
+  out: 220 distinct prompts per synonym ("monochrome image of African elephant taken
+  with iPhone").
+- ``complex-released``: the variant in the authors' released generation script
+  (github.com/moskomule/dataset-contamination, src/complex_sd_imagenet.py): the same, with
+  "realistic drawing" in place of "image" (`MEDIUM_RELEASED`).
+- ``simple-released``: the released script's simple prompts (src/sd_imagenet.py),
+  ``"photo of {name}"``.
 - captions: every caption of a group is a prompt; each makes `per_prompt` images.
+
+`SOURCES` names where each kind comes from; `ouroboros generate text2image` records it
+in the output's generate.json.
 
 Every random choice is a function of (seed, group id, index) only, so any item can be
 rebuilt alone, whatever the work list's order or split.
@@ -37,10 +46,20 @@ from ouroboros.safepath import component, components
 
 QUALITY = ("", "high quality", "low quality", "monochrome", "blured", "atmospheric", "rendered", "zoomed",
            "wide-angle", "hdr", "high resolution")
-MEDIUM = ("photo", "picture", "realistic photo", "image")
+MEDIUM = ("photo", "picture", "realistic photo", "image")  # the paper's App. A.5
+MEDIUM_RELEASED = ("photo", "picture", "realistic photo", "realistic drawing")  # the authors' released script
 SUFFIX = ("", "taken with iPhone", "inside", "outside", "without background")
 DEFAULT_TEMPLATE = "A photo of {name}"
-PROMPT_KINDS = ("simple", "complex")
+RELEASED_TEMPLATE = "photo of {name}"
+PROMPT_KINDS = ("simple", "complex", "simple-released", "complex-released")
+SOURCES = {
+    "simple": "Hataya et al. 2023, Sec. 3.2 ('A photo of African elephant'), or the --template given",
+    "complex": "Hataya et al. 2023, Appendix A.5 (media: photo, picture, realistic photo, image)",
+    "simple-released": "the authors' released script src/sd_imagenet.py ('photo of {name}')",
+    "complex-released": "the authors' released script src/complex_sd_imagenet.py (media: photo, picture, "
+                        "realistic photo, realistic drawing)",
+    "captions": "the captions themselves (SD-COCO)",
+}
 MAX_GROUPS = 10_000_000
 # The files `ouroboros generate text2image` writes beside the class folders (no class id may take their names).
 MANIFEST = "manifest.jsonl"
@@ -101,40 +120,44 @@ def simple_prompt(names: tuple[str, ...], template: str = DEFAULT_TEMPLATE) -> s
     return template.format(name=names[0])
 
 
-def complex_prompt(names: tuple[str, ...], rng: np.random.Generator) -> str:
-    """One prompt of the paper's complex scheme, drawn with `rng`."""
+def complex_prompt(names: tuple[str, ...], rng: np.random.Generator, media: tuple[str, ...] = MEDIUM) -> str:
+    """One prompt of the complex scheme (the paper's media, or the released script's), drawn with `rng`."""
     name = names[rng.integers(len(names))]
-    parts = (QUALITY[rng.integers(len(QUALITY))], MEDIUM[rng.integers(len(MEDIUM))], "of", name,
+    parts = (QUALITY[rng.integers(len(QUALITY))], media[rng.integers(len(media))], "of", name,
              SUFFIX[rng.integers(len(SUFFIX))])
     return " ".join(p for p in parts if p)
 
 
-def complex_prompt_space(names: tuple[str, ...]) -> set[str]:
+def complex_prompt_space(names: tuple[str, ...], media: tuple[str, ...] = MEDIUM) -> set[str]:
     """Every prompt the complex scheme can draw for a class with these names."""
     return {" ".join(p for p in (q, m, "of", n, s) if p)
-            for q in QUALITY for m in MEDIUM for n in names for s in SUFFIX}
+            for q in QUALITY for m in media for n in names for s in SUFFIX}
 
 
 def work_list(groups: list[Group], kind: str, per_group: int, seed: int,
               template: str = DEFAULT_TEMPLATE) -> list[WorkItem]:
     """Every image to make, group by group.
 
-    kind ``simple`` or ``complex``: `per_group` images per class. kind ``captions``:
+    kind ``simple``, ``complex``, ``simple-released`` or ``complex-released``:
+    `per_group` images per class (`template` applies to ``simple``). kind ``captions``:
     `per_group` images per caption; caption k's images have indexes k * per_group + j.
     """
     if kind not in (*PROMPT_KINDS, "captions"):
-        raise UserError(f"unknown prompt kind {kind!r}; use simple, complex or captions")
+        raise UserError(f"unknown prompt kind {kind!r}; use {', '.join(PROMPT_KINDS)} or captions")
     if kind == "simple":
         check_template(template)
+    elif kind == "simple-released":
+        template = RELEASED_TEMPLATE
+    media = MEDIUM_RELEASED if kind == "complex-released" else MEDIUM
     items = []
     for g in groups:
         for k, caption in enumerate(g.names if kind == "captions" else [None]):
             for j in range(per_group):
                 index = k * per_group + j
-                if kind == "simple":
+                if kind in ("simple", "simple-released"):
                     prompt = simple_prompt(g.names, template)
-                elif kind == "complex":
-                    prompt = complex_prompt(g.names, np.random.default_rng(derive("prompt", seed, g.id, index)))
+                elif kind in ("complex", "complex-released"):
+                    prompt = complex_prompt(g.names, np.random.default_rng(derive("prompt", seed, g.id, index)), media)
                 else:
                     prompt = caption
                 items.append(WorkItem(g.id, index, prompt, image_seed(seed, g.id, index)))

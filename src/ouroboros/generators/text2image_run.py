@@ -33,6 +33,11 @@ def devices_for(device: str, workers: int | None) -> tuple[list[str], int]:
     return devices, len(devices) if workers is None else workers
 
 
+# Fields of generate.json that describe a setting compared anyway (prompts_source: where
+# the --prompts kind comes from); a folder written before they were recorded still resumes.
+DESCRIPTIVE = ("prompts_source",)
+
+
 def check_settings_file(out: Path, meta: dict) -> None:
     """Refuse to add images made otherwise to a folder of earlier ones."""
     path = out / SETTINGS
@@ -45,6 +50,8 @@ def check_settings_file(out: Path, meta: dict) -> None:
     if not isinstance(old, dict) or old.get("format") != FORMAT:
         raise UserError(f"{printable(path)} was not written by ouroboros generate text2image; choose another --out")
     for key, value in meta.items():
+        if key in DESCRIPTIVE and key not in old:
+            continue
         if old.get(key) != value:
             raise UserError(f"{printable(out)} holds images made with {key} = {old.get(key)!r}, not {value!r}; "
                             "use the same settings to resume, or another --out")

@@ -15,7 +15,8 @@ number of distinct images in each training set beside it):
 
 - Table 1: generated vs. real control replacing 0/20/40/80/100% of the training set.
 - Table 3: a diffusion model trained on each mixture (generated and control), its
-  samples scored against the test split.
+  samples scored against the test split; class-conditional like the pool's generator, or
+  with ``contamination.table3_conditional: false`` unconditional, as the paper's IDDPM is.
 - Table 4: the training sets themselves scored against the test split.
 - Table 5: simple conditioning (one guidance) vs. diverse (guidance and sampling
   steps drawn per image), replacing the same shares.
@@ -211,6 +212,8 @@ def _analysis_stages(config, stages, cells, pools, n_samples: int) -> dict:
                      label="feature classifier (generator split)")
     fit_config, sampling = generator_params(config)
     guidance = float(config.contamination.guidance)
+    if not config.contamination.table3_conditional:  # the paper's IDDPM: no labels, so no guidance
+        fit_config, guidance = {**fit_config, "conditional": False}, 0.0
     out = {}
     for cell in cells:
         if cell.table not in ("1", "5") or (cell.table, cell.source) == ("5", "simple"):

@@ -20,8 +20,9 @@ def findings(rows: list[dict], config) -> list[Finding]:
     out = []
     for c in claims(rows, config):
         unit = " points" if c.scale == 100 else ""
+        how = f"; {c.how}" if c.how else ""  # a claim of no gain: decided by tests (Table 8)
         out.append(Finding(f"Table {c.table}, {c.text}: difference {c.diff.format_range(c.scale, 1)}{unit} "
-                           f"({c.verdict})", c.verdict))
+                           f"({c.verdict}{how})", c.verdict))
     return out
 
 

@@ -1,6 +1,15 @@
 """The contamination study's tables (``tables.md``) and findings: means with 95%
 Student-t intervals over seeds, and for each of the paper's directions whether it
-holds, is reversed or is not resolved, from the paired per-seed difference."""
+holds, is reversed or is not resolved, from the paired per-seed difference.
+
+Directions of the form "a is lower (higher) than b" are read from the 95% interval of
+the paired difference. Table 8's "appending generated data does not raise accuracy" is a
+claim of no gain, which an interval straddling 0 cannot support; it is decided by tests
+(`ouroboros.report.stats`): a paired t-test of "no difference" and the two one-sided
+tests (TOST) of "a difference of at least delta" (delta = contamination.
+equivalence_margin), each Holm-corrected over Table 8's comparisons (every arch and
+appended share). It holds when the difference is shown equivalent to 0 within +-delta or
+shown negative, is reversed when shown positive, and is not resolved otherwise."""
 
 from __future__ import annotations
 
@@ -11,7 +20,8 @@ import numpy as np
 
 from ouroboros.config import StudyConfig
 from ouroboros.report.stats import (
-    HOLDS, NOT_RESOLVED, REVERSED, Interval, metric_range, paired_difference, t_interval, verdict,
+    EQUIVALENT, HIGHER, HOLDS, LOWER, NOT_RESOLVED, REVERSED, Interval, decide, holm, metric_range,
+    paired_difference, paired_test, t_interval, verdict,
 )
 
 
@@ -51,16 +61,37 @@ class Claim:
     diff: Interval  # paired per-seed difference (a - b), in the metric's units
     expected: str  # "<" or ">": the paper's sign of the difference
     scale: float = 100.0  # 100 for accuracy (percentage points), 1 for precision/recall
+    # A claim of no gain (Table 8) is decided by tests: `decide`'s higher / lower /
+    # equivalent / not resolved, and how ("" for claims read from the interval).
+    decision: str = ""
+    how: str = ""
 
     @property
     def verdict(self) -> str:
+        if self.decision:
+            return {EQUIVALENT: HOLDS, LOWER: HOLDS, HIGHER: REVERSED}.get(self.decision, NOT_RESOLVED)
         return verdict(self.diff, self.expected)
+
+
+def no_gain_claims(texts: list[str], pairs: list[tuple[dict, dict]], margin: float) -> list[Claim]:
+    """Claims "a does not raise accuracy over b" (Table 8), one per (a, b) pair of per-seed
+    accuracies: a paired t-test and TOST within +-margin, Holm-corrected over the pairs."""
+    tests = [paired_test(a, b, margin) for a, b in pairs]
+    p_holm, p_eq_holm = holm([t.p for t in tests]), holm([t.p_equivalent for t in tests])
+    claims = []
+    for text, test, p, p_eq in zip(texts, tests, p_holm, p_eq_holm):
+        decision = decide(test.diff.mean, p, p_eq)
+        how = (f"{decision}: paired t p = {p:.2g}, TOST within ±{100 * margin:g} points p = {p_eq:.2g} (Holm)"
+               if test.diff.n >= 2 else f"{decision}: fewer than 2 seeds")
+        claims.append(Claim("8", text, "75.7 -> 75.7 / 74.9 / 75.0", test.diff, "<", decision=decision, how=how))
+    return claims
 
 
 def findings(rows: list[dict], config: StudyConfig) -> list[Claim]:
     """Each of the paper's directions, judged from the paired per-seed differences."""
     c = config.contamination
     claims: list[Claim] = []
+    table8: list[tuple[str, tuple[dict, dict]]] = []  # decided together (Holm) after the loop
     ratios = [r for r in c.ratios if r > 0]
     base = 0.0 if 0.0 in c.ratios else None
 
@@ -104,9 +135,10 @@ def findings(rows: list[dict], config: StudyConfig) -> list[Claim]:
         if base is not None:
             full = acc(table="1", source="generated", ratio=base, **clean)
             for r in c.append_ratios:
-                claims.append(Claim("8", f"{arch}: appending {r:.0%} generated does not raise accuracy",
-                                    "75.7 -> 75.7 / 74.9 / 75.0",
-                                    diff(acc(table="8", ratio=r, **clean), full), "<"))
+                table8.append((f"{arch}: appending {r:.0%} generated does not raise accuracy",
+                               (acc(table="8", ratio=r, **clean), full)))
+    if table8:
+        claims += no_gain_claims([t for t, _ in table8], [pair for _, pair in table8], c.equivalence_margin)
     top = max(ratios, default=None)
     if base is not None and top is not None:
         if "cnn" in c.archs:
@@ -200,7 +232,8 @@ def tables_markdown(rows: list[dict], config: StudyConfig) -> str:
     note = ("Scored against the test split, which no model trains on, in the features of a classifier trained on "
             "the generator split, which none of the scored sets contains (FID; precision@5 and recall@5 of "
             "Kynkaanniemi et al.).")
-    table("Table 3: a diffusion model trained on each mixture, its samples scored against the test split",
+    kind = "a class-conditional" if c.table3_conditional else "an unconditional"
+    table(f"Table 3: {kind} diffusion model trained on each mixture, its samples scored against the test split",
           ["training set", "share", "FID", "precision", "recall"],
           [[s, pct(r)] + [metric("3", s, r, m) for m in ("fid", "precision", "recall")]
            for s in ("generated", "real control") for r in c.ratios], note)
@@ -223,15 +256,18 @@ def tables_markdown(rows: list[dict], config: StudyConfig) -> str:
     out += ["## Which of the paper's directions hold here", "",
             f"From the 95% interval of each paired per-seed difference (a - b, same seeds): **holds** when the whole "
             f"interval lies on the paper's side of 0, **reversed** when it lies on the other side, **not resolved** "
-            f"otherwise. Accuracy differences in percentage points; precision and recall as fractions. "
+            f"otherwise; Table 8's claim of no gain holds only when tests show the difference equivalent to 0 "
+            f"within ±{100 * c.equivalence_margin:g} points (TOST) or negative, Holm-corrected over Table 8 "
+            f"(contamination.equivalence_margin). "
+            f"Accuracy differences in percentage points; precision and recall as fractions. "
             f"Of {len(claims)} directions: {counts[HOLDS]} hold, {counts[REVERSED]} reversed, "
             f"{counts[NOT_RESOLVED]} not resolved at {len(c.seeds)} seeds.", ""]
     for title, verdict_ in (("Holds", HOLDS), ("Reversed", REVERSED), ("Not resolved", NOT_RESOLVED)):
         chosen = [cl for cl in claims if cl.verdict == verdict_]
         if chosen:
             table(f"{title} ({len(chosen)})", ["table", "the paper's direction", "paper", "difference here [95% CI]"],
-                  [[cl.table, cl.text, cl.paper, cl.diff.format_range(cl.scale, 1 if cl.scale == 100 else 3)]
-                   for cl in chosen])
+                  [[cl.table, cl.text, cl.paper, cl.diff.format_range(cl.scale, 1 if cl.scale == 100 else 3)
+                    + (f"; {cl.how}" if cl.how else "")] for cl in chosen])
     return "\n".join(out) + "\n"
 
 
