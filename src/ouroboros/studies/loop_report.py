@@ -22,7 +22,7 @@ from ouroboros.report import plots as P
 from ouroboros.report.comparisons import Comparison, counts
 from ouroboros.report.page import Finding, Findings, Image, ImageGrid, Plot, Section, Table, Text
 from ouroboros.report.stats import (
-    EQUIVALENT, HIGHER, LOWER, NO_INTERVAL, Interval, metric_range, paired_difference, t_interval,
+    EQUIVALENT, HIGHER, LOWER, Interval, metric_range, paired_difference, t_interval,
 )
 from ouroboros.safepath import component, components
 from ouroboros.studies import loop_compare
@@ -69,7 +69,8 @@ def sentence(c: Comparison) -> str:
     m, d = c.pair.metric, DIGITS.get(c.pair.metric, 3)
     a, b = f"{c.pair.a} ({_generation(c, 'a')})", f"{c.pair.b} ({_generation(c, 'b')})"
     return (f"{_name(m)}, {a} vs {b}: {_value(c.a, m)} vs {_value(c.b, m)}; difference "
-            f"{c.diff.format_range(1, d)}: {c.verdict} ({verdict_detail(c)}; {c.n} seed{'s' if c.n != 1 else ''})")
+            f"{c.diff.format_range(1, d)}: {c.verdict} ({verdict_detail(c)}"
+            + (f"; {c.n} seeds)" if c.n > 1 else ")"))
 
 
 def findings(rows: list[dict], config) -> list[Finding]:
@@ -89,7 +90,7 @@ def comparisons_table(comparisons: list[Comparison]) -> Table:
         body.append([c.pair.kind, c.pair.a, c.pair.b, _name(m), gens, _value(c.a, m), _value(c.b, m),
                      c.diff.format_range(1, d), Finding(c.verdict, c.verdict), _p(c.p_holm),
                      f"±{c.delta:.{d}g}" if math.isfinite(c.delta) else "-", _p(c.p_equivalent_holm),
-                     f"{c.mde:.{d}g}" if math.isfinite(c.mde) else NO_INTERVAL if c.n == 1 else "-", str(c.n)])
+                     f"{c.mde:.{d}g}" if math.isfinite(c.mde) else "none (1 seed)" if c.n == 1 else "-", str(c.n)])
     return Table(header, body, left=4)
 
 
