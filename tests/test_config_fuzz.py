@@ -106,7 +106,9 @@ def invalid(tp, key, optional=False):
         return st.one_of(not_a_number, null, st.integers(max_value=-1), st.integers(min_value=2**32),
                          st.floats(), st.sampled_from([NAN, INF, -INF, 3.0]))  # YAML 3.0 is a float
     if tp is float:
-        return st.one_of(not_a_number, null, st.floats(max_value=-1e-6), st.floats(min_value=1e3),
+        # (limits.* take up to 2^20 GiB: a cluster's budget, not a typo)
+        too_big = 2.0**21 if key.startswith("limits.") else 1e3
+        return st.one_of(not_a_number, null, st.floats(max_value=-1e-6), st.floats(min_value=too_big),
                          st.sampled_from([NAN, INF, -INF]))
     if tp is str:
         return st.one_of(bad_text, null)
