@@ -60,8 +60,8 @@ FIELDS = leaf_fields()
 
 def test_fields_are_found_in_every_section():
     sections = {key.split(".")[0] for key, _ in FIELDS if "." in key}
-    assert sections == {"data", "loop", "contamination", "generator", "classifier", "output", "executor", "limits",
-                        "compare"}
+    assert sections == {"data", "loop", "contamination", "evaluate", "generator", "classifier", "output", "executor",
+                        "limits", "compare"}
     assert {"study", "name", "generator.lr", "contamination.class_groups", "executor.threads_per_worker"} <= {
         key for key, _ in FIELDS}
 

@@ -138,14 +138,14 @@ def curation_split(lc, seed: int, train: ImageSet) -> tuple[ImageSet, ImageSet |
     return parts["loop"], parts["probe"]
 
 
-def check_loop(lc, loop_real: ImageSet, n_train: int | None = None) -> None:
+def check_loop(lc, loop_real: ImageSet, n_train: int | None = None, seeds=None) -> None:
     """Config errors that need the real split's size or labels, before anything is written:
     a real reservoir too small for the scenario, and a curation certain to empty a class
     (`lc`: the loop settings of one variant; `n_train`: the real training split's size,
-    default |R|)."""
+    default |R|; `seeds`: the chain seeds drawing from this R, default all of lc.seeds)."""
     n = scenarios.samples_per_generation(lc, n_train or len(loop_real), len(loop_real))
     scenarios.check_reservoir(lc.scenario, n, lc.generations, lc.real_fraction, len(loop_real))
-    real_seeds = [derived_seed(s, "real order") for s in lc.seeds]
+    real_seeds = [derived_seed(s, "real order") for s in (lc.seeds if seeds is None else seeds)]
     for real_seed in real_seeds:
         labels = []
         for g in range(1, lc.generations):

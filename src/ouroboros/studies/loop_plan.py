@@ -335,7 +335,7 @@ def _condition(config: StudyConfig, variant: str, lc, inst: Instruments, evaluat
     """The condition of `variant` measured by `inst`; `lc` its loop settings (a control's:
     its curated variant's, so it samples and draws from the same kind of candidates)."""
     loop_real, probe_real = curation_split(lc, inst.split_seed, inst.train)
-    loop_data.check_loop(lc, loop_real, len(inst.train))
+    loop_data.check_loop(lc, loop_real, len(inst.train), None if inst.seed is None else [inst.seed])
     n = scenarios.samples_per_generation(lc, len(inst.train), len(loop_real))
     # Each generation samples N images; augment's window (one generation by default)
     # must also hold round(lambda |R|) of them; reward curation samples K times that.

@@ -51,7 +51,8 @@ class LoopStudy(Study):
         # and so does a real split too small for a scenario, or a curation certain to empty a class
         for key, (train, _) in data.items():
             for _, lc in config.loop.cells():
-                loop.check_loop(lc, loop.curation_split(lc, split_seed(config, key), train)[0], len(train))
+                loop.check_loop(lc, loop.curation_split(lc, split_seed(config, key), train)[0], len(train),
+                                None if key is None else [key])
         splits = next(iter(data.values()))
         check_components(config, splits[0].shape, splits[0].num_classes)  # and a component that cannot work
         # and a family whose settings cannot fit this data, metrics short of images, limits.max_*_gib
