@@ -148,10 +148,16 @@ def sections(runs: list) -> list[Section]:
     return out
 
 
+ENCODER_FIT_REAL = ("Warning: the latent generator's encoder was fitted once on the real training split "
+                    "(encoder_fit: real), so its decoder pulls every generation back towards the real images and "
+                    "can hide part of the collapse; encoder_fit: own refits it on each generation's training set.")
+
+
 def _findings_section(run, rows: list[dict]) -> Section:
     changes = loop_changes(rows)
+    warn = [Text(ENCODER_FIT_REAL)] if any("real" in str(r.get("encoder_fit", "")) for r in rows) else []
     if not changes:
-        return Section("findings", f"{run.label}: loop", [Text("One generation only: no change to report.")])
+        return Section("findings", f"{run.label}: loop", [*warn, Text("One generation only: no change to report.")])
     key = [Finding(c.sentence(), c.direction) for c in changes if c.metric in ("accuracy", "fid", "recall")]
     table = Table(["condition", "metric", "generations", "first (mean ± 95%)", "last (mean ± 95%)",
                    "change [95% interval]", "", "seeds"],
@@ -159,7 +165,7 @@ def _findings_section(run, rows: list[dict]) -> Section:
                     c.start.format(1, HEADLINE[c.metric]), c.end.format(1, HEADLINE[c.metric]),
                     c.diff.format_range(1, HEADLINE[c.metric]), Finding(c.direction, c.direction), str(c.diff.n)]
                    for c in changes], left=2)
-    items = [Findings(key), table]
+    items = [*warn, Findings(key), table]
     ref = {r["metric"]: float(r["value"]) for r in rows if r["cell"] == "reference"}
     if ref:
         items.append(Text("The real test split, scored the same way: "
