@@ -105,6 +105,7 @@ _TINY_ARGS = [a for s in TINY + ["loop.seeds=[0]", "loop.guidance=[1.0]", "loop.
     ("{components: 61}", "components (61) exceeds the 64 pixel values per image or the 60 images"),
     ("{encoder_fit: real, components: 65}", "components (65) exceeds"),
     ("{heads: 4}", "unknown latent generator setting(s) ['heads']"),
+    ("{whiten: 1}", "whiten must be true or false"),
 ])
 def test_bad_settings_are_one_error_line_before_anything_is_written(tmp_path, capsys, settings, fragment):
     out = tmp_path / "run"

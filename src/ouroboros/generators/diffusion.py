@@ -121,17 +121,17 @@ class DiffusionConfig:
         return num_classes if self.conditional else 0
 
 
-def _scheduler(config: DiffusionConfig, kind: str | None = None, clip: bool = True):
-    """diffusers' scheduler; `clip`: its estimate of x0 clipped to [-1, 1] (images; not
-    latent codes, which have no such range)."""
+def _scheduler(config: DiffusionConfig, kind: str | None = None, clip: float = 1.0):
+    """diffusers' scheduler; its estimate of x0 clipped to [-clip, clip] (images: 1; latent
+    codes: the range of the codes the model was trained on)."""
     from diffusers import DDIMScheduler, DDPMScheduler
 
     kind = kind or config.sampler
     common = dict(
         num_train_timesteps=config.num_train_timesteps,
         beta_schedule=config.beta_schedule,
-        clip_sample=clip,
-        clip_sample_range=1.0,
+        clip_sample=True,
+        clip_sample_range=float(clip),
         prediction_type="epsilon",
     )
     if kind == "ddpm":
@@ -177,10 +177,10 @@ class FittedDiffusion:
         generation: int,
         name: str = "diffusion",
         info: dict | None = None,
-        clip: bool = True,
+        clip: float = 1.0,
     ):
         self.config = config
-        self.clip = clip  # x0 estimates clipped to [-1, 1] while sampling (images, not latent codes)
+        self.clip = clip  # x0 estimates clipped to [-clip, clip] while sampling (images: 1)
         self.model = model.eval()
         self._net = _compiled(config, self.model)  # what sampling calls; saving uses self.model
         self.class_names = tuple(class_names)
@@ -256,7 +256,7 @@ class FittedDiffusion:
         gen = torch.Generator(device=device).manual_seed(int(seed))
         out = []
         bs = batch_size or self.config.sample_batch_size
-        # DDIM clips its estimate of x0 to [-1, 1]; it must then step with the noise that
+        # DDIM clips its estimate of x0 (to [-1, 1] for images); it must then step with the noise that
         # estimate implies, not the raw guided prediction, or strong guidance (whose eps
         # leaves the data range) pushes samples across to the other side of the data.
         step_options = {"use_clipped_model_output": True} if (sampler or self.config.sampler) == "ddim" else {}

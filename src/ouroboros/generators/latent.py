@@ -1,9 +1,13 @@
 """Latent diffusion: class-conditional diffusion on a PCA code of the images.
 
 The encoder is PCA: each image (flattened, in [-1, 1]) becomes its ``components``
-coordinates on the training set's principal axes, each divided by its standard deviation
-(a whitened code, about unit variance per coordinate, like the scaled latents of Stable
-Diffusion). The diffusion model of `ouroboros.generators.diffusion` (an MLP denoiser,
+coordinates on the training set's principal axes, scaled (``whiten: true``: each by its
+standard deviation, unit variance per coordinate like the scaled latents of Stable
+Diffusion; ``false``: all by one number, their root mean square, so the code keeps the
+pixels' geometry and the denoiser's loss weighs most the leading directions, where the
+digits' shapes are). While sampling, the estimate of a code is clipped to the range of
+the training codes (as an image's is clipped to [-1, 1]): unclipped, a weak denoiser's
+errors compound and the codes diverge. The diffusion model of `ouroboros.generators.diffusion` (an MLP denoiser,
 classifier-free guidance with ``guidance`` as its knob, DDPM or DDIM sampling, the same
 settings) learns the codes; a sample's code is decoded back through the same axes and
 quantised. On 28x28 digits the MLP denoises 64 numbers, not 784 pixels with a U-Net,
@@ -21,7 +25,8 @@ and trains in a minute on a CPU (benchmarks/mnist_calibration.py measures the ch
   its report flags it.
 
 Saved as ``model.safetensors`` (the denoiser's weights under ``denoiser.``, the encoder's
-mean, axes and scales under ``encoder.``) + ``generator.json``; nothing is pickled.
+mean, axes and scales under ``encoder.``, the codes' range as ``code_range``) +
+``generator.json``; nothing is pickled.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ class LatentConfig(DiffusionConfig):
     encoder: Literal["pca"] = "pca"
     components: int = 64  # length of the code
     encoder_fit: Literal["own", "real"] = "own"  # which images the encoder is fitted on (module docstring)
+    whiten: bool = True  # each coordinate divided by its own std; false: all by one (their RMS)
     ema_decay: float = 0.999
     train_steps: int = 6000
     hidden: int = 512
@@ -70,6 +76,8 @@ class LatentConfig(DiffusionConfig):
             raise UserError(f"{where}.encoder_fit must be own (each training set's own images) or real "
                             f"(the real training split); got {self.encoder_fit!r}")
         check_int(f"{where}.components", self.components, 1, 4096)
+        if not isinstance(self.whiten, bool):
+            raise UserError(f"{where}.whiten must be true or false; got {self.whiten!r}")
 
 
 @dataclass(frozen=True)
@@ -81,7 +89,7 @@ class PCACode:
     scales: np.ndarray  # k, each axis's standard deviation
 
     @classmethod
-    def fit(cls, x: np.ndarray, components: int) -> "PCACode":
+    def fit(cls, x: np.ndarray, components: int, whiten: bool = True) -> "PCACode":
         x = x.reshape(len(x), -1).astype(np.float64)
         if components > min(x.shape):
             raise UserError(f"the latent family's components ({components}) cannot exceed the number of training "
@@ -92,6 +100,8 @@ class PCACode:
         # fixed signs (largest |entry| positive), so the code does not depend on the SVD routine
         axes *= np.where(axes[np.arange(components), np.abs(axes).argmax(axis=1)] < 0, -1.0, 1.0)[:, None]
         scales = np.maximum(s[:components] / np.sqrt(max(1, len(x) - 1)), 1e-6)
+        if not whiten:  # one scale for all: the code keeps the pixels' geometry
+            scales = np.full_like(scales, np.sqrt(np.mean(scales**2)))
         return cls(mean.astype(np.float32), axes.astype(np.float32), scales.astype(np.float32))
 
     def encode(self, x: np.ndarray) -> np.ndarray:
@@ -107,7 +117,7 @@ class FittedLatent:
     def __init__(self, config: LatentConfig, diffusion: FittedDiffusion, code: PCACode, image_shape, name: str,
                  info: dict | None = None):
         self.config = config
-        self.diffusion = diffusion  # on codes shaped components x 1 x 1; x0 estimates unclipped
+        self.diffusion = diffusion  # on codes shaped components x 1 x 1, clipped to its .clip
         self.code = code
         self.image_shape = tuple(image_shape)
         self.class_names = diffusion.class_names
@@ -130,6 +140,7 @@ class FittedLatent:
         state = {f"denoiser.{k}": v.detach().cpu().contiguous() for k, v in self.diffusion.model.state_dict().items()}
         state.update({f"encoder.{k}": torch.from_numpy(np.ascontiguousarray(v))
                       for k, v in asdict(self.code).items()})
+        state["code_range"] = torch.tensor([self.diffusion.clip], dtype=torch.float64)
         return save_fitted(self, directory, FORMAT, lambda path: save_file(state, path))
 
     @classmethod
@@ -150,7 +161,8 @@ class FittedLatent:
                                config.hidden, config.depth)
         model.load_state_dict({k.removeprefix("denoiser."): v for k, v in state.items() if k.startswith("denoiser.")})
         diffusion = FittedDiffusion(config, model.to(resolve_device(config.device)), tuple(meta["class_names"]),
-                                    (config.components, 1, 1), meta["generation"], meta["name"], clip=False)
+                                    (config.components, 1, 1), meta["generation"], meta["name"],
+                                    clip=float(state["code_range"][0]))
         return cls(config, diffusion, code, meta["image_shape"], meta["name"], meta.get("info"))
 
 
@@ -176,11 +188,12 @@ class LatentGenerator:
             encoder_images = train
         if encoder_images.shape != train.shape:
             raise UserError(f"the encoder's images have shape {encoder_images.shape}, the training set {train.shape}")
-        code = PCACode.fit(encoder_images.to_float(), cfg.components)
+        code = PCACode.fit(encoder_images.to_float(), cfg.components, cfg.whiten)
         codes = code.encode(train.to_float()).astype(np.float32)[:, :, None, None]
         ema, loss = train_denoiser(cfg, codes, train.labels, train.num_classes, seed, progress)
         generation = int(train.generation.max()) + 1
-        diffusion = FittedDiffusion(cfg, ema, train.class_names, codes.shape[1:], generation, self.name, clip=False)
+        clip = float(np.abs(codes).max())  # the training codes' range
+        diffusion = FittedDiffusion(cfg, ema, train.class_names, codes.shape[1:], generation, self.name, clip=clip)
         info = {"train_hash": train.content_hash(), "seed": int(seed), "final_loss": loss,
                 "encoder_hash": encoder_images.content_hash()}
         return FittedLatent(cfg, diffusion, code, train.shape, self.name, info)
