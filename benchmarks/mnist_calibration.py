@@ -34,13 +34,11 @@ from ouroboros.metrics import fid  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
-# name -> (family, settings, what it is). Budgets: what a loop of 27 fits per guidance can
-# afford on 2 cores (the U-Net's is far below what it needs: README "Real MNIST").
+# name -> (family, settings, what it is). Budgets: about what the loop's 75 fits can afford
+# on 2 cores (the U-Net's is far below what it needs: README "Real MNIST").
 CANDIDATES = {
-    "latent": ("latent", {"components": 64, "whiten": False, "hidden": 128, "depth": 2, "train_steps": 1500, "batch_size": 128,
-                          "lr": 2e-3, "beta_schedule": "linear", "ema_decay": 0.995, "sampler": "ddpm",
-                          "sample_steps": 50},
-               "MLP 128 x 2 on a 64-number PCA code, 1,500 steps x 128"),
+    "latent": ("latent", None,  # None: configs/loop-mnist.yaml's settings
+               "MLP 128 x 2 on a 64-number PCA code, 1,500 steps x 128 (loop-mnist)"),
     "mlp": ("diffusion", {"denoiser": "mlp", "hidden": 256, "depth": 2, "train_steps": 1500, "batch_size": 128,
                           "lr": 2e-3, "beta_schedule": "linear", "ema_decay": 0.995, "sampler": "ddpm",
                           "sample_steps": 50},
@@ -106,7 +104,7 @@ def main() -> int:
     rows = []
     for name in names:
         family_name, settings, what = CANDIDATES[name]
-        settings = {**settings, "device": "cpu"}
+        settings = {**(config.loop.generators[0].settings if settings is None else settings), "device": "cpu"}
         if args.train_steps:
             settings["train_steps"] = args.train_steps
         family = get_family(family_name)
