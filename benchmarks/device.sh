@@ -33,9 +33,9 @@ print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'diffusers'
 'transformers', transformers.__version__, 'ouroboros', ouroboros.__version__, 'mnist5k', len(load_dataset('mnist5k')))"
 # 1. the same code paths on CUDA as on the CPU
 step gpu_check 60 $py benchmarks/gpu_check.py
-# 2. issue 10 item 1: generation 0 of configs/loop-mnist.yaml at its own settings, w = 1, one seed:
+# 2. issue 10 item 1: generation 0 of configs/loop-mnist-unet.yaml at its own settings, w = 1, one seed:
 #    does the real-data classifier recognise >= 95% of its samples (results.csv, per class too)?
-step mnist_gen0 130 $py -m ouroboros run configs/loop-mnist.yaml --out "$work/mnist-gen0" \
+step mnist_gen0 130 $py -m ouroboros run configs/loop-mnist-unet.yaml --out "$work/mnist-gen0" \
   --set loop.generations=1 --set 'loop.guidance=[1.0]' --set 'loop.seeds=[0]'
 cp "$work/mnist-gen0/results.csv" "$out/mnist-gen0-results.csv" 2>/dev/null
 grid=$(ls "$work"/mnist-gen0/samples/*/gen0.png 2>/dev/null | head -1)

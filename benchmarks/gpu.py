@@ -5,7 +5,7 @@ Usage (on a machine with CUDA):  PYTHONPATH=src python benchmarks/gpu.py [--full
 Measures, with the generator settings of the shipped configs:
 - training images per second (``DiffusionGenerator.fit``) and sampling images per second
   (``FittedDiffusion.sample``, the config's sampler and steps) of the MNIST U-Net
-  (configs/loop-mnist.yaml, 1 x 28 x 28, guidance 1) and of the 64 x 64 U-Net
+  (configs/loop-mnist-unet.yaml, 1 x 28 x 28, guidance 1) and of the 64 x 64 U-Net
   (configs/loop-flowers.yaml, unconditional, 3 x 64 x 64 random images);
   Each model runs three ways: the config as shipped in float32 (the reference), with
   ``precision: bf16`` (bfloat16 autocast), and bf16 with ``compile: true``
@@ -154,7 +154,7 @@ def main() -> int:
         digits, colour = load_dataset("mnist5k"), _random_set(2048, (3, 64, 64), 102)
         rows = []
         for variant in variants:
-            rows.append(throughput("MNIST U-Net (loop-mnist)", mnist, digits, 1.0, args.train_steps, args.sample,
+            rows.append(throughput("MNIST U-Net (loop-mnist-unet)", mnist, digits, 1.0, args.train_steps, args.sample,
                                    device, variant))
             rows.append(throughput("64x64 U-Net (loop-flowers)", flowers, colour, 0.0, args.train_steps, args.sample,
                                    device, variant))

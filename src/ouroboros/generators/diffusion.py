@@ -121,7 +121,9 @@ class DiffusionConfig:
         return num_classes if self.conditional else 0
 
 
-def _scheduler(config: DiffusionConfig, kind: str | None = None):
+def _scheduler(config: DiffusionConfig, kind: str | None = None, clip: float = 1.0):
+    """diffusers' scheduler; its estimate of x0 clipped to [-clip, clip] (images: 1; latent
+    codes: the range of the codes the model was trained on)."""
     from diffusers import DDIMScheduler, DDPMScheduler
 
     kind = kind or config.sampler
@@ -129,7 +131,7 @@ def _scheduler(config: DiffusionConfig, kind: str | None = None):
         num_train_timesteps=config.num_train_timesteps,
         beta_schedule=config.beta_schedule,
         clip_sample=True,
-        clip_sample_range=1.0,
+        clip_sample_range=float(clip),
         prediction_type="epsilon",
     )
     if kind == "ddpm":
@@ -175,8 +177,10 @@ class FittedDiffusion:
         generation: int,
         name: str = "diffusion",
         info: dict | None = None,
+        clip: float = 1.0,
     ):
         self.config = config
+        self.clip = clip  # x0 estimates clipped to [-clip, clip] while sampling (images: 1)
         self.model = model.eval()
         self._net = _compiled(config, self.model)  # what sampling calls; saving uses self.model
         self.class_names = tuple(class_names)
@@ -204,7 +208,6 @@ class FittedDiffusion:
         eps_cond, eps_uncond = both.chunk(2)
         return (1.0 + guidance) * eps_cond - guidance * eps_uncond
 
-    @torch.no_grad()
     def sample(
         self,
         n: int,
@@ -217,6 +220,15 @@ class FittedDiffusion:
     ) -> ImageSet:
         """Draw n images (balanced over classes unless `labels` is given), quantised to uint8.
         An unconditional model takes guidance 0 only, and `labels` only as the samples' labels."""
+        labels = self.check_labels(n, labels, guidance)
+        images = quantize(self.denoise(labels, guidance, seed, sampler, sample_steps, batch_size))
+        return ImageSet.create(
+            images, labels, self.class_names, source=f"gen:{self.name}", generation=self.generation,
+            seed=int(seed), condition=self.conditions(labels, guidance),
+        )
+
+    def check_labels(self, n: int, labels: np.ndarray | None, guidance: float) -> np.ndarray:
+        """The n labels to sample (balanced unless given), after checking them and the guidance."""
         guidance = check_guidance(guidance)
         if not self.config.conditional and guidance != 0.0:
             raise UserError("an unconditional diffusion model (conditional: false) takes no guidance; "
@@ -226,30 +238,36 @@ class FittedDiffusion:
             raise UserError(f"got {len(labels)} labels for {n} samples")
         if n and (labels.min() < 0 or labels.max() >= len(self.class_names)):
             raise UserError(f"labels must lie in [0, {len(self.class_names) - 1}]")
-        scheduler = _scheduler(self.config, sampler)
+        return labels
+
+    def conditions(self, labels: np.ndarray, guidance: float) -> list[str]:
+        """The provenance condition of each sample."""
+        return ([f"class={self.class_names[c]};guidance={guidance:g}" for c in labels]
+                if self.config.conditional else ["unconditional"] * len(labels))
+
+    @torch.no_grad()
+    def denoise(self, labels: np.ndarray, guidance: float, seed: int = 0, sampler: str | None = None,
+                sample_steps: int | None = None, batch_size: int | None = None) -> torch.Tensor:
+        """One float sample per label (len(labels) x image shape), before quantisation."""
+        guidance = check_guidance(guidance)
+        scheduler = _scheduler(self.config, sampler, clip=self.clip)
         scheduler.set_timesteps(sample_steps or self.config.sample_steps)
         device = self.device
         gen = torch.Generator(device=device).manual_seed(int(seed))
         out = []
         bs = batch_size or self.config.sample_batch_size
-        # DDIM clips its estimate of x0 to [-1, 1]; it must then step with the noise that
+        # DDIM clips its estimate of x0 (to [-1, 1] for images); it must then step with the noise that
         # estimate implies, not the raw guided prediction, or strong guidance (whose eps
         # leaves the data range) pushes samples across to the other side of the data.
         step_options = {"use_clipped_model_output": True} if (sampler or self.config.sampler) == "ddim" else {}
-        for start in range(0, n, bs):
+        for start in range(0, len(labels), bs):
             y = torch.as_tensor(labels[start : start + bs], device=device)
             x = torch.randn((len(y), *self.image_shape), generator=gen, device=device)
             for t in scheduler.timesteps:
                 eps = self.eps(x, t.to(device), y, guidance)
                 x = scheduler.step(eps, t, x, generator=gen, **step_options).prev_sample
-            out.append(quantize(x))
-        images = np.concatenate(out) if out else np.zeros((0, *self.image_shape), np.uint8)
-        conditions = ([f"class={self.class_names[c]};guidance={guidance:g}" for c in labels]
-                      if self.config.conditional else ["unconditional"] * len(labels))
-        return ImageSet.create(
-            images, labels, self.class_names, source=f"gen:{self.name}", generation=self.generation,
-            seed=int(seed), condition=conditions,
-        )
+            out.append(x.float().cpu())
+        return torch.cat(out) if out else torch.zeros((0, *self.image_shape))
 
     # -- persistence --------------------------------------------------------------
 
@@ -287,51 +305,56 @@ class DiffusionGenerator:
         self.name = name
 
     def fit(self, train: ImageSet, seed: int, progress: Callable[[int, float], None] | None = None) -> FittedDiffusion:
-        cfg = self.config
         if len(train) < 1:
             raise UserError("cannot fit a generator on an empty training set")
-        device = resolve_device(cfg.device)
-        torch.manual_seed(int(seed))  # parameter initialisation
-        labels_embedded = cfg.label_count(train.num_classes)
-        model = build_denoiser(cfg.denoiser, train.shape, labels_embedded, cfg.hidden, cfg.depth).to(device)
-        ema = copy.deepcopy(model).requires_grad_(False)
-        net = _compiled(cfg, model)
-        opt = _adamw(model.parameters(), cfg.lr, cfg.weight_decay, device)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps)))
-        noise_scheduler = _scheduler(cfg, "ddpm")
+        ema, loss = train_denoiser(self.config, train.to_float(), train.labels, train.num_classes, seed, progress)
+        generation = int(train.generation.max()) + 1
+        info = {"train_hash": train.content_hash(), "seed": int(seed), "final_loss": loss}
+        return FittedDiffusion(self.config, ema, train.class_names, train.shape, generation, self.name, info)
 
-        data = torch.as_tensor(train.to_float(), device=device)
-        null = labels_embedded  # the null label; the only one an unconditional model sees
-        labels = torch.as_tensor(train.labels if cfg.conditional else np.full(len(train), null), device=device)
-        gen = torch.Generator(device=device).manual_seed(int(seed))
-        ema_params = list(ema.parameters())
-        model_params = list(model.parameters())
-        loss_value = float("nan")
-        for step in range(cfg.train_steps):
-            idx = torch.randint(len(data), (cfg.batch_size,), generator=gen, device=device)
-            x0, y = data[idx], labels[idx]
-            drop = torch.rand(cfg.batch_size, generator=gen, device=device) < cfg.label_dropout
-            y = torch.where(drop, torch.full_like(y, null), y)
-            noise = torch.randn(x0.shape, generator=gen, device=device)
-            t = torch.randint(cfg.num_train_timesteps, (cfg.batch_size,), generator=gen, device=device)
-            xt = noise_scheduler.add_noise(x0, noise, t)
-            with _autocast(cfg, device):
-                predicted = net(xt, t, y)
-            loss = torch.nn.functional.mse_loss(predicted.float(), noise)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            with torch.no_grad():
-                # EMA with a warm-up so early weights do not dominate short runs.
-                decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-                torch._foreach_lerp_(ema_params, model_params, 1.0 - decay)
-            if progress is not None and (step + 1) % 100 == 0:
-                loss_value = loss.item()
-                progress(step + 1, loss_value)
-        generation = int(train.generation.max()) + 1 if len(train) else 1
-        info = {"train_hash": train.content_hash(), "seed": int(seed), "final_loss": float(loss.item())}
-        return FittedDiffusion(cfg, ema, train.class_names, train.shape, generation, self.name, info)
+
+def train_denoiser(cfg: DiffusionConfig, data: np.ndarray, labels: np.ndarray, num_classes: int, seed: int,
+                   progress: Callable[[int, float], None] | None = None) -> tuple[torch.nn.Module, float]:
+    """DDPM training of `cfg`'s denoiser on `data` (N x C x H x W floats: images in
+    [-1, 1], or latent codes) with labels in [0, num_classes): (EMA model, final loss)."""
+    device = resolve_device(cfg.device)
+    torch.manual_seed(int(seed))  # parameter initialisation
+    labels_embedded = cfg.label_count(num_classes)
+    model = build_denoiser(cfg.denoiser, data.shape[1:], labels_embedded, cfg.hidden, cfg.depth).to(device)
+    ema = copy.deepcopy(model).requires_grad_(False)
+    net = _compiled(cfg, model)
+    opt = _adamw(model.parameters(), cfg.lr, cfg.weight_decay, device)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps)))
+    noise_scheduler = _scheduler(cfg, "ddpm")
+
+    data = torch.as_tensor(data, device=device)
+    null = labels_embedded  # the null label; the only one an unconditional model sees
+    labels = torch.as_tensor(labels if cfg.conditional else np.full(len(data), null), device=device)
+    gen = torch.Generator(device=device).manual_seed(int(seed))
+    ema_params = list(ema.parameters())
+    model_params = list(model.parameters())
+    for step in range(cfg.train_steps):
+        idx = torch.randint(len(data), (cfg.batch_size,), generator=gen, device=device)
+        x0, y = data[idx], labels[idx]
+        drop = torch.rand(cfg.batch_size, generator=gen, device=device) < cfg.label_dropout
+        y = torch.where(drop, torch.full_like(y, null), y)
+        noise = torch.randn(x0.shape, generator=gen, device=device)
+        t = torch.randint(cfg.num_train_timesteps, (cfg.batch_size,), generator=gen, device=device)
+        xt = noise_scheduler.add_noise(x0, noise, t)
+        with _autocast(cfg, device):
+            predicted = net(xt, t, y)
+        loss = torch.nn.functional.mse_loss(predicted.float(), noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        with torch.no_grad():
+            # EMA with a warm-up so early weights do not dominate short runs.
+            decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+            torch._foreach_lerp_(ema_params, model_params, 1.0 - decay)
+        if progress is not None and (step + 1) % 100 == 0:
+            progress(step + 1, loss.item())
+    return ema, float(loss.item())
 
 
 # The held-out denoising loss (the feedback loop's test_loss): averaged over HELDOUT_TIMESTEPS

@@ -117,7 +117,15 @@ def param_columns(config: StudyConfig, several_families: bool) -> list[str]:
         columns += ["variant", *varied_columns(config)]
         if config.loop.controls():
             columns.append("control_of")
+    if any(encoder_fit(config, lc) for _, lc in config.loop.cells()):
+        columns.append("encoder_fit")
     return columns + (["family"] if several_families else [])
+
+
+def encoder_fit(config: StudyConfig, lc) -> str:
+    """Which images the latent families of loop cell `lc` fit their encoder on (own or
+    real, joined by + with several; "" without a latent family): the report flags real."""
+    return "+".join(e.fit_config["encoder_fit"] for e in pool_entries(config, lc) if "encoder_fit" in e.fit_config)
 
 
 def _rows(config: StudyConfig, plan_: LoopPlan, paths: dict) -> list[dict]:
@@ -142,6 +150,8 @@ def _rows(config: StudyConfig, plan_: LoopPlan, paths: dict) -> list[dict]:
             row["control_of"] = controls[variant]
         families = plan_.families.get((variant, w, s), [{}] * len(chain))
         heldout = plan_.heldout.get((variant, w, s), [{}] * len(chain))
+        if encoder_fit(config, lc):
+            row["encoder_fit"] = encoder_fit(config, lc)
         for g, (fit, _, ev) in enumerate(chain):
             metrics = json.loads(paths[ev.key].read_text())
             # The training set's size and make-up, read from the provenance of the set
@@ -205,6 +215,11 @@ def _check_pool(config: StudyConfig, lc, train: ImageSet, at: str) -> None:
             raise UserError(f"{where}: components ({components}) exceeds the {pixels} pixel values per image or "
                             f"the {len(train)} real training images the PCA is fitted on; "
                             f"use at most {min(len(train), pixels)}")
+        fit_on = {"own": smallest, "real": len(train)}.get(settings.get("encoder_fit"))  # a latent family's PCA
+        if fit_on is not None and settings["components"] > min(fit_on, pixels):
+            raise UserError(f"{where}: components ({settings['components']}) exceeds the {pixels} pixel values per "
+                            f"image or the {fit_on} images of the smallest set its encoder is fitted on; "
+                            f"use at most {min(fit_on, pixels)}")
         if "space" in settings:  # the Gaussian families estimate a covariance per class (per component)
             need = max(2, settings.get("mixture_components", 2))
             if smallest // classes < need:

@@ -194,14 +194,15 @@ class Chain:
         """One family's fit on the generation's training set and its `count` samples. With
         one family the stages keep the keys they had before families existed (no family or
         first_label parameter, seeds not tied to the name); with several, each family's
-        seeds are derived from its name too. A family on a PCA space fits it on the real
-        training split, so every generation models the same space."""
+        seeds are derived from its name too. A family on a PCA space (or a latent family
+        with encoder_fit: real) fits it on the real training split, so every generation
+        models the same space."""
         several = len(self.cond.entries) > 1
         tag = (entry.name,) if several else ()
         fit_params = {"config": entry.fit_config, "seed": derived_seed(self.s, g, "fit", *tag), "name": entry.name}
         fit_params.update(family_params(entry.family))
         deps = {"train": source}
-        if entry.fit_config.get("space") == "pca":
+        if entry.fit_config.get("space") == "pca" or entry.fit_config.get("encoder_fit") == "real":
             deps["reference"] = self.cond.inst.train_stage
         label = f"{self.label(g)} {entry.name}" if several else self.label(g)
         fit = Stage("fit", fit_params, deps, label=label)

@@ -240,12 +240,18 @@ def _values(run) -> Section:
                     Table(list(header), [list(r) for r in body], left=2)])
 
 
+ENCODER_FIT_REAL = ("Warning: the latent generator's encoder was fitted once on the real training split "
+                    "(encoder_fit: real), so its decoder pulls every generation back towards the real images and "
+                    "can hide part of the collapse; encoder_fit: own refits it on each generation's training set.")
+
+
 def _findings_section(run, rows: list[dict]) -> Section:
     comparisons = loop_compare.comparisons(run.rows, run.config)
     changes = loop_changes(rows)
+    warn = [Text(ENCODER_FIT_REAL)] if any("real" in str(r.get("encoder_fit", "")) for r in rows) else []
     if not changes and not comparisons:
-        return Section("findings", f"{run.label}: loop", [Text("One generation only: nothing to compare.")])
-    items: list = []
+        return Section("findings", f"{run.label}: loop", [*warn, Text("One generation only: nothing to compare.")])
+    items: list = [*warn]
     if comparisons:
         items += [Text(method_text(comparisons, run.config.compare.alpha)),
                   Findings([Finding(sentence(c), c.verdict) for c in comparisons if c.pair.metric in KEY]),
