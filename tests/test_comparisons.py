@@ -21,9 +21,9 @@ from ouroboros.config import load_config
 from ouroboros.errors import UserError
 from ouroboros.report.results import write_results
 
+# `acc-sub wm control` is the watermark variant's automatic unfiltered control (loop.curation_controls).
 GRID = ("[{scenario: replace}, {scenario: accumulate},"
         " {name: acc-sub wm, scenario: accumulate-subsample, curation: {kind: watermark, recall: 0.5}},"
-        " {name: acc-sub wm control, scenario: accumulate-subsample},"
         " {name: g replace, scenario: replace, generators: [{family: gaussian}]},"
         " {name: g accumulate, scenario: accumulate, generators: [{family: gaussian}]}]")
 
