@@ -5,7 +5,8 @@ package version or a stage kind's version on purpose, and update these digests.
 The digests were last changed on purpose by the `evaluate:` section (scoring against the
 real test split, instruments redrawn per seed, a held-out loss stage per generation), the
 detector variant's shared generation 0, the curated variants' controls, fixed watermark
-verdicts and N = |R| in the scenario grid. With ``evaluate.reference: train`` and
+verdicts and N = |R| in the scenario grid; then by the demo's defaults (5 seeds, 500
+training steps) and the scenario grid's (5 seeds, the variants its findings need). With ``evaluate.reference: train`` and
 ``evaluate.instruments: fixed`` and the held-out loss stages left out, the single-loop
 configs still plan the very stages they did before (the digests of commit 640b760)."""
 
@@ -18,13 +19,15 @@ import pytest
 from ouroboros.config import load_config
 
 PINNED = {  # config -> (stages in the plan's graph, digest of sorted (key, kind, label))
-    "demo": (216, "430dcccfe8d22159"),
-    "scenarios-digits": (3262, "6242bf87a6a12250"),
+    "demo": (540, "6951e8cfe2df84be"),
+    "scenarios-digits": (4855, "585fdf60b469bf18"),
     "loop-digits-gaussian": (80, "1afb7e9ef7e607bb"),
     "contamination-digits": (531, "2b948a708e6bf0ca"),
 }
 # evaluate.reference train, evaluate.instruments fixed, without heldout stages: as at 640b760
 BEFORE_EVALUATE = {"demo": (162, "ddc3186f2a616077"), "loop-digits-gaussian": (58, "bf1a0256fd90d30b")}
+# ... and with the defaults the demo had then (2 seeds, 1,000 training steps; now 5 and 500)
+BEFORE_DEFAULTS = {"demo": ["loop.seeds=[0,1]", "generator.train_steps=1000"]}
 
 
 def _graph(targets, skip: str = "") -> dict:
@@ -60,8 +63,8 @@ def test_plans_keep_their_stage_keys(name):
 
 @pytest.mark.parametrize("name", sorted(BEFORE_EVALUATE))
 def test_fixed_instruments_scored_on_train_plan_what_the_loop_planned_before_the_evaluate_section(name):
-    assert _pinned(name, ["evaluate.reference=train", "evaluate.instruments=fixed"], "heldout") == \
-        BEFORE_EVALUATE[name]
+    assert _pinned(name, ["evaluate.reference=train", "evaluate.instruments=fixed", *BEFORE_DEFAULTS.get(name, [])],
+                   "heldout") == BEFORE_EVALUATE[name]
 
 
 GOLDEN = ["loop.generations=3", "loop.seeds=[0,1]", "classifier.epochs=1", "executor.workers=1",
