@@ -21,7 +21,7 @@ from ouroboros.safepath import component, components
 
 # Metrics stated as findings, in this order, with the digits they are shown with.
 HEADLINE = {"accuracy": 3, "cross_entropy": 2, "fid": 1, "precision": 3, "recall": 3, "coverage": 3}
-PLOTTED = ("accuracy", "cross_entropy", "fid", "precision", "recall", "density", "coverage")
+PLOTTED = ("accuracy", "cross_entropy", "fid", "precision", "recall", "density", "coverage", "test_loss")
 
 
 @dataclasses.dataclass
