@@ -64,7 +64,8 @@ def test_tiny_loop_writes_the_run_folder(tmp_path):
     for w in ["1", "0"]:
         for g in [0, 1]:
             assert (tmp_path / "samples" / f"guidance={w}" / f"gen{g}.png").is_file()
-    for p in ["accuracy", "cross_entropy", "class_accuracy", "fid", "precision", "recall", "density", "coverage"]:
+    for p in ["accuracy", "cross_entropy", "class_accuracy", "fid", "precision", "recall", "density", "coverage",
+              "test_loss"]:
         assert (tmp_path / "plots" / f"{p}.png").is_file()
     assert (tmp_path / "report.html").is_file() and (tmp_path / "config.yaml").is_file()
     page = (tmp_path / "report.html").read_text()

@@ -32,7 +32,7 @@ from ouroboros.studies import loop_compare
 HEADLINE = {"accuracy": 3, "cross_entropy": 2, "fid": 1, "precision": 3, "recall": 3, "coverage": 3}
 DIGITS = {**HEADLINE, "density": 3, "test_loss": 4}
 KEY = ("accuracy", "fid", "recall")  # the metrics whose comparisons the report lists as sentences
-PLOTTED = ("accuracy", "cross_entropy", "fid", "precision", "recall", "density", "coverage")
+PLOTTED = ("accuracy", "cross_entropy", "fid", "precision", "recall", "density", "coverage", "test_loss")
 
 
 def _name(metric: str) -> str:

@@ -67,7 +67,8 @@ class LoopStudy(Study):
                 f"scenario {lc.scenario}{f', families {pool}' if pool else ''}{cur}")
         evaluate = prepared.evaluate
         scores = ("classifier accuracy, " if evaluate["metrics"].startswith("classifier+") else "") + \
-            f"FID/PRDC on {evaluate.get('features', 'classifier')} features"
+            f"FID/PRDC on {evaluate.get('features', 'classifier')} features against the real " \
+            f"{config.evaluate.reference} split; instruments {config.evaluate.instruments}"
         return (f"{config.name}: {what}, {_count(len(lc.guidance), 'guidance value')} x "
                 f"{_count(len(lc.seeds), 'seed')} x {_count(lc.generations, 'generation')} on "
                 f"{len(prepared.splits[0])} real training images ({scores})")
