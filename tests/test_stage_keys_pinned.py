@@ -6,8 +6,8 @@ The digests were last changed on purpose by the `evaluate:` section (scoring aga
 real test split, instruments redrawn per seed, a held-out loss stage per generation), the
 detector variant's shared generation 0, the curated variants' controls, fixed watermark
 verdicts and N = |R| in the scenario grid; then by the demo's defaults (5 seeds, 500
-training steps) and the scenario grid's (5 seeds, the variants its findings need). With ``evaluate.reference: train`` and
-``evaluate.instruments: fixed`` and the held-out loss stages left out, the single-loop
+training steps) and the scenario grid's (5 seeds, the variants its findings need). With
+``evaluate.reference: train`` and ``evaluate.instruments: fixed`` and the held-out loss stages left out, the single-loop
 configs still plan the very stages they did before (the digests of commit 640b760)."""
 
 import hashlib
