@@ -193,7 +193,7 @@ _TINY_ARGS = [a for s in TINY + ["loop.seeds=[0]", "loop.guidance=[1.0]", "gener
     ("[{family: diffusion, share: 0.7}, {family: gaussian, share: 0.2}]", "the shares sum to 0.9, not 1"),
     ("[{family: diffusion, share: 1.2}, {family: gaussian, share: -0.2}]", "loop.generators[0].share must lie in"),
     ("[{family: gaussian, share: 1.5}]", "loop.generators[0].share must lie in [0, 1]"),
-    ("[{family: vae}]", "unknown generator family 'vae'; use one of diffusion, gaussian, gmm"),
+    ("[{family: vae}]", "unknown generator family 'vae'; use one of diffusion, gaussian, gmm, latent"),
     ("[{family: gaussian, settings: {space: pixel}}]", "loop.generators[0].settings: space must be pixels or pca"),
     ("[{family: gaussian, settings: {hidden: 4}}]", "unknown gaussian generator setting(s) ['hidden']"),
     ("[{family: diffusion, settings: {hidden: 3}}]", "loop.generators[0].settings.hidden must be even"),

@@ -194,7 +194,7 @@ def test_bad_temperature_is_refused(temperature):
     (lambda: GMMGenerator(GMMConfig(mixture_components=0)), "mixture_components"),
     (lambda: GMMGenerator(GMMConfig(mixture_components=2.0)), "mixture_components and max_iter must be integers"),
     (lambda: get_family("gaussian").fit(blob_set(), {"temprature": 1.0}, seed=0), r"unknown gaussian .*temprature"),
-    (lambda: get_family("vae"), "unknown generator family 'vae'; use one of diffusion, gaussian, gmm"),
+    (lambda: get_family("vae"), "unknown generator family 'vae'; use one of diffusion, gaussian, gmm, latent"),
 ])
 def test_bad_settings_and_data_are_user_errors(make, match):
     with pytest.raises(UserError, match=match):
@@ -314,7 +314,8 @@ def test_registering_a_family_adds_it_once(monkeypatch):
 def test_every_family_has_a_bias_knob_its_sample_takes():
     import inspect
 
+    assert {"diffusion", "gaussian", "gmm", "latent"} <= set(families())
     for family in families().values():
-        fitted_cls = FittedDiffusion if family.name == "diffusion" else FittedGaussianMixture
+        fitted_cls = family.load.__self__  # each family's loader is its fitted class's classmethod
         params = inspect.signature(fitted_cls.sample).parameters
         assert family.bias in params and params[family.bias].default == family.bias_default

@@ -128,3 +128,27 @@ def test_results_record_encoder_fit_and_the_report_flags_real(tmp_path):
         rows = [r for r in csv.DictReader(f) if r["cell"] != "reference"]
     assert rows and {r["encoder_fit"] for r in rows} == {"real"}
     assert "encoder_fit: real" in (tmp_path / "real" / "report.html").read_text()
+
+
+def test_heldout_loss_is_the_code_diffusions_denoising_loss_fixed_and_ranking_training(digits):
+    """The latent family's test_loss: the same model and images give the same value; a
+    model trained longer denoises held-out codes better; it is the diffusion's own
+    held-out loss on the images' codes; other images than the model's are refused."""
+    from ouroboros.generators.diffusion import heldout_loss_of
+    from ouroboros.generators.latent import heldout_loss
+
+    train, test = digits
+    short, long = _fit(train, train_steps=2), _fit(train, train_steps=300)
+    assert heldout_loss(short, test) == heldout_loss(short, test)
+    assert heldout_loss(long, test) < heldout_loss(short, test)
+    codes = long.code.encode(test.to_float()).astype(np.float32)[:, :, None, None]
+    assert heldout_loss(long, test) == heldout_loss_of(long.diffusion, codes, test.labels)
+    assert get_family("latent").heldout_loss is heldout_loss
+    with pytest.raises(UserError, match="do not match"):
+        heldout_loss(long, _other_shape(test))
+
+
+def _other_shape(images):
+    from ouroboros.data.imageset import ImageSet
+
+    return ImageSet.create(np.zeros((3, 1, 4, 4), np.uint8), np.zeros(3, int), list(images.class_names), source="real:x")

@@ -379,15 +379,21 @@ def heldout_loss(fitted: FittedDiffusion, images: ImageSet) -> float:
     if images.class_names != fitted.class_names or images.shape != fitted.image_shape:
         raise UserError(f"the held-out images ({images.shape}, classes {list(images.class_names)}) do not match the "
                         f"model ({fitted.image_shape}, classes {list(fitted.class_names)})")
+    return heldout_loss_of(fitted, images.to_float(), images.labels)
+
+
+@torch.no_grad()
+def heldout_loss_of(fitted: FittedDiffusion, x: np.ndarray, labels: np.ndarray) -> float:
+    """`heldout_loss` on arrays: `x` (float, the model's sample shape) with their labels."""
     cfg, device = fitted.config, fitted.device
     scheduler = _scheduler(cfg, "ddpm")
     steps = [int((j + 0.5) * cfg.num_train_timesteps / HELDOUT_TIMESTEPS) for j in range(HELDOUT_TIMESTEPS)]
     null = cfg.label_count(len(fitted.class_names))
     gen = torch.Generator().manual_seed(HELDOUT_SEED)
-    data = torch.as_tensor(images.to_float())
-    labels = torch.as_tensor(images.labels if cfg.conditional else np.full(len(images), null))
+    data = torch.as_tensor(np.asarray(x, dtype=np.float32))
+    labels = torch.as_tensor(labels if cfg.conditional else np.full(len(x), null))
     total = 0.0
-    for start in range(0, len(images), HELDOUT_BATCH):
+    for start in range(0, len(x), HELDOUT_BATCH):
         x0, y = data[start: start + HELDOUT_BATCH].to(device), labels[start: start + HELDOUT_BATCH].to(device)
         for t in steps:
             noise = torch.randn(x0.shape, generator=gen).to(device)
@@ -395,7 +401,7 @@ def heldout_loss(fitted: FittedDiffusion, images: ImageSet) -> float:
             with _autocast(cfg, device):
                 predicted = fitted._net(scheduler.add_noise(x0, noise, tt), tt, y)
             total += float(((predicted.float() - noise) ** 2).sum(dtype=torch.float64))
-    return total / (len(images) * len(steps) * int(np.prod(fitted.image_shape)))
+    return total / (len(x) * len(steps) * int(np.prod(fitted.image_shape)))
 
 
 def _adamw(params, lr: float, weight_decay: float, device: torch.device) -> torch.optim.Optimizer:

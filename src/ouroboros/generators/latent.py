@@ -44,7 +44,7 @@ from ouroboros.data.imageset import ImageSet, quantize
 from ouroboros.errors import UserError, check_int
 from ouroboros.generators.base import GeneratorFamily, register_family, resolve_device, save_fitted
 from ouroboros.generators.denoisers import build_denoiser
-from ouroboros.generators.diffusion import DiffusionConfig, FittedDiffusion, train_denoiser
+from ouroboros.generators.diffusion import DiffusionConfig, FittedDiffusion, heldout_loss_of, train_denoiser
 
 FORMAT = "ouroboros.FittedLatentDiffusion"  # the "format" of a saved model's generator.json
 
@@ -199,7 +199,19 @@ class LatentGenerator:
         return FittedLatent(cfg, diffusion, code, train.shape, self.name, info)
 
 
+def heldout_loss(fitted: FittedLatent, images: ImageSet) -> float:
+    """The denoising loss (diffusion's `heldout_loss`, fixed timesteps and noise) of the
+    model's code diffusion on the held-out images' codes in the model's own PCA code: with
+    encoder_fit own, each generation's code is its own, so the value measures the code and
+    the denoiser together."""
+    if images.class_names != fitted.class_names or images.shape != fitted.image_shape:
+        raise UserError(f"the held-out images ({images.shape}, classes {list(images.class_names)}) do not match the "
+                        f"model ({fitted.image_shape}, classes {list(fitted.class_names)})")
+    codes = fitted.code.encode(images.to_float()).astype(np.float32)[:, :, None, None]
+    return heldout_loss_of(fitted.diffusion, codes, images.labels)
+
+
 register_family(GeneratorFamily("latent", LatentConfig, LatentGenerator, FittedLatent.load, FORMAT,
-                                bias="guidance", bias_default=0.0,
+                                bias="guidance", bias_default=0.0, heldout_loss=heldout_loss,
                                 sampling_params={"sampler": "sampler", "sample_steps": "sample_steps",
                                                  "sample_batch_size": "batch_size"}))
