@@ -151,4 +151,5 @@ def test_heldout_loss_is_the_code_diffusions_denoising_loss_fixed_and_ranking_tr
 def _other_shape(images):
     from ouroboros.data.imageset import ImageSet
 
-    return ImageSet.create(np.zeros((3, 1, 4, 4), np.uint8), np.zeros(3, int), list(images.class_names), source="real:x")
+    return ImageSet.create(np.zeros((3, 1, 4, 4), np.uint8), np.zeros(3, int), list(images.class_names),
+                           source="real:x")
