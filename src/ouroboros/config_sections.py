@@ -374,17 +374,14 @@ class ContaminationConfig:
 class EvaluateConfig:
     """How the loop and scenario studies measure each generation (ouroboros.studies.loop_data)."""
 
-    # The real split every generation's FID/PRDC are scored against: test (nothing trains
-    # on it) or train. results.csv's `scored_on` column records it.
+    # The real split every generation is scored against: test (nothing trains on it) or train (`scored_on` column);
+    # per-seed: each seed redraws the split and the measuring classifier; fixed: one of each (`instruments` column).
     reference: Literal["test", "train"] = "test"
-    # per-seed: each seed redraws the train/test split and the measuring classifier; fixed:
-    # one split (data.split_seed) and one classifier (seed 0). results.csv's `instruments`.
     instruments: Literal["per-seed", "fixed"] = "per-seed"
 
     def validate(self, where: str = "evaluate") -> None:
         if self.reference not in ("test", "train"):  # a config built in Python skips the Literal check
-            raise UserError(f"{where}.reference must be test or train (the real split each generation is scored "
-                            f"against); got {self.reference!r}")
+            raise UserError(f"{where}.reference must be test or train (the split scored on); got {self.reference!r}")
         if self.instruments not in ("per-seed", "fixed"):
             raise UserError(f"{where}.instruments must be per-seed (each seed redraws the split and the measuring "
                             f"classifier) or fixed (one of each for every seed); got {self.instruments!r}")
