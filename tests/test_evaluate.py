@@ -77,18 +77,20 @@ def test_the_diffusion_heldout_loss_is_fixed_noise_and_ranks_a_worse_model_worse
 
 
 def test_each_generation_gets_a_test_loss_on_the_test_split_per_family_and_none_without_one(digits, monkeypatch):
-    from conftest import REPO
+    import dataclasses
 
-    monkeypatch.syspath_prepend(str(REPO / "examples"))
-    import class_means  # noqa: F401  (registers class-means, a family without a held-out loss)
+    from ouroboros.generators import base
 
+    # a family without a held-out loss, registered for this test only
+    lossless = dataclasses.replace(base.get_family("gaussian"), name="lossless", heldout_loss=None)
+    monkeypatch.setitem(base._FAMILIES, "lossless", lossless)
     pool = "loop.generators=[{family: diffusion, share: 0.5}, {family: gaussian, share: 0.3}, " \
-           "{family: class-means, share: 0.2}]"
+           "{family: lossless, share: 0.2}]"
     plan = loop.plan(_config(pool), None, digits)
     ((key, heldout),) = plan.heldout.items()
     test = plan.instruments[0].test_stage
     for g, (parts, fams) in enumerate(zip(heldout, plan.families[key])):
-        assert set(parts) == {"diffusion", "gaussian"} and set(fams) == {"diffusion", "gaussian", "class-means"}
+        assert set(parts) == {"diffusion", "gaussian"} and set(fams) == {"diffusion", "gaussian", "lossless"}
         for name, stage in parts.items():
             assert stage.deps == {"model": fams[name][0], "images": test}
     # the same stage parameters for every generation and chain: no seed, nothing per generation

@@ -37,9 +37,12 @@ SMALL = [
     "generator.sample_steps=8",
     "classifier.epochs=2",
     "executor.workers=1",  # the local reference: stages one after another in one process
+    "evaluate.instruments=fixed",  # one split and classifier for both seeds (the kill tests wait on it)
 ]
 SETS = sum((["--set", s] for s in SMALL), [])
-STAGES = 16  # 2 data, the classifier, the reference evaluation, and 2 chains x 2 generations x (fit, sample, evaluate)
+# 2 data, the classifier, the reference evaluation, and 2 chains x 2 generations x (fit, sample,
+# evaluate, held-out loss)
+STAGES = 20
 RAY = str(Path(sys.executable).with_name("ray"))
 # The test cluster runs without Ray's token authentication (its second node would need the
 # head's token); the driver then needs the same setting to join it.
