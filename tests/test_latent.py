@@ -153,3 +153,17 @@ def _other_shape(images):
 
     return ImageSet.create(np.zeros((3, 1, 4, 4), np.uint8), np.zeros(3, int), list(images.class_names),
                            source="real:x")
+
+
+def test_a_folder_of_another_family_or_incomplete_is_refused_naming_the_family(digits, tmp_path):
+    from ouroboros.generators.diffusion import FittedDiffusion
+    from ouroboros.generators.latent import FittedLatent
+
+    train, _ = digits
+    _fit(train).save(tmp_path / "latent")
+    with pytest.raises(UserError, match="is not an ouroboros diffusion generator"):
+        FittedDiffusion.load(tmp_path / "latent")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="is not a saved latent generator"):
+        FittedLatent.load(tmp_path / "empty")
+    assert FittedLatent.load(tmp_path / "latent").sample(4, seed=1).images.shape == (4, *train.shape)

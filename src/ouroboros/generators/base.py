@@ -39,6 +39,20 @@ def save_fitted(fitted, directory: str | Path, fmt: str, write_weights: Callable
     return directory
 
 
+def read_fitted(directory: str | Path, fmt: str, what: str) -> tuple[dict, Path]:
+    """(generator.json's contents, the weights file) of a folder `save_fitted` wrote in
+    format `fmt`; a folder without both files, or of another format, is an error naming
+    `what` (e.g. "diffusion") the folder was expected to hold."""
+    directory = Path(directory)
+    meta_path, weights = directory / "generator.json", directory / "model.safetensors"
+    if not meta_path.is_file() or not weights.is_file():
+        raise UserError(f"{directory} is not a saved {what} generator (needs generator.json and model.safetensors)")
+    meta = json.loads(meta_path.read_text())
+    if meta.get("format") != fmt:
+        raise UserError(f"{meta_path} is not an ouroboros {what} generator")
+    return meta, weights
+
+
 def resolve_device(device: str) -> torch.device:
     """'auto' -> CUDA when available, else CPU; anything else is passed to torch."""
     if device == "auto":

@@ -33,7 +33,6 @@ A fitted model saves as ``model.safetensors`` + ``generator.json``; nothing is p
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal
@@ -44,7 +43,9 @@ from safetensors.torch import load_file, save_file
 
 from ouroboros.data.imageset import ImageSet, quantize
 from ouroboros.errors import UserError, check_float, check_int, check_text
-from ouroboros.generators.base import GeneratorFamily, balanced_labels, register_family, resolve_device, save_fitted
+from ouroboros.generators.base import (
+    GeneratorFamily, balanced_labels, read_fitted, register_family, resolve_device, save_fitted,
+)
 from ouroboros.generators.denoisers import build_denoiser
 
 
@@ -277,14 +278,7 @@ class FittedDiffusion:
 
     @classmethod
     def load(cls, directory: str | Path, device: str | None = None) -> "FittedDiffusion":
-        directory = Path(directory)
-        meta_path, weights = directory / "generator.json", directory / "model.safetensors"
-        if not meta_path.is_file() or not weights.is_file():
-            raise UserError(f"{directory} is not a saved diffusion generator "
-                            "(needs generator.json and model.safetensors)")
-        meta = json.loads(meta_path.read_text())
-        if meta.get("format") != FORMAT:
-            raise UserError(f"{meta_path} is not an ouroboros diffusion generator")
+        meta, weights = read_fitted(directory, FORMAT, "diffusion")
         config = DiffusionConfig(**meta["config"])
         if device is not None:
             config.device = device

@@ -31,7 +31,6 @@ mean, axes and scales under ``encoder.``, the codes' range as ``code_range``) +
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Literal
@@ -42,7 +41,7 @@ from safetensors.torch import load_file, save_file
 
 from ouroboros.data.imageset import ImageSet, quantize
 from ouroboros.errors import UserError, check_int
-from ouroboros.generators.base import GeneratorFamily, register_family, resolve_device, save_fitted
+from ouroboros.generators.base import GeneratorFamily, read_fitted, register_family, resolve_device, save_fitted
 from ouroboros.generators.denoisers import build_denoiser
 from ouroboros.generators.diffusion import DiffusionConfig, FittedDiffusion, heldout_loss_of, train_denoiser
 
@@ -145,13 +144,7 @@ class FittedLatent:
 
     @classmethod
     def load(cls, directory: str | Path, device: str | None = None) -> "FittedLatent":
-        directory = Path(directory)
-        meta_path, weights = directory / "generator.json", directory / "model.safetensors"
-        if not meta_path.is_file() or not weights.is_file():
-            raise UserError(f"{directory} is not a saved latent generator (needs generator.json and model.safetensors)")
-        meta = json.loads(meta_path.read_text())
-        if meta.get("format") != FORMAT:
-            raise UserError(f"{meta_path} is not an ouroboros latent generator")
+        meta, weights = read_fitted(directory, FORMAT, "latent")
         config = LatentConfig(**meta["config"])
         if device is not None:
             config.device = device
