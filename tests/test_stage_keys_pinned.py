@@ -6,7 +6,10 @@ The digests were last changed on purpose by the `evaluate:` section (scoring aga
 real test split, instruments redrawn per seed, a held-out loss stage per generation), the
 detector variant's shared generation 0, the curated variants' controls, fixed watermark
 verdicts and N = |R| in the scenario grid; then by the demo's defaults (5 seeds, 500
-training steps) and the scenario grid's (5 seeds, the variants its findings need). With
+training steps) and the scenario grid's (5 seeds, the variants its findings need); then by
+both fitting their time budgets (5 generations and guidances 1 and 0 in the demo, 6
+generations and three diffusion variants in the grid, 25 sampling steps, a classifier
+trained 10 epochs). With
 ``evaluate.reference: train`` and ``evaluate.instruments: fixed`` and the held-out loss stages left out, the single-loop
 configs still plan the very stages they did before (the digests of commit 640b760)."""
 
@@ -19,15 +22,17 @@ import pytest
 from ouroboros.config import load_config
 
 PINNED = {  # config -> (stages in the plan's graph, digest of sorted (key, kind, label))
-    "demo": (540, "6951e8cfe2df84be"),
-    "scenarios-digits": (4855, "585fdf60b469bf18"),
+    "demo": (210, "fb4e19a68442049b"),
+    "scenarios-digits": (2690, "50117e49fe4fda6c"),
     "loop-digits-gaussian": (80, "1afb7e9ef7e607bb"),
     "contamination-digits": (531, "2b948a708e6bf0ca"),
 }
 # evaluate.reference train, evaluate.instruments fixed, without heldout stages: as at 640b760
 BEFORE_EVALUATE = {"demo": (162, "ddc3186f2a616077"), "loop-digits-gaussian": (58, "bf1a0256fd90d30b")}
-# ... and with the defaults the demo had then (2 seeds, 1,000 training steps; now 5 and 500)
-BEFORE_DEFAULTS = {"demo": ["loop.seeds=[0,1]", "generator.train_steps=1000"]}
+# ... and with the defaults the demo had then (2 seeds, 1,000 training steps, 9 generations, 3 guidances,
+# 50 sampling steps, a classifier trained 20 epochs)
+BEFORE_DEFAULTS = {"demo": ["loop.seeds=[0,1]", "generator.train_steps=1000", "loop.generations=9",
+                            "loop.guidance=[1.0,0.1,0.0]", "generator.sample_steps=50", "classifier.epochs=20"]}
 
 
 def _graph(targets, skip: str = "") -> dict:

@@ -59,7 +59,7 @@ class DiffusionConfig:
     denoiser: Literal["mlp", "unet"] = "mlp"
     hidden: int = 128  # MLP width, or U-Net base channels
     depth: int = 2  # MLP residual blocks, or U-Net resolution levels
-    train_steps: int = 500  # the demo's: 5 seeds x 3 guidances x 9 generations fit 125 models
+    train_steps: int = 500  # the demo's (5 seeds x (1 + 2 guidances x 4 generations): 45 fits); 300 steps draw worse digits
     batch_size: int = 128
     lr: float = 2e-3
     weight_decay: float = 0.0
@@ -69,7 +69,7 @@ class DiffusionConfig:
     label_dropout: float = 0.1
     ema_decay: float = 0.995
     sampler: Literal["ddpm", "ddim"] = "ddpm"
-    sample_steps: int = 50
+    sample_steps: int = 25  # as good as 50 on 8x8 digits (recognised 96% at w = 1 both), half the time
     sample_batch_size: int = 2048
     device: str = "auto"
     conditional: bool = True  # false: unconditional (no labels, no guidance)
