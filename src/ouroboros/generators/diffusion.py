@@ -59,7 +59,7 @@ class DiffusionConfig:
     denoiser: Literal["mlp", "unet"] = "mlp"
     hidden: int = 128  # MLP width, or U-Net base channels
     depth: int = 2  # MLP residual blocks, or U-Net resolution levels
-    train_steps: int = 500  # the demo's (5 seeds x (1 + 2 guidances x 4 generations): 45 fits); 300 steps draw worse digits
+    train_steps: int = 500  # the demo's: 45 fits (5 seeds x (1 + 2 x 4)); 300 steps draw worse digits
     batch_size: int = 128
     lr: float = 2e-3
     weight_decay: float = 0.0
