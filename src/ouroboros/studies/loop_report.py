@@ -234,10 +234,33 @@ def _values(run) -> Section:
     from ouroboros.studies.loop import summary_table
 
     header, body = summary_table(run.rows)
-    return Section("tables", f"Values: {run.label}",
-                   [Text("Mean over seeds [95% Student-t interval, within the metric's range] of the pooled output "
-                         "(and of each family's own samples where several feed the pool)."),
-                    Table(list(header), [list(r) for r in body], left=2)])
+    items = [Text("Mean over seeds [95% Student-t interval, within the metric's range] of the pooled output "
+                  "(and of each family's own samples where several feed the pool)."),
+             Table(list(header), [list(r) for r in body], left=2)]
+    per_class = class_table(run.rows)
+    if per_class is not None:
+        items += [Text("Per-class accuracy (the share of each class's samples the real-data classifier recognises; "
+                       "Martinez et al.'s Fig. 2c) at each condition's first and last generation, mean over seeds "
+                       "[95% Student-t interval]:"), per_class]
+    return Section("tables", f"Values: {run.label}", items)
+
+
+def class_table(rows: list[dict]) -> Table | None:
+    """Per-class accuracy (`accuracy/<class>` rows of the pooled output) at each condition's
+    first and last generation: one row per class, one column per condition and generation."""
+    per: dict = defaultdict(dict)  # (cell, generation, class) -> {seed: value}
+    for r in rows:
+        if r["metric"].startswith("accuracy/") and r["cell"] != "reference" and not r.get("family"):
+            per[(r["cell"], int(float(r["generation"])), r["metric"][len("accuracy/"):])][r["seed"]] = float(r["value"])
+    if not per:
+        return None
+    cells = list(dict.fromkeys(k[0] for k in per))
+    ends = {c: sorted({min(g), max(g)}) for c in cells if (g := [k[1] for k in per if k[0] == c])}
+    columns = [(c, g) for c in cells for g in ends[c]]
+    body = [[name] + [_value(t_interval(list(per[(c, g, name)].values())), "accuracy") if (c, g, name) in per
+                      else "-" for c, g in columns]
+            for name in dict.fromkeys(k[2] for k in per)]
+    return Table(["class"] + [f"{c}, generation {g}" for c, g in columns], body, left=1)
 
 
 ENCODER_FIT_REAL = ("Warning: the latent generator's encoder was fitted once on the real training split "
