@@ -14,6 +14,11 @@ whether seeds redraw them:
   instruments'. The real yardstick rows exist per seed.
 - ``fixed``: one split (data.split_seed) and one classifier (seed 0) for every seed.
 
+With ``data.class_weights`` or ``data.long_tail`` the training split is subsampled per
+class to those proportions (`imbalanced`; seeded by the split's seed) before anything
+uses it: generation 0, the scenarios' real images, the classifier and the yardstick are
+the imbalanced data's; the test split is left as it is.
+
 The yardstick (results.csv's ``reference`` rows) is the other real split scored exactly
 as a generation is: under reference test, the real training split (what a model that
 reproduced its training set would score; its accuracy is the classifier's on its own
