@@ -53,7 +53,7 @@ def test_tiny_loop_writes_the_run_folder(tmp_path):
     assert {r["generation"] for r in loop_rows} == {"0", "1"}
     for r in rows:
         value = float(r["value"])
-        unbounded = ("cross_entropy", "fid", "density", "train_size", "test_loss")
+        unbounded = ("cross_entropy", "fid", "density", "train_size", "test_loss", "class_entropy")
         assert value >= 0.0 and (value <= 1.0 or r["metric"] in unbounded), r  # and not NaN
     # Each generation's 200 samples are balanced (20 per class), so its accuracy is exactly the
     # mean of its per-class accuracies.

@@ -80,7 +80,9 @@ def test_a_run_gives_the_results_the_code_before_the_refactor_gave(tmp_path):
     """tests/data/golden-gaussian-results.csv: `ouroboros run loop-digits-gaussian` with
     GOLDEN's settings, written when the evaluate section came (before it, by commit
     640b760, before the study protocol; with evaluate.reference train and
-    evaluate.instruments fixed that commit's rows are reproduced value for value). Every
+    evaluate.instruments fixed that commit's rows are reproduced value for value), then
+    given each generation's class_share/<class> and class_entropy rows (the rows before
+    them unchanged, value for value). Every
     row and column is the same, each value to the last digit where this machine computes
     as that one did (byte-identical here) and to 1e-9 relative otherwise (another CPU's
     BLAS may round differently)."""

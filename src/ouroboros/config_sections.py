@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Optional
 
 from ouroboros.config_convert import MAX_CONVERT, from_dict
+from ouroboros.config_loop_extra import DataImbalance, LoopRetraining
 from ouroboros.errors import UserError, check_float, check_int, check_list, check_text
 from ouroboros.generators.diffusion import DiffusionConfig, check_guidance
 from ouroboros.studies.curation import CurationConfig
@@ -36,12 +37,8 @@ def _guidance(where: str, w) -> None:
     check_float(where, w, 0.0, MAX_GUIDANCE)
 
 
-def _dataset_spec(where: str, spec) -> None:
-    check_text(where, spec)
-
-
 @dataclass
-class DataConfig:
+class DataConfig(DataImbalance):  # + class_weights, long_tail (config_loop_extra)
     train: str = "digits"  # dataset spec (see ouroboros.data.loaders)
     test: Optional[str] = None  # None: split test_fraction of `train` off, per class
     test_fraction: float = 0.3
@@ -49,12 +46,13 @@ class DataConfig:
     image_size: Optional[int] = None  # an ImageFolder's images resized to this x this on load; None: as they are
 
     def validate(self, where: str = "data") -> None:
-        _dataset_spec(f"{where}.train", self.train)
+        check_text(f"{where}.train", self.train)
         if self.test is not None:
-            _dataset_spec(f"{where}.test", self.test)
+            check_text(f"{where}.test", self.test)
         if self.image_size is not None:
             check_int(f"{where}.image_size", self.image_size, 2, 1024)
         check_float(f"{where}.test_fraction", self.test_fraction, 0.0, 1.0, lo_open=True, hi_open=True)
+        self.validate_imbalance(where)
         check_int(f"{where}.split_seed", self.split_seed, 0, 2**32 - 1)  # numpy's seed range
 
 
@@ -162,7 +160,7 @@ def _plain(value) -> str:
 
 
 @dataclass
-class LoopConfig:
+class LoopConfig(LoopRetraining):  # + init, warm_steps, labels (config_loop_extra)
     generations: int = 5  # the demo's (5 minutes on 2 cores); the paper's 9: loop.generations=9
     guidance: list[float] = field(default_factory=lambda: [1.0, 0.0])  # the paper's: [1.0, 0.1, 0.0]
     # Five seeds: with three (t = 28 at alpha / 40) recall's fall under w = 1 did not resolve after Holm.
@@ -238,6 +236,7 @@ class LoopConfig:
         from ouroboros.studies.scenarios import SCENARIOS
 
         check_int(f"{where}.generations", self.generations, 1, 1000)
+        self.validate_retraining(where)
         if self.scenario not in SCENARIOS:  # a config built in Python skips the Literal check
             raise UserError(f"{where}.scenario: unknown scenario {self.scenario!r}; "
                             f"use one of {', '.join(SCENARIOS)}")
@@ -328,7 +327,7 @@ class ContaminationConfig:
                             "split_control + split_test)")
         for name in ("generated", "control"):
             if getattr(self, name) is not None:
-                _dataset_spec(f"{where}.{name}", getattr(self, name))
+                check_text(f"{where}.{name}", getattr(self, name))
         # Tables 1 and 5 need ratios; Table 8 (append_ratios) and Table 6 (shifts) may be empty.
         for name, nonempty in (("ratios", True), ("append_ratios", False)):
             values = check_list(f"{where}.{name}", getattr(self, name), MAX_LIST, nonempty=nonempty, distinct=True)

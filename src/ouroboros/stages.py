@@ -41,11 +41,16 @@ def fit_stage(params: dict, deps: dict, out: Path) -> None:
     """Fit the generator family `params["family"]` (diffusion when absent, so plans made
     before families existed keep their keys) with settings `params["config"]`;
     `params["name"]` is the provenance name of the images it will make (default: the family's);
-    `deps["reference"]`, when present, the images a Gaussian family's PCA space is fitted on."""
+    `deps["reference"]`, when present, the images a Gaussian family's PCA space is fitted on;
+    `deps["init"]` (loop.init: previous), the previous generation's model to warm-start from
+    for `params["warm_steps"]` steps (null: the family's own number); `params["labels"]`
+    "sampled" lets classes be small or absent (loop.labels: sampled)."""
     family = get_family(params.get("family", "diffusion"), params.get("module"))
     reference = ImageSet.load(deps["reference"]) if "reference" in deps else None
+    init = load_fitted(deps["init"], params.get("module"))[1] if "init" in deps else None
     fitted = family.fit(ImageSet.load(deps["train"]), params["config"], seed=params["seed"], name=params.get("name"),
-                        reference=reference)
+                        reference=reference, init=init, steps=params.get("warm_steps"),
+                        small_classes=params.get("labels") == "sampled")
     fitted.save(out)
 
 
@@ -56,21 +61,29 @@ def sample_stage(params: dict, deps: dict, out: Path) -> None:
     `temperature` for the Gaussians; the family's neutral value when absent), plus any
     sampling settings the family has (diffusion: sampler, sample_steps, sample_batch_size).
     Labels cycle through the classes starting at class `params["first_label"]` (default 0),
-    so that families sharing one pool continue each other's cycle and the pool stays balanced."""
+    so that families sharing one pool continue each other's cycle and the pool stays balanced;
+    with `params["labels"]` "sampled" they are drawn (`params["label_seed"]`) from the class
+    proportions of the model's training set `deps["train"]` (generators.base.sampled_labels)."""
     import numpy as np
+
+    from ouroboros.generators.base import sampled_labels
 
     family, model = load_fitted(deps["model"], params.get("module"))
     if params.get("family", family.name) != family.name:
         raise UserError(f"sample stage expects a {params['family']} generator but {deps['model']} holds a "
                         f"{family.name} one")
-    known = {"n", "seed", "family", "code", "module", "first_label", family.bias, *family.sampling_params}
+    known = {"n", "seed", "family", "code", "module", "first_label", "labels", "label_seed", family.bias,
+             *family.sampling_params}
     unknown = sorted(set(params) - known)
     if unknown:
         raise UserError(f"the {family.name} generator does not take sampling parameter(s) {unknown}; "
                         f"it takes {sorted(known)} (its sampling-bias knob is {family.bias!r})")
     options = {kw: params[p] for p, kw in family.sampling_params.items() if p in params}
     options[family.bias] = params.get(family.bias, family.bias_default)
-    labels = (params.get("first_label", 0) + np.arange(params["n"])) % len(model.class_names)
+    if params.get("labels") == "sampled":
+        labels = sampled_labels(ImageSet.load(deps["train"]).class_counts(), params["n"], params["label_seed"])
+    else:
+        labels = (params.get("first_label", 0) + np.arange(params["n"])) % len(model.class_names)
     model.sample(params["n"], labels, seed=params["seed"], **options).save(out)
 
 
@@ -227,16 +240,19 @@ def assemble_stage(params: dict, deps: dict, out: Path) -> None:
     from the real split (`deps["real"]`) and the outputs O_k of earlier generations
     (`deps["out<k>"]`), each image keeping its provenance. With `deps["match"]` (a curated
     variant's training set of the same generation), its unfiltered control
-    (scenarios.matched): as many images, as many of them real."""
+    (scenarios.matched): as many images, as many of them real. With `params["labels"]`
+    "sampled" (loop.labels) draws from pools are uniform, not class by class, and a class
+    that curation empties has died out (no error)."""
     from ouroboros.studies.scenarios import assemble, matched
 
+    balanced = params.get("labels") != "sampled"
     outputs = {int(name[3:]): ImageSet.load(path) for name, path in deps.items() if name.startswith("out")}
     real = ImageSet.load(deps["real"])
     if "match" in deps:
         target = ImageSet.load(deps["match"])
         matched(params["scenario"], params["generation"], real, outputs, size=len(target),
                 n_real=int((target.generation == 0).sum()), n=params["n"], seed=params["seed"],
-                real_seed=params["real_seed"], rho=params.get("real_fraction", 0.5)).save(out)
+                real_seed=params["real_seed"], rho=params.get("real_fraction", 0.5), balanced=balanced).save(out)
         return
     real_keep = None
     if "curation" in deps:  # keep only what the curate stage left
@@ -253,8 +269,8 @@ def assemble_stage(params: dict, deps: dict, out: Path) -> None:
         outputs = {k: o.subset(np.setdiff1d(np.arange(len(o)), removed.get(f"out{k}", []))) for k, o in outputs.items()}
     train = assemble(params["scenario"], params["generation"], real, outputs, n=params["n"], seed=params["seed"],
                      real_seed=params["real_seed"], rho=params.get("real_fraction", 0.5),
-                     lam=params.get("synthetic_ratio", 1.0), real_keep=real_keep)
-    if real_keep is not None:
+                     lam=params.get("synthetic_ratio", 1.0), real_keep=real_keep, balanced=balanced)
+    if real_keep is not None and balanced:
         check_class_left(train, params["generation"], curated["curation"], curated["stats"])
     train.save(out)
 

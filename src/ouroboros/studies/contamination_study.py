@@ -26,6 +26,8 @@ class ContaminationStudy(Study):
         if not config.generator.conditional:
             raise UserError("the contamination study replaces images class by class and needs a class-conditional "
                             "generator: remove generator.conditional: false")
+        if config.data.imbalanced():
+            raise UserError("data.class_weights and data.long_tail apply to the loop study only; remove them")
         steps = config.generator.num_train_timesteps
         for st in config.contamination.diverse_sample_steps:
             if st > steps:

@@ -10,7 +10,11 @@ classes. results.csv records each training set's size and make-up from provenanc
 column. `loop.curation` (ouroboros.studies.curation) filters each generation's
 candidates before the scenario draws from them (watermark, detector, reward) and
 results.csv records what it removed (curation_*) and the kind in a `curation` column.
-One chain per (guidance, seed).
+One chain per (guidance, seed). Each generation's training set's class proportions are
+recorded too (``class_share/<class>`` and their entropy ``class_entropy``, in nats): they
+drift under ``loop.labels: sampled`` (ouroboros.config_loop_extra, with ``loop.init``:
+warm-started retraining) and start from the real split's (``data.class_weights``,
+``data.long_tail``).
 
 Each generation's samples are scored as the data allows (`evaluation`): a classifier
 trained on the real training split gives accuracy, cross-entropy and per-class
@@ -62,6 +66,7 @@ from pathlib import Path
 import numpy as np
 
 from ouroboros.config import StudyConfig
+from ouroboros.data.class_balance import class_shares
 from ouroboros.data.imageset import ImageSet
 from ouroboros.errors import UserError
 from ouroboros.crosschecks import cell_label, check_cells  # noqa: F401  (used through this module too)
@@ -155,9 +160,10 @@ def _rows(config: StudyConfig, plan_: LoopPlan, paths: dict) -> list[dict]:
         for g, (fit, _, ev) in enumerate(chain):
             metrics = json.loads(paths[ev.key].read_text())
             # The training set's size and make-up, read from the provenance of the set
-            # the model was actually fitted on.
-            metrics.update(scenarios.makeup(ImageSet.load(paths[fit.deps["train"].key]),
-                                            by_family=len(lc.families()) > 1))
+            # the model was actually fitted on, and its class proportions.
+            train = ImageSet.load(paths[fit.deps["train"].key])
+            metrics.update(scenarios.makeup(train, by_family=len(lc.families()) > 1))
+            metrics.update(class_shares(train))
             curate = fit.deps["train"].deps.get("curation")
             if curate is not None:  # what curation removed from this generation's candidates
                 metrics.update(json.loads(paths[curate.key].read_text())["stats"])
@@ -222,6 +228,11 @@ def _check_pool(config: StudyConfig, lc, train: ImageSet, at: str) -> None:
                             f"use at most {min(fit_on, pixels)}")
         if "space" in settings:  # the Gaussian families estimate a covariance per class (per component)
             need = max(2, settings.get("mixture_components", 2))
+            if train.class_counts().min() < need:  # generation 0 trains on the real split (imbalanced data)
+                c = int(train.class_counts().argmin())
+                raise UserError(f"{where}: the {entry.family.name} family needs at least {need} images per class, "
+                                f"but the real training split has {train.class_counts()[c]} of class "
+                                f"{train.class_names[c]!r}; make data.class_weights or data.long_tail less extreme")
             if smallest // classes < need:
                 raise UserError(f"{where}: the {entry.family.name} family needs at least {need} images per class "
                                 f"in every training set, but a generation of {smallest} images has "

@@ -82,14 +82,20 @@ class PoolEntry:
     sampling: dict  # sample-stage settings (diffusion: sampler, sample_steps, sample_batch_size)
     bias: float | None  # None: the chain's guidance (families whose knob is guidance)
 
-    def sample_stage(self, fit: Stage, n: int, w: float, seed: int, label: str, first_label: int = 0) -> Stage:
+    def sample_stage(self, fit: Stage, n: int, w: float, seed: int, label: str, first_label: int = 0,
+                     drift: tuple[Stage, int] | None = None) -> Stage:
         """`n` samples of this family fitted as `fit`, with its bias knob (the chain's
-        guidance `w` unless the entry sets one)."""
+        guidance `w` unless the entry sets one). `drift` (loop.labels: sampled): (the
+        model's training set, a seed): the labels are drawn from its class proportions."""
         params = {"n": n, self.family.bias: w if self.bias is None else self.bias, "seed": seed, **self.sampling}
         params.update(family_params(self.family))
-        if first_label:
+        deps = {"model": fit}
+        if drift is not None:
+            params.update(labels="sampled", label_seed=drift[1])
+            deps["train"] = drift[0]
+        elif first_label:
             params["first_label"] = first_label
-        return Stage("sample", params, {"model": fit}, label=label)
+        return Stage("sample", params, deps, label=label)
 
 
 def pool_entries(config: StudyConfig, lc=None) -> list[PoolEntry]:
@@ -144,6 +150,7 @@ class Chain:
     generations: list[Triple] = dataclasses.field(default_factory=list)
     parts: list[dict[str, Triple]] = dataclasses.field(default_factory=list)
     heldout: list[dict[str, Stage]] = dataclasses.field(default_factory=list)
+    fits: list[dict[str, Stage]] = dataclasses.field(default_factory=list)  # per generation: family name -> fit
     probe: Stage | None = None
 
     def label(self, g: int) -> str:
@@ -167,6 +174,7 @@ class Chain:
             if count:
                 parts[entry.name] = self._family_stages(entry, g, count, first % cond.num_classes, source)
                 first += count
+        self.fits.append({name: f for name, (f, _) in parts.items()})
         if len(parts) == 1:
             ((fit, output),) = parts.values()
         else:
@@ -196,7 +204,11 @@ class Chain:
         first_label parameter, seeds not tied to the name); with several, each family's
         seeds are derived from its name too. A family on a PCA space (or a latent family
         with encoder_fit: real) fits it on the real training split, so every generation
-        models the same space."""
+        models the same space. Under loop.init previous, generation g > 0's fit starts from
+        the same family's fit of generation g - 1 of this chain (its `init` input); under
+        loop.labels sampled, the samples' labels are drawn from the training set's class
+        proportions. Both add to the keys only when set."""
+        lc = self.cond.lc
         several = len(self.cond.entries) > 1
         tag = (entry.name,) if several else ()
         fit_params = {"config": entry.fit_config, "seed": derived_seed(self.s, g, "fit", *tag), "name": entry.name}
@@ -204,9 +216,16 @@ class Chain:
         deps = {"train": source}
         if entry.fit_config.get("space") == "pca" or entry.fit_config.get("encoder_fit") == "real":
             deps["reference"] = self.cond.inst.train_stage
+        if lc.init == "previous" and g > 0:
+            fit_params.update(init="previous", warm_steps=lc.warm_steps)
+            deps["init"] = self.fits[g - 1][entry.name]
+        if lc.labels == "sampled" and g > 0:  # its classes may shrink (generation 0's are the real ones)
+            fit_params["labels"] = "sampled"
         label = f"{self.label(g)} {entry.name}" if several else self.label(g)
         fit = Stage("fit", fit_params, deps, label=label)
-        sample = entry.sample_stage(fit, count, self.w, derived_seed(self.s, g, "sample", *tag), label, first_label)
+        drift = (source, derived_seed(self.s, g, "labels", *tag)) if lc.labels == "sampled" else None
+        sample = entry.sample_stage(fit, count, self.w, derived_seed(self.s, g, "sample", *tag), label, first_label,
+                                    drift)
         return fit, sample
 
     def _probe(self, fit0: Stage) -> Stage:
@@ -254,6 +273,8 @@ class Chain:
             params["real_fraction"] = lc.real_fraction
         if lc.scenario == "augment":
             params["synthetic_ratio"] = lc.synthetic_ratio
+        if lc.labels == "sampled":  # draws keep the pool's class proportions
+            params["labels"] = "sampled"
         return params
 
     def _window(self, g: int) -> dict[str, Stage]:

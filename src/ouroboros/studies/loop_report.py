@@ -344,6 +344,14 @@ def _plots(rows: list[dict]) -> Section:
     if any(m.startswith("accuracy/") for m in metrics):
         items.append(Plot("class_accuracy", "per-class accuracy, one panel per condition",
                           lambda path: P.plot_class_accuracy(rows, path), wide=True))
+    shares = [float(r["value"]) for r in rows if r["metric"].startswith("class_share/")]
+    classes = {r["metric"] for r in rows if r["metric"].startswith("class_share/")}
+    if shares and max(abs(v - 1 / len(classes)) for v in shares) > 0.01:  # the classes are not balanced
+        items.append(Plot("class_shares", "each class's share of what each generation trained on, one panel per "
+                          "condition", lambda path: P.plot_class_accuracy(rows, path, "class_share", "share of the "
+                                                                          "training set (fraction)"), wide=True))
+        items.append(Plot("class_entropy", P.LABELS["class_entropy"],
+                          lambda path: P.plot_metric(rows, "class_entropy", path, colours=colours)))
     if "train_real_share" in metrics:
         items.append(Plot("makeup", "what each generation trained on (shares of its training set), one panel per "
                                     "condition", lambda path: P.plot_makeup(rows, path), wide=True))
