@@ -134,7 +134,9 @@ def _rows(config: StudyConfig, plan_: LoopPlan, paths: dict) -> list[dict]:
     measured = {"scored_on": config.evaluate.reference, "instruments": config.evaluate.instruments}
     rows = []
     for seed, inst in plan_.instruments.items():  # the real yardstick, per seed unless fixed
-        for metric, value in json.loads(paths[inst.yardstick.key].read_text()).items():
+        scores = {**json.loads(paths[inst.yardstick.key].read_text()),
+                  **json.loads(paths[inst.yardstick_tails.key].read_text())}
+        for metric, value in scores.items():
             rows.append({"study": config.name, "cell": "reference", "seed": "" if seed is None else seed,
                          "generation": "", "metric": metric, "value": value, "guidance": "", "scenario": "",
                          "curation": "", **measured})
@@ -150,6 +152,7 @@ def _rows(config: StudyConfig, plan_: LoopPlan, paths: dict) -> list[dict]:
             row["control_of"] = controls[variant]
         families = plan_.families.get((variant, w, s), [{}] * len(chain))
         heldout = plan_.heldout.get((variant, w, s), [{}] * len(chain))
+        tails = plan_.tails.get((variant, w, s), [{}] * len(chain))
         if encoder_fit(config, lc):
             row["encoder_fit"] = encoder_fit(config, lc)
         for g, (fit, _, ev) in enumerate(chain):
@@ -162,6 +165,8 @@ def _rows(config: StudyConfig, plan_: LoopPlan, paths: dict) -> list[dict]:
             if curate is not None:  # what curation removed from this generation's candidates
                 metrics.update(json.loads(paths[curate.key].read_text())["stats"])
             losses = {name: json.loads(paths[st.key].read_text()) for name, st in heldout[g].items()}
+            tail = {name: json.loads(paths[st.key].read_text()) for name, st in tails[g].items()}
+            metrics.update(tail.get("", {}))  # the pooled output's (ouroboros.metrics.tails)
             if not families[g]:  # one family: its held-out loss is the generation's
                 for loss in losses.values():
                     metrics.update(loss)
@@ -169,7 +174,7 @@ def _rows(config: StudyConfig, plan_: LoopPlan, paths: dict) -> list[dict]:
             # With several families: each family's own samples scored too, named in the
             # family column (the pooled rows above leave it empty), with its held-out loss.
             for name, (_, _, fam_ev) in families[g].items():
-                scores = {**json.loads(paths[fam_ev.key].read_text()), **losses.get(name, {})}
+                scores = {**json.loads(paths[fam_ev.key].read_text()), **losses.get(name, {}), **tail.get(name, {})}
                 rows += [{**row, "generation": g, "metric": metric, "value": value, "family": name}
                          for metric, value in scores.items()]
     return rows
