@@ -75,16 +75,19 @@ from ouroboros.studies.loop_plan import (  # noqa: F401  (the planner's names, u
 
 
 def varied_columns(config: StudyConfig) -> dict[str, dict[str, object]]:
-    """column -> {variant: value} for every loop setting whose value differs between the
-    variants (nested settings flattened as ``section.key``); {} without variants."""
-    cells = config.loop.cells()
+    """column -> {variant: value} for each key a loop.grid crosses (`config_grid.grid_columns`)
+    and every loop setting whose value differs between the variants (nested settings
+    flattened as ``section.key``); {} without variants."""
+    from ouroboros.config_grid import grid_columns
+
+    cells, grid = config.loop.cells(), grid_columns(config.loop)
     if len(cells) < 2:
-        return {}
-    skip = {"generations", "guidance", "seeds", "variants", "scenario"}  # scenario has its own column
+        return grid
+    skip = {"generations", "guidance", "seeds", "variants", "scenario", "grid"}  # scenario has its own column
     flat = {name: _flatten({k: v for k, v in dataclasses.asdict(lc).items() if k not in skip}) for name, lc in cells}
     keys = list(next(iter(flat.values())))
-    return {k: {name: values[k] for name, values in flat.items()} for k in keys
-            if len({repr(values[k]) for values in flat.values()}) > 1}
+    return {**grid, **{k: {name: values[k] for name, values in flat.items()} for k in keys
+                       if len({repr(values[k]) for values in flat.values()}) > 1}}
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
