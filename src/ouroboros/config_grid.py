@@ -158,3 +158,4 @@ def grid_columns(loop) -> dict[str, dict[str, object]]:
             if key != "scenario":
                 out.setdefault(key, {})[name] = value
     return out
+

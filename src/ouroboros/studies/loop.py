@@ -64,7 +64,7 @@ import numpy as np
 from ouroboros.config import StudyConfig
 from ouroboros.data.imageset import ImageSet
 from ouroboros.errors import UserError
-from ouroboros.crosschecks import cell_label, check_cells  # noqa: F401  (used through this module too)
+from ouroboros.crosschecks import cell_label, check_cells, variant_at  # noqa: F401  (used through this module too)
 from ouroboros.studies import scenarios
 from ouroboros.studies.loop_data import (  # noqa: F401  (the data's names, used through this module too)
     check_loop, curation_split, evaluation, inception_weights, load_data, load_splits, uses_classifier,
@@ -193,7 +193,7 @@ def check_families(config: StudyConfig, train: ImageSet, test: ImageSet | None =
     (the top-level generator is checked by check_run), and a Gaussian family's PCA fits in
     the pixels and in the smallest training set a generation can have (N or |R|)."""
     for variant, (_, lc) in enumerate(config.loop.cells()):
-        at = f"loop.variants[{variant}]." if config.loop.variants is not None else "loop."
+        at = variant_at(config.loop, variant)
         _check_pool(config, lc, train, at)
     from ouroboros.bounds import check_loop_size
     from ouroboros.crosschecks import check_sizes
