@@ -30,7 +30,7 @@ def test_tiny_loop_writes_the_run_folder(tmp_path):
     finished = [e for e in events if e["event"] == "finished"]
     started = [e for e in events if e["event"] == "started"]
     assert finished and sorted(e["key"] for e in started) == sorted(e["key"] for e in finished)
-    assert {e["kind"] for e in finished} == {"classifier", "evaluate", "fit", "heldout", "sample"}
+    assert {e["kind"] for e in finished} == {"classifier", "evaluate", "fit", "heldout", "sample", "tails"}
     total = len(finished) + sum(e["event"] == "cached" for e in events)
     assert f"[{total}/{total}] " in proc.stderr  # one line per finished stage, numbered
     with open(tmp_path / "results.csv") as f:
@@ -42,9 +42,9 @@ def test_tiny_loop_writes_the_run_folder(tmp_path):
     # the real yardstick per seed (the instruments are redrawn per seed)
     assert {r["seed"] for r in rows if r["cell"] == "reference"} == {"0", "1"}
     # 2 guidance x 2 seeds x 2 generations x (accuracy, cross-entropy, 10 per-class accuracies,
-    # FID, precision, recall, density, coverage, test_loss), plus the training set's make-up:
-    # train_size and train_real_share, and for generation 1 (scenario replace) train_share_gen0
-    assert len(loop_rows) == 2 * 2 * (18 + 2 + 18 + 3)
+    # FID, precision, recall, density, coverage, test_loss, tail_unreached), plus the training set's
+    # make-up: train_size and train_real_share, and for generation 1 (scenario replace) train_share_gen0
+    assert len(loop_rows) == 2 * 2 * (19 + 2 + 19 + 3)
     assert {r["scenario"] for r in loop_rows} == {"replace"}
     assert {r["curation"] for r in loop_rows} == {"none"}
     assert {r["metric"] for r in loop_rows} >= {"accuracy", "cross_entropy", "accuracy/7", "fid", "precision",
@@ -99,7 +99,7 @@ def test_second_run_skips_every_stage(tmp_path):
     first = Runner(tmp_path, workers=1, progress=False)
     execute(config, tmp_path, progress=False, runner=first)
     kinds = sorted({k for k, _, _ in first.timings})
-    assert kinds == ["classifier", "evaluate", "fit", "heldout", "sample"]
+    assert kinds == ["classifier", "evaluate", "fit", "heldout", "sample", "tails"]
     before = (tmp_path / "results.csv").read_bytes()
     second = Runner(tmp_path, workers=1, progress=False)
     execute(config, tmp_path, progress=False, runner=second)

@@ -186,6 +186,9 @@ class LoopConfig(LoopRetraining):  # + init, warm_steps, labels (config_loop_ext
     # A grid in one config: each variant is the loop above with some keys changed and
     # runs its own chains (every guidance x seed); null: the loop above alone.
     variants: Optional[list[LoopVariant]] = None
+    # Lists of settings crossed into those variants, e.g. {real_fraction: [0.2, 0.5], guidance: [0, 1]}
+    # (ouroboros.config_grid: keys, names, columns); instead of variants, not with them. null: none.
+    grid: Optional[dict] = None
     # With variants: each curated variant gets an unfiltered control, "<name> control", whose
     # training sets match its sets' sizes and real counts (ouroboros.studies.scenarios.matched).
     curation_controls: bool = True
@@ -202,7 +205,8 @@ class LoopConfig(LoopRetraining):  # + init, warm_steps, labels (config_loop_ext
         control (`controls`: its settings with curation none); [("", self)] without variants."""
         if self.variants is None:
             return [("", self)]
-        cells = [(v.label(), dataclasses.replace(self, variants=None, **v.changes())) for v in self.variants]
+        cells = [(v.label(), dataclasses.replace(self, variants=None, grid=None, **v.changes()))
+                 for v in self.variants]
         by_name = dict(cells)
         return cells + [(control, dataclasses.replace(by_name[curated], curation=CurationConfig()))
                         for control, curated in self.controls().items()]
@@ -217,8 +221,11 @@ class LoopConfig(LoopRetraining):  # + init, warm_steps, labels (config_loop_ext
         return {f"{name} control": name for name in curated}
 
     def validate(self, where: str = "loop") -> None:
+        from ouroboros.crosschecks import check_cells
+
         if not isinstance(self.curation_controls, bool):
             raise UserError(f"{where}.curation_controls must be true or false; got {self.curation_controls!r}")
+        self._validate_one(where)  # first: what a variant then gets wrong is its own (a grid's: loop.grid.<key>)
         if self.variants is not None:
             check_list(f"{where}.variants", self.variants, MAX_LIST)
             names = [name for name, _ in self.cells()]  # the variants', then their controls'
@@ -228,9 +235,8 @@ class LoopConfig(LoopRetraining):  # + init, warm_steps, labels (config_loop_ext
                     clash = " (the name of another variant's control)" if name.endswith(" control") else ""
                     raise UserError(f"{where}.variants: two variants are named {name!r}{clash}; give each a "
                                     "distinct name")
-                cell.validate(f"{where}.variants[{i}]")
-        self._validate_one(where)
-        _check_cells(self, where)
+                cell.validate(f"{where}.grid" if self.grid is not None else f"{where}.variants[{i}]")
+        check_cells(self, where)  # each condition (variant x guidance) has its own label and sample folder
 
     def _validate_one(self, where: str) -> None:
         from ouroboros.studies.scenarios import SCENARIOS
@@ -268,13 +274,6 @@ class LoopConfig(LoopRetraining):  # + init, warm_steps, labels (config_loop_ext
         self.curation.validate(f"{where}.curation")
         if self.inception_weights is not None:
             check_text(f"{where}.inception_weights", self.inception_weights)
-
-
-def _check_cells(loop: LoopConfig, where: str) -> None:
-    """Each condition (variant x guidance) has its own label and sample folder."""
-    from ouroboros.crosschecks import check_cells
-
-    check_cells(loop, where)
 
 
 @dataclass

@@ -98,23 +98,47 @@ def evaluate_stage(params: dict, deps: dict, out: Path) -> None:
     classifier's penultimate features (``classifier``, the default) or Inception's
     (``inception``, from the weights file ``params["weights"]``)."""
     images = ImageSet.load(deps["images"])
-    real_set = ImageSet.load(deps["real"])
     metrics, fake = {}, None
     if params.get("metrics", "classifier+fid+prdc").startswith("classifier+"):
         logits, fake = Classifier.load(deps["classifier"]).logits_and_features(images)
         metrics = classification_metrics(logits, images.labels, images.class_names)
+    real, fake = _features(params, deps, images, fake)
+    metrics["fid"] = fid(real, fake)
+    metrics.update(prdc(real, fake, k=params["k"]))
+    write_json_atomic(out, metrics)
+
+
+def _features(params: dict, deps: dict, images: ImageSet, fake=None):
+    """(real, fake) feature rows of the real reference split (`deps["real"]`) and of
+    `images`: the classifier's penultimate features (`fake` when already computed), or
+    Inception's with ``params["features"]`` inception."""
+    real_set = ImageSet.load(deps["real"])
     if params.get("features", "classifier") == "inception":
         from ouroboros.features.inception import inception_features, load_inception
         from ouroboros.generators.base import resolve_device
 
         model = load_inception(params["weights"], resolve_device("auto"))
-        real, fake = inception_features(real_set.images, model), inception_features(images.images, model)
-    else:
-        classifier = Classifier.load(deps["classifier"])
-        fake = classifier.features(images) if fake is None else fake
-        real = classifier.features(real_set)
-    metrics["fid"] = fid(real, fake)
-    metrics.update(prdc(real, fake, k=params["k"]))
+        return inception_features(real_set.images, model), inception_features(images.images, model)
+    classifier = Classifier.load(deps["classifier"])
+    return classifier.features(real_set), classifier.features(images) if fake is None else fake
+
+
+@stage_kind("tails", ".json", version=1)
+def tails_stage(params: dict, deps: dict, out: Path) -> None:
+    """The tails of the real reference split that the images no longer reach
+    (`ouroboros.metrics.tails`): ``tail_unreached`` on the evaluate stage's features
+    (``params["features"]``, as there); with ``params["density"]`` ({temperature, draws,
+    seed}) also the model's (`deps["model"]`) density tails against the real fitted
+    density (`deps["real_model"]`, generation 0's): tail_mass, core_mass and each real
+    mixture component's weight."""
+    from ouroboros.metrics.tails import mixture_tails, tail_unreached
+
+    real, fake = _features(params, deps, ImageSet.load(deps["images"]))
+    metrics = {"tail_unreached": tail_unreached(real, fake)}
+    if "density" in params:
+        _, real_model = load_fitted(deps["real_model"], params.get("module"))
+        _, model = load_fitted(deps["model"], params.get("module"))
+        metrics.update(mixture_tails(real_model, model, **params["density"]))
     write_json_atomic(out, metrics)
 
 

@@ -29,6 +29,9 @@ LABELS = {
     "density": "density (Naeem, k=5)",
     "coverage": "coverage (Naeem, k=5)",
     "class_entropy": "entropy of the training set's class shares (nats)",
+    "tail_unreached": "real test images unreached (share beyond the real 95th-percentile NN distance)",
+    "tail_mass": "model mass beyond the real 1% density contour",
+    "core_mass": "model mass inside the real densest-1% contour",
 }
 
 

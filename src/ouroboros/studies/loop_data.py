@@ -53,6 +53,7 @@ class Instruments:
     classifier: Stage
     reference: Stage  # the real split every generation is scored against
     yardstick: Stage  # the other real split scored against it (the real reference rows)
+    yardstick_tails: Stage  # ... and its tails (ouroboros.metrics.tails): tail_unreached
 
 
 def keys(config: StudyConfig) -> list[int | None]:
@@ -139,8 +140,10 @@ def instruments(config: StudyConfig, data: dict, evaluate: dict, cache: Path | N
                                   else (train_stage, test_stage, "test"))
         yardstick = Stage("evaluate", evaluate, {"images": other, **scorer, "real": reference},
                           label=f"real {name}{tag}")
+        tails = Stage("tails", tails_params(evaluate), {"images": other, **scorer, "real": reference},
+                      label=f"real {name}{tag}")
         out[k] = Instruments(k, train, test, split_seed(config, k), train_stage, test_stage, classifier, reference,
-                             yardstick)
+                             yardstick, tails)
     return out
 
 
@@ -191,6 +194,11 @@ def evaluation(config: StudyConfig, train: ImageSet) -> dict:
         if weights is not None:
             params.update(features="inception", weights=str(weights), weights_sha256=_sha256(weights))
     return params
+
+
+def tails_params(evaluate: dict) -> dict:
+    """The tails stage's parameters: the evaluate stage's features (and weights), no more."""
+    return {k: v for k, v in evaluate.items() if k not in ("metrics", "k")}
 
 
 def uses_classifier(evaluate: dict) -> bool:

@@ -53,6 +53,9 @@ class LoopPlan:
     # (variant, guidance, seed) -> per generation: family name -> its heldout stage (test_loss),
     # for each family that has a held-out loss
     heldout: dict[Key, list[dict[str, Stage]]] = dataclasses.field(default_factory=dict)
+    # (variant, guidance, seed) -> per generation: its tails stages (`Chain._tails`): "" for the
+    # pooled output, and with several families each family's name for its own samples
+    tails: dict[Key, list[dict[str, Stage]]] = dataclasses.field(default_factory=dict)
 
     @property
     def first(self) -> Instruments:
@@ -65,10 +68,11 @@ class LoopPlan:
     reference = property(lambda self: self.first.yardstick)
 
     def targets(self) -> list[Stage]:
-        return ([inst.yardstick for inst in self.instruments.values()]
+        return ([st for inst in self.instruments.values() for st in (inst.yardstick, inst.yardstick_tails)]
                 + [ev for chain in self.chains.values() for (_, _, ev) in chain]
                 + [ev for chain in self.families.values() for parts in chain for (_, _, ev) in parts.values()]
-                + [st for chain in self.heldout.values() for parts in chain for st in parts.values()])
+                + [st for chain in self.heldout.values() for parts in chain for st in parts.values()]
+                + [st for chain in self.tails.values() for parts in chain for st in parts.values()])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,6 +155,8 @@ class Chain:
     parts: list[dict[str, Triple]] = dataclasses.field(default_factory=list)
     heldout: list[dict[str, Stage]] = dataclasses.field(default_factory=list)
     fits: list[dict[str, Stage]] = dataclasses.field(default_factory=list)  # per generation: family name -> fit
+    tails: list[dict[str, Stage]] = dataclasses.field(default_factory=list)
+    fit0: dict[str, Stage] = dataclasses.field(default_factory=dict)  # each family's generation 0 fit
     probe: Stage | None = None
 
     def label(self, g: int) -> str:
@@ -189,6 +195,7 @@ class Chain:
         self.heldout.append({name: Stage("heldout", family_params(entries[name].family),
                                          {"model": f, "images": cond.inst.test_stage}, label=label)
                              for name, (f, _) in parts.items() if entries[name].family.heldout_loss is not None})
+        self.tails.append(self._tails(g, parts, output, label))
         if g == 0 and cond.probe_real is not None and not cond.control:
             self.probe = self._probe(fit)
 
@@ -196,6 +203,34 @@ class Chain:
         cond = self.cond
         return Stage("evaluate", cond.evaluate, {"images": images, **cond.scorer, "real": cond.inst.reference},
                      label=label)
+
+    def _tails(self, g: int, parts: dict[str, tuple[Stage, Stage]], output: Stage, label: str) -> dict[str, Stage]:
+        """Generation g's tails stages (`ouroboros.metrics.tails`), scored on the evaluate
+        stage's features against the same real split: "" for the pooled output and, with
+        several families, one per family's own samples. A family whose models are Gaussian
+        mixtures (the analytic families) also measures its model, sampled at its bias,
+        against its generation 0 model: the real fitted density."""
+        from ouroboros.generators.gaussian import FORMAT as MIXTURE
+        from ouroboros.metrics.tails import DRAWS
+
+        cond, entries = self.cond, {e.name: e for e in self.cond.entries}
+        if g == 0:
+            self.fit0 = {name: fit for name, (fit, _) in parts.items()}
+
+        def stage(images: Stage, name: str | None, at: str) -> Stage:
+            params = loop_data.tails_params(cond.evaluate)
+            deps = {"images": images, **cond.scorer, "real": cond.inst.reference}
+            entry = entries.get(name)
+            if entry is not None and entry.family.format == MIXTURE and name in self.fit0:
+                params.update(family_params(entry.family), density={"temperature": entry.bias, "draws": DRAWS,
+                                                                    "seed": 0})
+                deps.update(model=parts[name][0], real_model=self.fit0[name])
+            return Stage("tails", params, deps, label=at)
+
+        if len(parts) == 1:
+            return {"": stage(output, next(iter(parts)), label)}
+        return {"": stage(output, None, label),
+                **{name: stage(sample, name, f"{label} {name}") for name, (_, sample) in parts.items()}}
 
     def _family_stages(self, entry: PoolEntry, g: int, count: int, first_label: int,
                        source: Stage) -> tuple[Stage, Stage]:
@@ -349,6 +384,7 @@ def plan(config: StudyConfig, cache: Path | None, splits=None) -> LoopPlan:
                 out.families[(variant, float(w), s)] = chain.parts
             if any(chain.heldout):
                 out.heldout[(variant, float(w), s)] = chain.heldout
+            out.tails[(variant, float(w), s)] = chain.tails
     return out
 
 

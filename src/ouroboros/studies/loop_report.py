@@ -25,14 +25,15 @@ from ouroboros.report.stats import (
     EQUIVALENT, HIGHER, LOWER, Interval, metric_range, paired_difference, t_interval,
 )
 from ouroboros.safepath import component, components
-from ouroboros.studies import loop_compare
+from ouroboros.studies import loop_compare, loop_grid
 
 # Metrics stated as values, in this order, with the digits they are shown with; the
 # digits of every metric a comparison may name.
 HEADLINE = {"accuracy": 3, "cross_entropy": 2, "fid": 1, "precision": 3, "recall": 3, "coverage": 3}
 DIGITS = {**HEADLINE, "density": 3, "test_loss": 4}
 KEY = ("accuracy", "fid", "recall")  # the metrics whose comparisons the report lists as sentences
-PLOTTED = ("accuracy", "cross_entropy", "fid", "precision", "recall", "density", "coverage", "test_loss")
+PLOTTED = ("accuracy", "cross_entropy", "fid", "precision", "recall", "density", "coverage", "test_loss",
+           "tail_unreached", "tail_mass", "core_mass")
 
 
 def _name(metric: str) -> str:
@@ -224,6 +225,7 @@ def sections(runs: list) -> list[Section]:
     if several:
         out.append(_between_runs(runs))
     out.append(_plots(rows))
+    out += [s for i, run in enumerate(runs) if (s := loop_grid.section(run, f"heatmap-{i}" if several else "heatmap"))]
     out += [_samples(run) for run in runs]
     out += [_values(run) for run in runs]
     return out
