@@ -151,7 +151,8 @@ def grid_columns(loop) -> dict[str, dict[str, object]]:
     value); {} without a grid."""
     points = settings(loop)
     if loop.variants is not None:
-        points.update({control: points[curated] for control, curated in loop.controls().items()})
+        points.update({control: points[curated] for control, curated in loop.controls().items()
+                       if curated in points})  # variants named outside a grid have no crossed settings
     out: dict[str, dict[str, object]] = {}
     for name, point in points.items():
         for key, value in point.items():
