@@ -150,7 +150,8 @@ def test_without_two_crossed_settings_there_is_no_heatmap_and_guidance_counts_as
 def test_a_grid_runs_records_each_crossed_setting_and_draws_annotated_heatmaps(tmp_path):
     out = tmp_path / "run"
     sets = [*GAUSSIAN, "loop.samples_per_generation=100", "classifier.epochs=1", "executor.workers=1",
-            "evaluate.instruments=fixed", "loop.scenario=mix", "loop.grid={real_fraction: [0.2, 0.8], bias: [1, 0.25]}"]
+            "evaluate.instruments=fixed", "evaluate.tails=true", "loop.scenario=mix",
+            "loop.grid={real_fraction: [0.2, 0.8], bias: [1, 0.25]}"]
     assert cli.main(["run", "loop-digits-gaussian", "--out", str(out), "--quiet",
                      *[a for s in sets for a in ("--set", s)]]) == 0
     with open(out / "results.csv") as f:

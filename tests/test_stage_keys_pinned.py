@@ -9,8 +9,8 @@ verdicts and N = |R| in the scenario grid; then by the demo's defaults (5 seeds,
 training steps) and the scenario grid's (5 seeds, the variants its findings need); then by
 both fitting their time budgets (5 generations and guidances 1 and 0 in the demo, 6
 generations and three diffusion variants in the grid, 25 sampling steps, a classifier
-trained 10 epochs); then by the tails stages (issue 22: one per generation, family and
-yardstick; without them every config plans exactly the stages pinned before them). With
+trained 10 epochs). The tails stages (evaluate.tails: true; one per generation, family and
+yardstick) are pinned apart: without them every config plans exactly the stages it did. With
 ``evaluate.reference: train`` and ``evaluate.instruments: fixed`` and the held-out loss
 and tails stages left out, the single-loop configs still plan the very stages they did
 before (the digests of commit 640b760)."""
@@ -24,11 +24,14 @@ import pytest
 from ouroboros.config import load_config
 
 PINNED = {  # config -> (stages in the plan's graph, digest of sorted (key, kind, label))
-    "demo": (265, "b8df62305bf4de8e"),
-    "scenarios-digits": (3215, "298341186ffd0e38"),
-    "loop-digits-gaussian": (100, "e693d075a4234af8"),
+    "demo": (210, "fb4e19a68442049b"),
+    "scenarios-digits": (2690, "50117e49fe4fda6c"),
+    "loop-digits-gaussian": (80, "1afb7e9ef7e607bb"),
     "contamination-digits": (531, "2b948a708e6bf0ca"),
 }
+# with evaluate.tails: true
+TAILS = {"demo": (265, "b8df62305bf4de8e"), "scenarios-digits": (3215, "298341186ffd0e38"),
+         "loop-digits-gaussian": (100, "e693d075a4234af8")}
 # evaluate.reference train, evaluate.instruments fixed, without heldout and tails stages: as at 640b760
 BEFORE_EVALUATE = {"demo": (162, "ddc3186f2a616077"), "loop-digits-gaussian": (58, "bf1a0256fd90d30b")}
 # ... and with the defaults the demo had then (2 seeds, 1,000 training steps, 9 generations, 3 guidances,
@@ -68,6 +71,12 @@ def test_plans_keep_their_stage_keys(name):
     assert _pinned(name, []) == PINNED[name]
 
 
+@pytest.mark.parametrize("name", sorted(TAILS))
+def test_tails_stages_add_to_the_plan_and_change_nothing_else(name):
+    assert _pinned(name, ["evaluate.tails=true"]) == TAILS[name]
+    assert _pinned(name, ["evaluate.tails=true"], ("tails",)) == PINNED[name]
+
+
 @pytest.mark.parametrize("name", sorted(BEFORE_EVALUATE))
 def test_fixed_instruments_scored_on_train_plan_what_the_loop_planned_before_the_evaluate_section(name):
     assert _pinned(name, ["evaluate.reference=train", "evaluate.instruments=fixed", *BEFORE_DEFAULTS.get(name, [])],
@@ -96,7 +105,7 @@ def test_a_run_gives_the_results_the_code_before_the_refactor_gave(tmp_path):
     from conftest import run_cli
 
     proc = run_cli("run", "loop-digits-gaussian", "--out", tmp_path / "run", "--quiet",
-                   *sum((["--set", s] for s in GOLDEN), []))
+                   *sum((["--set", s] for s in [*GOLDEN, "evaluate.tails=true"]), []))
     assert proc.returncode == 0, proc.stderr
     golden = (Path(__file__).parent / "data" / "golden-gaussian-results.csv").read_text().splitlines()
     now = list(csv.DictReader((tmp_path / "run" / "results.csv").read_text().splitlines()))

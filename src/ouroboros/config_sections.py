@@ -376,6 +376,7 @@ class EvaluateConfig:
     # per-seed: each seed redraws the split and the measuring classifier; fixed: one of each (`instruments` column).
     reference: Literal["test", "train"] = "test"
     instruments: Literal["per-seed", "fixed"] = "per-seed"
+    tails: bool = False  # a tails stage per generation (ouroboros.metrics.tails); off: the demo's and grid's budgets
 
     def validate(self, where: str = "evaluate") -> None:
         if self.reference not in ("test", "train"):  # a config built in Python skips the Literal check

@@ -142,8 +142,9 @@ def _rows(config: StudyConfig, plan_: LoopPlan, paths: dict) -> list[dict]:
     measured = {"scored_on": config.evaluate.reference, "instruments": config.evaluate.instruments}
     rows = []
     for seed, inst in plan_.instruments.items():  # the real yardstick, per seed unless fixed
-        scores = {**json.loads(paths[inst.yardstick.key].read_text()),
-                  **json.loads(paths[inst.yardstick_tails.key].read_text())}
+        scores = json.loads(paths[inst.yardstick.key].read_text())
+        if inst.yardstick_tails is not None:
+            scores.update(json.loads(paths[inst.yardstick_tails.key].read_text()))
         for metric, value in scores.items():
             rows.append({"study": config.name, "cell": "reference", "seed": "" if seed is None else seed,
                          "generation": "", "metric": metric, "value": value, "guidance": "", "scenario": "",

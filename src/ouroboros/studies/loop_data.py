@@ -53,7 +53,7 @@ class Instruments:
     classifier: Stage
     reference: Stage  # the real split every generation is scored against
     yardstick: Stage  # the other real split scored against it (the real reference rows)
-    yardstick_tails: Stage  # ... and its tails (ouroboros.metrics.tails): tail_unreached
+    yardstick_tails: Stage | None  # ... and its tails (ouroboros.metrics.tails; None without evaluate.tails)
 
 
 def keys(config: StudyConfig) -> list[int | None]:
@@ -140,8 +140,8 @@ def instruments(config: StudyConfig, data: dict, evaluate: dict, cache: Path | N
                                   else (train_stage, test_stage, "test"))
         yardstick = Stage("evaluate", evaluate, {"images": other, **scorer, "real": reference},
                           label=f"real {name}{tag}")
-        tails = Stage("tails", tails_params(evaluate), {"images": other, **scorer, "real": reference},
-                      label=f"real {name}{tag}")
+        tails = (Stage("tails", tails_params(evaluate), {"images": other, **scorer, "real": reference},
+                       label=f"real {name}{tag}") if config.evaluate.tails else None)
         out[k] = Instruments(k, train, test, split_seed(config, k), train_stage, test_stage, classifier, reference,
                              yardstick, tails)
     return out

@@ -68,7 +68,7 @@ class LoopPlan:
     reference = property(lambda self: self.first.yardstick)
 
     def targets(self) -> list[Stage]:
-        return ([st for inst in self.instruments.values() for st in (inst.yardstick, inst.yardstick_tails)]
+        return ([st for inst in self.instruments.values() for st in (inst.yardstick, inst.yardstick_tails) if st]
                 + [ev for chain in self.chains.values() for (_, _, ev) in chain]
                 + [ev for chain in self.families.values() for parts in chain for (_, _, ev) in parts.values()]
                 + [st for chain in self.heldout.values() for parts in chain for st in parts.values()]
@@ -195,7 +195,7 @@ class Chain:
         self.heldout.append({name: Stage("heldout", family_params(entries[name].family),
                                          {"model": f, "images": cond.inst.test_stage}, label=label)
                              for name, (f, _) in parts.items() if entries[name].family.heldout_loss is not None})
-        self.tails.append(self._tails(g, parts, output, label))
+        self.tails.append({} if self.cond.inst.yardstick_tails is None else self._tails(g, parts, output, label))
         if g == 0 and cond.probe_real is not None and not cond.control:
             self.probe = self._probe(fit)
 
