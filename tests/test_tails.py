@@ -131,7 +131,7 @@ def test_a_single_gaussian_has_no_component_weights_and_the_classes_must_match()
 
 
 LOOP = ["loop.generations=2", "loop.seeds=[0]", "loop.samples_per_generation=200", "classifier.epochs=1",
-        "executor.workers=1"]
+        "executor.workers=1", "evaluate.tails=true"]
 
 
 def _rows(tmp_path, *extra) -> list[dict]:
@@ -160,3 +160,8 @@ def test_every_generation_reports_its_tails_and_the_reference_its_unreached_shar
     for family in ("gaussian", "gmm"):  # generation 0's model is the real fitted density
         assert got[("guidance=0", "0", family, "tail_mass")] == pytest.approx(0.01, abs=0.003)
         assert got[("guidance=0", "0", family, "core_mass")] == pytest.approx(0.01, abs=0.003)
+
+
+def test_tails_are_off_unless_asked_for(tmp_path):
+    rows = _rows(tmp_path, "evaluate.tails=false")
+    assert not {r["metric"] for r in rows} & {"tail_unreached", "tail_mass", "core_mass"}
