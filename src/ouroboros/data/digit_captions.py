@@ -102,7 +102,8 @@ def _join(*parts: str | None) -> str:
 
 
 # Each template turns (number word, digit, attribute words) into one caption; every one
-# names the class, and each says the attributes in its own way (or leaves some out).
+# names the class, each says the attributes in its own way (or leaves some out), and no
+# two can give the same caption (each has its own start).
 def _t_adjectives(word, digit, a):
     return _a(_join(a["size"], a["thickness"], "slanted" if a["lean"] else None, word, a["where"]))
 
@@ -135,7 +136,7 @@ def _t_picture(word, digit, a):
 
 
 def _t_list(word, digit, a):
-    return ", ".join(v for v in (_a(word), a["size"], a["thickness"], f"leaning {a['lean']}" if a["lean"] else None,
+    return ", ".join(v for v in (f"the number {word}", a["size"], a["thickness"], f"leaning {a['lean']}" if a["lean"] else None,
                                  a["where"]) if v)
 
 

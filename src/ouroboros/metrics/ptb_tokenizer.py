@@ -21,9 +21,10 @@ before a line starting "The" loses the period): `tokenize` does the same.
 
 Where this differs, on purpose: pycocoevalcap turns only ``\\n`` inside a caption into a
 space, so a caption holding another line break (``\\r``, U+2028, U+2029, ``\\v``,
-``\\f``) or an SGML-like tag spanning captions (``<a`` ... ``>`` on another line)
-shifts every later caption onto the wrong image; here such a caption is kept to its
-own line. Letters and digits are those of Python's Unicode database (Java 7's differ
+``\\f``) becomes two lines there and shifts every later caption onto the wrong image;
+here it is one caption, the line break a space. Likewise an SGML tag whose quoted
+attribute runs from one caption into the next (``<a b='x`` then ``y'>``) is one token
+across both there, and not here. Letters and digits are those of Python's Unicode database (Java 7's differ
 for characters added to Unicode since).
 """
 
