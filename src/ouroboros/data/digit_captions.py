@@ -136,8 +136,8 @@ def _t_picture(word, digit, a):
 
 
 def _t_list(word, digit, a):
-    return ", ".join(v for v in (f"the number {word}", a["size"], a["thickness"], f"leaning {a['lean']}" if a["lean"] else None,
-                                 a["where"]) if v)
+    lean = f"leaning {a['lean']}" if a["lean"] else None
+    return ", ".join(v for v in (f"the number {word}", a["size"], a["thickness"], lean, a["where"]) if v)
 
 
 TEMPLATES = (_t_adjectives, _t_written, _t_handwritten, _t_stroke, _t_number, _t_image, _t_picture, _t_list)
