@@ -63,6 +63,8 @@ def test_bleu_rouge_cider_equal_pycocoevalcaps(seed):
     cands, refs = _corpus(seed)
     cands[0] = refs[0][0]  # a perfect candidate, and a one-word one
     cands[7] = "dog"
+    for i in list(cands)[1::2]:  # short candidates: BLEU's brevity penalty and its choice of reference length count
+        cands[i] = " ".join(cands[i].split()[:2])
     expected = _reference_scores(cands, refs, tokenize=False, with_meteor=False)
     got = dict(zip(C.KEYS[:4], bleu(cands, refs, tokenize=False)))
     got.update(ROUGE_L=rouge_l(cands, refs, tokenize=False), CIDEr=cider_d(cands, refs, tokenize=False))
@@ -70,6 +72,8 @@ def test_bleu_rouge_cider_equal_pycocoevalcaps(seed):
     for key in got:
         assert got[key] == pytest.approx(expected[key], abs=1e-9, rel=0), key
     assert 0.05 < got["Bleu_1"] < 1 and got["CIDEr"] > 0.05  # not a degenerate corpus
+    test_len = sum(len(c.split()) for c in cands.values())
+    assert test_len < sum(min(len(r.split()) for r in refs[i]) for i in refs) * 1.5  # the penalty applies
 
 
 def test_scores_see_a_better_candidate():

@@ -134,8 +134,9 @@ def cider_d(candidates: Mapping, references: Mapping, tokenize: bool = True, n: 
     """CIDEr-D (Vedantam et al. 2015) as pycocoevalcap's Cider: 1..4-gram TF-IDF vectors,
     IDF over the references of the images scored, the candidate's weights clipped at the
     reference's, a Gaussian penalty exp(-d^2 / (2 sigma^2)) on the difference d of the
-    two captions' *bigram* counts (pycocoevalcap's "length"), averaged over n-gram sizes
-    and references, times 10; then the mean over images."""
+    two captions' lengths (counted in bigrams, as pycocoevalcap does: the same difference
+    for any two non-empty captions), averaged over n-gram sizes and references, times 10;
+    then the mean over images."""
     _, cands, refs = prepare(candidates, references, tokenize)
     cand_counts = [_ngrams(c.split(), n) for c in cands]
     ref_counts = [[_ngrams(r.split(), n) for r in rs] for rs in refs]
