@@ -179,7 +179,8 @@ def _keep(text: str) -> str:
 
 
 def _soft(text: str) -> str:
-    return text.replace("\xad", "")
+    """Soft hyphens dropped; a token of nothing but soft hyphens becomes '-' (never empty)."""
+    return text.replace("\xad", "") or "-"
 
 
 def _nbsp(text: str) -> str:

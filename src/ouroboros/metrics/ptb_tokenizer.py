@@ -47,10 +47,11 @@ PUNCTUATIONS = frozenset(["''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB
                           "--", "...", ";"])
 _OTHER_LINE_BREAKS = re.compile("\r\n|[\r\u2028\u2029\x0b\x0c]")
 
-# Fast paths for the common case. Spaces: no rule starts with one but the one that skips
-# them. A run of ASCII letters before a space, a line end or the end: no rule makes it
-# anything but one token, except the words in _SPLIT, which are split (as `ptb_rules` does).
-_PLAIN = re.compile("(?P<space>[ \t]+)|[A-Za-z]+(?=[ \n]|$)")
+# Fast paths for the common case. An ASCII space or tab: no rule starts with one but the one
+# that skips a run of spaces (Unicode ones included). A run of ASCII letters before a space,
+# a line end or the end: no rule makes it anything but one token, except the words in
+# _SPLIT, which are split (as `ptb_rules` does).
+_PLAIN = re.compile("(?P<space>[ \t][ \t\xa0\u2000-\u200a\u3000]*)|[A-Za-z]+(?=[ \n]|$)")
 _SPLIT = {"cannot": 3, "gonna": 2, "gotta": 2, "lemme": 2, "gimme": 2, "wanna": 2}
 
 
