@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # (as root, or through sudo). Where it cannot be, the test skips and says why.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test bench clean chromium
+.PHONY: demo test bench clean chromium java
 
 $(STAMP): pyproject.toml constraints-cpu.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,7 +24,14 @@ chromium:
 	@command -v chromium >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium) \
 		|| echo "chromium could not be installed: the browser test will skip"
 
-test: $(STAMP) chromium
+# METEOR runs pycocoevalcap's meteor-1.5.jar, and the tokenizer test compares with its Java
+# PTBTokenizer: Debian's Java is installed when missing, as chromium is. Where it cannot be,
+# those tests skip and say why.
+java:
+	@command -v java >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq default-jre-headless) \
+		|| echo "Java could not be installed: the METEOR and Java tokenizer tests will skip"
+
+test: $(STAMP) chromium java
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

@@ -86,6 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kid-subsets", type=int, default=100, help="random subsets for KID (default 100)")
     p.set_defaults(func=C.cmd_metrics)
 
+    p = sub.add_parser("caption-metrics", help="BLEU-1..4, METEOR, ROUGE-L and CIDEr-D of captions, equal to "
+                                               "pycocoevalcap's, printed as JSON keyed like it")
+    p.add_argument("results", help="COCO results JSON: [{\"image_id\": 1, \"caption\": \"...\"}, ...], one per image")
+    p.add_argument("annotations", help="COCO captions JSON: {\"annotations\": [{\"image_id\": 1, \"caption\": "
+                                       "\"...\"}, ...], \"images\": [{\"id\": 1}, ...]}")
+    p.add_argument("--meteor-jar", help="METEOR's meteor-1.5.jar (default: the one pycocoevalcap ships)")
+    p.set_defaults(func=C.cmd_caption_metrics)
+
     p = sub.add_parser("mix", help="mix real and generated images per class (replace, append or subsample)")
     p.add_argument("--real", required=True, help="the real dataset")
     p.add_argument("--generated", help="the generated (or second real) dataset; not needed for subsample")

@@ -198,6 +198,25 @@ def cmd_metrics(args) -> int:
     return 0
 
 
+def cmd_caption_metrics(args) -> int:
+    """Scores the results' images against their references (in the annotations' order),
+    as pycocoevalcap's COCOEvalCap does with params['image_id'] = the results' image ids."""
+    import json
+
+    from ouroboros.data.caption_loaders import read_annotations, read_results
+    from ouroboros.metrics.captions import caption_metrics, not_computed
+
+    _, refs = read_annotations(args.annotations)
+    results = read_results(args.results, refs)
+    if args.meteor_jar is not None and not Path(args.meteor_jar).is_file():
+        raise UserError(f"--meteor-jar {args.meteor_jar} is not a file; give the path of meteor-1.5.jar")
+    scores = caption_metrics(results, {i: refs[i] for i in refs if i in results}, jar=args.meteor_jar)
+    for reason in not_computed(args.meteor_jar).values():
+        print(f"note: {reason}", file=sys.stderr)
+    print(json.dumps(scores, indent=2))
+    return 0
+
+
 def cmd_mix(args) -> int:
     from ouroboros.data.loaders import load_dataset
     from ouroboros.data.mixtures import check_ratio, mix

@@ -8,6 +8,7 @@ Provenance travels with every image through every mixture and generation:
   (0 = real; the output of a model trained on real data is 1, and so on)
 - ``seed``: the seed that produced a generated image (-1 for real images)
 - ``condition``: the class name, prompt or condition used to generate it ("" for real)
+- ``captions`` (optional): several captions per image (`ouroboros.data.captions.Captions`)
 
 On disk an ImageSet is one ``.npz`` holding only plain arrays plus a JSON string with
 the metadata. Loading never unpickles, reads each array's header before allocating it,
@@ -30,16 +31,13 @@ from typing import Sequence
 
 import numpy as np
 
+from ouroboros.data.captions import ARRAYS as CAPTION_ARRAYS, Captions
 from ouroboros.errors import UserError
 from ouroboros.errors import _UNSAFE_CATEGORIES, printable  # noqa: F401  (printable: used through this module too)
 from ouroboros.io import atomic_path, open_bounded
 
 FORMAT_VERSION = 1
 ARRAYS = ("images", "labels", "source", "generation", "seed", "condition", "metadata")
-
-# Characters that would break a one-line message, a CSV row or a JSON/text file written
-# as UTF-8: control characters, line separators, and lone surrogates (what Python makes
-# of file-name bytes that are not UTF-8).
 
 
 def check_class_names(names, where: str = "an ImageSet") -> tuple[str, ...]:
@@ -83,6 +81,7 @@ class ImageSet:
     generation: np.ndarray
     seed: np.ndarray
     condition: np.ndarray
+    captions: Captions | None = None
     _hash: list = field(default_factory=list, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -97,6 +96,8 @@ class ImageSet:
             arr = getattr(self, name)
             if len(arr) != n:
                 raise UserError(f"ImageSet field {name!r} has {len(arr)} entries for {n} images")
+        if self.captions is not None and len(self.captions) != n:
+            raise UserError(f"ImageSet captions are given for {len(self.captions)} images of {n}")
         check_class_names(self.class_names)
         if n and (self.labels.min() < 0 or self.labels.max() >= len(self.class_names)):
             raise UserError(
@@ -115,7 +116,7 @@ class ImageSet:
         source: str | Sequence[str],
         generation: int | Sequence[int] = 0,
         seed: int | Sequence[int] = -1,
-        condition: str | Sequence[str] = "",
+        condition: str | Sequence[str] = "", captions: Captions | None = None,
     ) -> "ImageSet":
         """Build a set, broadcasting scalar provenance to every image."""
         images = np.ascontiguousarray(images)
@@ -135,7 +136,7 @@ class ImageSet:
             source=per_image(source, np.str_),
             generation=per_image(generation, np.int64),
             seed=per_image(seed, np.int64),
-            condition=per_image(condition, np.str_),
+            condition=per_image(condition, np.str_), captions=captions,
         )
 
     def with_provenance(self, source=None, generation=None, condition=None) -> "ImageSet":
@@ -145,7 +146,7 @@ class ImageSet:
             source=self.source if source is None else source,
             generation=self.generation if generation is None else generation,
             seed=self.seed,
-            condition=self.condition if condition is None else condition,
+            condition=self.condition if condition is None else condition, captions=self.captions,
         )
 
     # -- basic properties ---------------------------------------------------------
@@ -174,6 +175,8 @@ class ImageSet:
                 h.update(np.ascontiguousarray(arr).tobytes())
             for arr in (self.source, self.condition):
                 h.update("\x1f".join(arr.tolist()).encode())
+            if self.captions is not None:  # a set without captions keeps the hash it always had
+                self.captions.update_hash(h)
             self._hash.append(h.hexdigest()[:16])
         return self._hash[0]
 
@@ -189,6 +192,7 @@ class ImageSet:
             generation=self.generation[index],
             seed=self.seed[index],
             condition=self.condition[index],
+            captions=None if self.captions is None else self.captions.subset(index),
         )
 
     @staticmethod
@@ -211,6 +215,7 @@ class ImageSet:
             generation=np.concatenate([s.generation for s in sets]),
             seed=np.concatenate([s.seed for s in sets]),
             condition=np.concatenate([s.condition for s in sets]),
+            captions=Captions.concat([s.captions for s in sets]),
         )
 
     # -- conversion ---------------------------------------------------------------
@@ -238,6 +243,7 @@ class ImageSet:
                     seed=self.seed,
                     condition=self.condition.astype(np.str_),
                     metadata=np.array(json.dumps(meta)),
+                    **({} if self.captions is None else self.captions.arrays()),
                 )
         return path
 
@@ -248,7 +254,7 @@ class ImageSet:
         path = Path(path)
         if not path.exists():
             raise UserError(f"ImageSet file not found: {path}")
-        arrays = _read_npz(path, ARRAYS)
+        arrays = _read_npz(path, ARRAYS, optional=CAPTION_ARRAYS)
         meta = _parse_metadata(path, arrays["metadata"])
         images = arrays["images"]
         if images.dtype != np.uint8 or images.ndim != 4:
@@ -276,6 +282,7 @@ class ImageSet:
                 generation=arrays["generation"].astype(np.int64),
                 seed=arrays["seed"].astype(np.int64),
                 condition=arrays["condition"],
+                captions=Captions.from_arrays(arrays, n),
             )
         except UserError as exc:
             raise UserError(f"{path}: {exc}") from None
@@ -324,7 +331,7 @@ def read_npy(path: str | Path) -> np.ndarray:
                         f"({exc.__class__.__name__}: {printable(exc)})") from None
 
 
-def _read_npz(path: Path, names: Sequence[str]) -> dict[str, np.ndarray]:
+def _read_npz(path: Path, names: Sequence[str], optional: Sequence[str] = ()) -> dict[str, np.ndarray]:
     """The named arrays of an .npz, each member's header checked (`_npy_header`) before
     anything is allocated, and their total against this machine's memory."""
     unreadable = f"{path} is not a readable ouroboros .npz"
@@ -335,6 +342,7 @@ def _read_npz(path: Path, names: Sequence[str]) -> dict[str, np.ndarray]:
             if missing:
                 raise UserError(f"{path} is an .npz but not an ouroboros ImageSet: arrays {missing} are missing; "
                                 "write it with ImageSet.save")
+            names = [*names, *(n for n in optional if f"{n}.npy" in members)]
             total = 0
             for name in names:
                 info = members[f"{name}.npy"]

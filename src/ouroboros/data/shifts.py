@@ -25,7 +25,7 @@ def _float(images: ImageSet) -> torch.Tensor:
 def _with_images(images: ImageSet, x: torch.Tensor, tag: str) -> ImageSet:
     conditions = [f"{c};shift={tag}" if c else f"shift={tag}" for c in images.condition]
     shifted = ImageSet(quantize(x), images.labels, images.class_names, images.source, images.generation,
-                       images.seed, images.condition)
+                       images.seed, images.condition, images.captions)
     return shifted.with_provenance(condition=conditions)
 
 
