@@ -6,7 +6,9 @@ The digests were last changed on purpose by the `evaluate:` section (scoring aga
 real test split, instruments redrawn per seed, a held-out loss stage per generation), the
 detector variant's shared generation 0, the curated variants' controls, fixed watermark
 verdicts and N = |R| in the scenario grid; then by the demo's defaults (5 seeds, 500
-training steps) and the scenario grid's (5 seeds, the variants its findings need). With
+training steps) and the scenario grid's (5 seeds, the variants its findings need); then
+contamination-digits by Table 10 and the other-source control (stages added, none of its
+531 earlier keys or labels changed). With
 ``evaluate.reference: train`` and ``evaluate.instruments: fixed`` and the held-out loss stages left out, the single-loop
 configs still plan the very stages they did before (the digests of commit 640b760)."""
 
@@ -22,7 +24,7 @@ PINNED = {  # config -> (stages in the plan's graph, digest of sorted (key, kind
     "demo": (540, "6951e8cfe2df84be"),
     "scenarios-digits": (4855, "585fdf60b469bf18"),
     "loop-digits-gaussian": (80, "1afb7e9ef7e607bb"),
-    "contamination-digits": (531, "2b948a708e6bf0ca"),
+    "contamination-digits": (707, "815051576a6b1cee"),
 }
 # evaluate.reference train, evaluate.instruments fixed, without heldout stages: as at 640b760
 BEFORE_EVALUATE = {"demo": (162, "ddc3186f2a616077"), "loop-digits-gaussian": (58, "bf1a0256fd90d30b")}
