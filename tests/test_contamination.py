@@ -183,7 +183,7 @@ def test_imagefolder_with_an_external_generated_folder(tmp_path):
     out = tmp_path / "run"
     proc = run_cli("run", str(REPO / "configs" / "contamination-digits.yaml"), "--out", out, "--quiet",
                    *_sets([f"data.train=imagefolder:{real}", f"contamination.generated=imagefolder:{gen}",
-                           "contamination.class_groups=null"]))
+                           "contamination.class_groups=null", "contamination.controls=[same-source]"]))
     assert proc.returncode == 0, proc.stderr
     full = [ImageSet.load(p) for p in (out / "cache" / "mix").glob("*.npz")]
     sources = set().union(*(set(m.source) for m in full))
