@@ -155,7 +155,8 @@ def test_no_model_trains_on_the_test_split(tiny_run):
 def test_unique_images_are_counted_and_a_short_control_is_named(tmp_path):
     proc = run_cli("run", str(REPO / "configs" / "contamination-digits.yaml"), "--out", tmp_path, "--quiet",
                    *_sets(["contamination.split_control=0.1", "contamination.ratios=[0.0,1.0]",
-                           "contamination.append_ratios=[]", "contamination.shifts=[]", "classifier.epochs=1"]))
+                           "contamination.append_ratios=[]", "contamination.shifts=[]", "classifier.epochs=1",
+                           "contamination.controls=[same-source]"]))
     assert proc.returncode == 0, proc.stderr
     table1 = (tmp_path / "tables.md").read_text().split("## Table 5")[0]
     control_row = next(line for line in table1.splitlines() if line.startswith("| unique | real control"))
