@@ -9,7 +9,8 @@ verdicts and N = |R| in the scenario grid; then by the demo's defaults (5 seeds,
 training steps) and the scenario grid's (5 seeds, the variants its findings need); then by
 both fitting their time budgets (5 generations and guidances 1 and 0 in the demo, 6
 generations and three diffusion variants in the grid, 25 sampling steps, a classifier
-trained 10 epochs). The tails stages (evaluate.tails: true; one per generation, family and
+trained 10 epochs); then contamination-digits by Table 10 and the other-source control
+(stages added, none of its 531 earlier keys or labels changed). The tails stages (evaluate.tails: true; one per generation, family and
 yardstick) are pinned apart: without them every config plans exactly the stages it did. With
 ``evaluate.reference: train`` and ``evaluate.instruments: fixed`` and the held-out loss
 and tails stages left out, the single-loop configs still plan the very stages they did
@@ -27,7 +28,7 @@ PINNED = {  # config -> (stages in the plan's graph, digest of sorted (key, kind
     "demo": (210, "fb4e19a68442049b"),
     "scenarios-digits": (2690, "50117e49fe4fda6c"),
     "loop-digits-gaussian": (80, "1afb7e9ef7e607bb"),
-    "contamination-digits": (531, "2b948a708e6bf0ca"),
+    "contamination-digits": (707, "815051576a6b1cee"),
 }
 # with evaluate.tails: true
 TAILS = {"demo": (265, "b8df62305bf4de8e"), "scenarios-digits": (3215, "298341186ffd0e38"),

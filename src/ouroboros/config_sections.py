@@ -280,20 +280,19 @@ class LoopConfig(LoopRetraining):  # + init, warm_steps, labels (config_loop_ext
 class ContaminationConfig:
     """The contamination study (Hataya et al. 2023) on disjoint real splits of data.train."""
 
-    # Disjoint real splits (fractions of data.train): the downstream training set, the
-    # generator's own training data (which also trains the feature network of Tables 3
-    # and 4), the real control source (at least as large as the training set, so that
-    # replacing 100% needs no repeats), and the test split (ignored when data.test is
-    # given; no model trains on it).
+    # Disjoint real splits (fractions of data.train): the downstream training set, the generator's own training data
+    # (which also trains the feature network of Tables 3 and 4), the same-source control (at least as large as the
+    # training set: 100% needs no repeats), and the test split (ignored when data.test is given; nothing trains on it).
     split_train: float = 0.3
     split_generator: float = 0.23
     split_control: float = 0.32
     split_test: float = 0.15
     generated: Optional[str] = None  # an external generated pool (dataset spec) instead of fitting one
-    # An ImageFolder pool of other size or colour (e.g. 512 px RGB from `ouroboros generate
-    # text2image`) is resized to the training images' size and converted to their channels.
-    resize_generated: bool = False
-    control: Optional[str] = None  # an external real control source instead of the control split
+    resize_generated: bool = False  # resize an ImageFolder pool (e.g. 512 px RGB) to the training images' size/colour
+    # Real controls, each replacing the same shares as the generated images (ouroboros.data.controls): same-source,
+    # the control split; other-source, `control` (null: digits' is mnist5k, mnist5k's digits, resized).
+    controls: list[str] = field(default_factory=lambda: ["same-source"])
+    control: Optional[str] = None
     ratios: list[float] = field(default_factory=lambda: [0.0, 0.2, 0.4, 0.8, 1.0])
     archs: list[str] = field(default_factory=lambda: ["cnn", "resnet"])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])  # each redraws every random choice
@@ -302,19 +301,18 @@ class ContaminationConfig:
     diverse_sample_steps: list[int] = field(default_factory=lambda: [10, 25, 50])  # drawn per image
     small_fraction: float = 0.05  # Table 7: this much real, alone or filled up
     append_ratios: list[float] = field(default_factory=lambda: [0.2, 0.4, 0.8])  # Table 8
-    # Table 8's "appending generated data does not raise accuracy" is decided by TOST: it holds
-    # when the paired accuracy difference is shown to lie within +-this margin (a fraction:
-    # 0.01 is one percentage point), or to be negative, each after Holm's correction.
+    # Table 8's "appending generated data does not raise accuracy" is decided by TOST: it holds when the paired
+    # accuracy difference is shown within +-this margin (0.01: one point), or negative, each after Holm's correction.
     equivalence_margin: float = 0.01
-    # Table 3's generator, fitted on each mixture: true, the pool's (class-conditional at
-    # `guidance`); false, the same model class-unconditional, as the paper's IDDPM is.
+    # Table 3's (and 10's) generator, fitted on each mixture: true, the pool's (class-conditional at `guidance`);
+    # false, the same model class-unconditional, as the paper's IDDPM is.
     table3_conditional: bool = True
     shifts: list[str] = field(default_factory=lambda: ["noise", "blur", "rotation", "elastic", "contrast"])
-    # Confusion matrices (Fig. 3) grouped into superclasses, e.g. [["0", "6"], ["1", "7"]];
-    # None: one row per class.
+    # Confusion matrices (Fig. 3) grouped into superclasses, e.g. [["0", "6"], ["1", "7"]]; None: one row per class.
     class_groups: Optional[list[list[str]]] = None
 
     def validate(self, where: str = "contamination") -> None:
+        from ouroboros.data.controls import check_controls
         from ouroboros.data.mixtures import check_ratio
         from ouroboros.data.shifts import SHIFTS
         from ouroboros.features.classifier import ARCHS
@@ -327,6 +325,7 @@ class ContaminationConfig:
         for name in ("generated", "control"):
             if getattr(self, name) is not None:
                 check_text(f"{where}.{name}", getattr(self, name))
+        check_controls(where, self.controls, self.control)
         # Tables 1 and 5 need ratios; Table 8 (append_ratios) and Table 6 (shifts) may be empty.
         for name, nonempty in (("ratios", True), ("append_ratios", False)):
             values = check_list(f"{where}.{name}", getattr(self, name), MAX_LIST, nonempty=nonempty, distinct=True)

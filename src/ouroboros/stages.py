@@ -174,14 +174,16 @@ def sample_diverse_stage(params: dict, deps: dict, out: Path) -> None:
 @stage_kind("mix", ".npz", version=1)
 def mix_stage(params: dict, deps: dict, out: Path) -> None:
     """A mixture (ouroboros.data.mixtures); mode `fill` tops `real` up to the class counts
-    of `target`."""
-    from ouroboros.data.mixtures import fill, mix
+    of `target`, mode `keep` is the real part alone of a `replace` mixture."""
+    from ouroboros.data.mixtures import fill, keep, mix
 
     real = ImageSet.load(deps["real"])
     other = ImageSet.load(deps["other"]) if "other" in deps else None
     if params["mode"] == "fill":
         mixed = fill(real, other, ImageSet.load(deps["target"]).class_counts(), seed=params["seed"],
                      allow_repeats=params["allow_repeats"])
+    elif params["mode"] == "keep":
+        mixed = keep(real, params["ratio"], seed=params["seed"])
     else:
         mixed = mix(params["mode"], real, other, params["ratio"], seed=params["seed"],
                     allow_repeats=params["allow_repeats"])

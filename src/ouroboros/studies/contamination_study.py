@@ -49,9 +49,10 @@ class ContaminationStudy(Study):
 
     def describe(self, config, splits) -> str:
         c = config.contamination
+        controls = ", ".join(f"{len(splits[C.CONTROLS[name].role])} {name} control images" for name in c.controls)
         return (f"{config.name}: contamination study, {len(c.archs)} arch{'s' if len(c.archs) != 1 else ''} x "
                 f"{len(c.seeds)} seed{'s' if len(c.seeds) != 1 else ''}, {len(splits['train'])} real training "
-                f"images, {len(splits['control'])} real control images")
+                f"images, {controls}")
 
     def plan(self, config, splits, cache):
         return C.plan(config, cache, splits)
