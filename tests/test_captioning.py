@@ -95,7 +95,7 @@ def test_beam_search_returns_what_transformers_generate_returns():
         return model(seqs, use_cache=False).logits[:, -1]
 
     lengths, results = set(), {}
-    for beam, min_length, max_length in [(3, 5, 20), (3, 1, 8), (1, 5, 12), (1, 1, 8)]:
+    for beam, min_length, max_length in [(3, 5, 20), (3, 1, 8), (1, 1, 8)]:
         ours, _ = beam_search(step, start, eos, beam, min_length, max_length)
         ref = model.generate(start, attention_mask=torch.ones_like(start), num_beams=beam, min_length=min_length,
                              max_length=max_length, do_sample=False, eos_token_id=eos, pad_token_id=0,
@@ -119,16 +119,16 @@ def digit_captions():
     full = load_digits()
     order = np.random.default_rng(0).permutation(len(full))
     caps = [[f"the handwritten digit {NAMES[y]}"] for y in full.labels]
-    return full.images, caps, order[:1000], order[1000:1300]
+    return full.images, caps, order[:1200], order[1200:1500]
 
 
 def test_the_small_captioner_learns_a_caption_that_is_a_function_of_the_image(digit_captions, tmp_path):
     images, caps, train_idx, test_idx = digit_captions
-    config = CaptionerConfig(epochs=12, dim=64, min_count=1, device="cpu")
+    config = CaptionerConfig(epochs=10, min_count=1, device="cpu")
     fitted = train(images[train_idx], [caps[i] for i in train_idx], config, seed=0)
     out = fitted.generate(images[test_idx])
     exact = np.mean([o == caps[i][0] for o, i in zip(out, test_idx)])
-    assert exact >= 0.9, (exact, out[:5])
+    assert exact >= 0.93, (exact, out[:5])  # 0.95-0.97 over seeds 0-2; a digit classifier gets about as far
     # save / load: safetensors + JSON holding the vocabulary; the same captions after
     fitted.save(tmp_path / "cap")
     assert sorted(p.name for p in (tmp_path / "cap").iterdir()) == ["captioner.json", "model.safetensors"]
@@ -255,7 +255,8 @@ def _not_blip(kind: str, folder, blip_folder):
     elif kind == "pickled":
         (m / "model.safetensors").rename(m / "pytorch_model.bin")
     elif kind == "no processor":
-        (m / "preprocessor_config.json").unlink()
+        for name in ("preprocessor_config.json", "processor_config.json"):
+            (m / name).unlink(missing_ok=True)
     elif kind == "no tokenizer":
         for name in ("tokenizer.json", "vocab.txt"):
             (m / name).unlink(missing_ok=True)

@@ -4,7 +4,8 @@ checkpoint folder, made before anything is loaded or written.
 A BLIP folder is what ``model.save_pretrained(DIR)`` and ``processor.save_pretrained(DIR)``
 write: ``config.json`` (``model_type: blip``, a ``BlipForConditionalGeneration``),
 ``model.safetensors`` (or shards named by ``model.safetensors.index.json``),
-``preprocessor_config.json`` and the tokenizer's files.
+``preprocessor_config.json`` (transformers 5: ``processor_config.json``) and the
+tokenizer's files.
 """
 
 from __future__ import annotations
@@ -21,20 +22,21 @@ FORMAT = "ouroboros.Captioner"  # captioner.json's "format", either arch
 DEFAULT_LR = {"small": 1e-3, "blip": 1e-5}  # blip: BLIP's COCO fine-tuning (init_lr 1e-5)
 FIX = "save one with BlipForConditionalGeneration.save_pretrained(DIR) and BlipProcessor.save_pretrained(DIR)"
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
+PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")  # transformers 4.x, 5.x
 
 
 @dataclass
 class CaptionerConfig:
     arch: Literal["small", "blip"] = "small"
     model: Optional[str] = None  # blip: a local folder holding a BLIP checkpoint and its processor
-    epochs: int = 15
-    batch_size: int = 32  # images per step, each with all its captions
+    epochs: int = 15  # small: each image with one of its captions, drawn afresh every epoch
+    batch_size: int = 64  # images per step
     lr: Optional[float] = None  # None: 1e-3 for small, 1e-5 for blip
     beam: int = 3  # 1: greedy search
     min_length: int = 5  # tokens, <bos> and <eos> included (Hugging Face generate's count)
     max_length: int = 20  # the same count; longer training captions are cut to fit
     min_count: int = 5  # small: a word seen fewer times in the training captions becomes <unk>
-    dim: int = 128  # small: the decoder's width
+    dim: int = 64  # small: the decoder's width
     layers: int = 2  # small: decoder layers
     heads: int = 4  # small: attention heads (divides dim)
     device: str = "auto"
@@ -102,8 +104,8 @@ def check_blip_folder(folder, where: str = "captioner.model") -> Path:
         check_component_folder(folder.parent, folder.name)  # safetensors weights (never pickle), sizes
     except UserError as exc:
         raise UserError(f"{where}: {exc}") from None
-    if not (folder / "preprocessor_config.json").is_file():
-        raise UserError(f"{where}: {printable(folder)} has no image processor (preprocessor_config.json); "
+    if not any((folder / name).is_file() for name in PROCESSOR_FILES):
+        raise UserError(f"{where}: {printable(folder)} has no image processor ({' or '.join(PROCESSOR_FILES)}); "
                         "save the BlipProcessor into the same folder")
     if not any((folder / name).is_file() for name in TOKENIZER_FILES):
         raise UserError(f"{where}: {printable(folder)} has no tokenizer ({' or '.join(TOKENIZER_FILES)}); "

@@ -171,9 +171,8 @@ class FittedSmall:
         device = resolve_device(config.device)
         vocab = build_vocabulary(captions, config.min_count)
         index = {w: i for i, w in enumerate(vocab)}
-        # Every (image, caption) pair is an example each epoch, as COCO captioners are
-        # trained; a batch is `batch_size` images with all their captions, so each image
-        # is encoded once per step.
+        # An epoch shows every image once, with one of its captions drawn at random: as
+        # good as every (image, caption) pair per epoch here, at a fifth of the cost.
         encoded = [[encode(c, index, config.max_length) for c in caps] for caps in captions]
         length = max(len(ids) for caps in encoded for ids in caps)
         tokens = torch.full((sum(map(len, encoded)), length), PAD, dtype=torch.long)
@@ -197,10 +196,10 @@ class FittedSmall:
                 idx = order[i * config.batch_size : (i + 1) * config.batch_size]
                 if len(idx) < 2:  # BatchNorm needs two images
                     continue
-                rows = torch.cat([torch.arange(f, f + n) for f, n in zip(first[idx].tolist(), counts[idx].tolist())])
-                batch = tokens[rows]
+                pick = (torch.rand(len(idx), generator=gen) * counts[idx]).long()  # one caption of each image
+                batch = tokens[first[idx] + pick]
                 batch = batch[:, : int((batch != PAD).sum(1).max())].to(device)  # no all-pad columns
-                memory = model.encode(x_all[idx.to(device)]).repeat_interleave(counts[idx].to(device), 0)
+                memory = model.encode(x_all[idx.to(device)])
                 logits = model(memory, batch[:, :-1])  # teacher forcing
                 loss = nn.functional.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten(), ignore_index=PAD)
                 opt.zero_grad(set_to_none=True)
