@@ -229,11 +229,31 @@ def test_blip_fine_tunes_from_a_local_folder_and_generates(blip_folder, digit_ca
     out = fitted.generate(images[test_idx[:3]])
     assert len(out) == 3 and all(isinstance(o, str) for o in out)
     assert all(set(o.split()) <= set(TINY_WORDS) for o in out)  # words of the vocabulary, special tokens dropped
-    assert all(3 <= len(o.split()) <= 18 for o in out)  # [DEC] w.. [SEP]: 5 to 20 tokens
+    assert all(len(o.split()) <= 19 for o in out)  # [DEC] + at most 19 tokens
 
+    # ten steps on one caption: the random BLIP writes it (and nothing else) for any image
+    fitted = train(images[train_idx[:8]], [["the handwritten digit seven"]] * 8,
+                   CaptionerConfig(arch="blip", model=str(blip_folder), epochs=10, batch_size=8, lr=1e-3,
+                                   device="cpu"), seed=0)
+    out = fitted.generate(images[test_idx[:3]])
+    assert out == ["the handwritten digit seven"] * 3
     fitted.save(tmp_path / "cap")
     assert not list((tmp_path / "cap").rglob("*.bin")) and (tmp_path / "cap" / "blip" / "model.safetensors").exists()
     assert load(tmp_path / "cap").generate(images[test_idx[:3]]) == out
+
+
+def test_blip_learns_each_caption_from_its_start_token(blip_folder):
+    from ouroboros.tasks.blip import text_batch
+
+    transformers = pytest.importorskip("transformers")
+    tokenizer = transformers.BlipProcessor.from_pretrained(blip_folder, local_files_only=True).tokenizer
+    batch = text_batch(tokenizer, ["the digit seven", "the handwritten digit one"], bos=5, max_length=20)
+    dec, sep, pad = 5, 3, 0
+    the, digit, seven = tokenizer.convert_tokens_to_ids(["the", "digit", "seven"])
+    assert batch["input_ids"].tolist()[0] == [dec, the, digit, seven, sep, pad]  # [CLS] replaced by [DEC]
+    assert batch["input_ids"][1, 0] == dec
+    assert batch["labels"].tolist()[0] == [dec, the, digit, seven, sep, -100]  # padding is no target
+    assert batch["attention_mask"].tolist() == [[1] * 5 + [0], [1] * 6]
 
 
 def _not_blip(kind: str, folder, blip_folder):

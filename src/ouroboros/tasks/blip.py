@@ -64,6 +64,17 @@ def _rgb(images: np.ndarray) -> list[np.ndarray]:
     return list(images.transpose(0, 2, 3, 1))
 
 
+def text_batch(tokenizer, captions: list[str], bos: int, max_length: int) -> dict:
+    """Decoder inputs and targets for teacher forcing, as BLIP's COCO fine-tuning makes
+    them: ``[DEC] words [SEP]`` (the tokenizer's [CLS] replaced by the decoder's start
+    token, which is where ``generate`` starts), padding left out of the loss (-100)."""
+    text = tokenizer(captions, padding="longest", truncation=True, max_length=max_length, return_tensors="pt")
+    input_ids = text["input_ids"].clone()
+    input_ids[:, 0] = bos
+    labels = input_ids.masked_fill(text["attention_mask"] == 0, -100)
+    return {"input_ids": input_ids, "attention_mask": text["attention_mask"], "labels": labels}
+
+
 class BlipCaptioner:
     """A BLIP checkpoint with its processor and the captioner settings."""
 
@@ -95,15 +106,10 @@ class BlipCaptioner:
             order = torch.randperm(len(pairs), generator=gen).tolist()
             for i in range(steps_per_epoch):
                 batch = [pairs[j] for j in order[i * config.batch_size : (i + 1) * config.batch_size]]
-                text = processor.tokenizer([c for _, c in batch], padding="longest", truncation=True,
-                                           max_length=config.max_length, return_tensors="pt").to(device)
-                input_ids = text["input_ids"].clone()
-                input_ids[:, 0] = bos  # the decoder starts from [DEC], as BLIP's training and generate do
-                labels = input_ids.masked_fill(text["attention_mask"] == 0, -100)
+                text = text_batch(processor.tokenizer, [c for _, c in batch], bos, config.max_length)
                 pixels = fitted._pixels(images[[j for j, _ in batch]])
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                    loss = model(pixel_values=pixels, input_ids=input_ids, attention_mask=text["attention_mask"],
-                                 labels=labels).loss
+                    loss = model(pixel_values=pixels, **{k: v.to(device) for k, v in text.items()}).loss
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
