@@ -10,8 +10,8 @@ training steps) and the scenario grid's (5 seeds, the variants its findings need
 both fitting their time budgets (5 generations and guidances 1 and 0 in the demo, 6
 generations and three diffusion variants in the grid, 25 sampling steps, a classifier
 trained 10 epochs); then contamination-digits by Table 10 and the other-source control
-(stages added, none of its 531 earlier keys or labels changed). The tails stages (evaluate.tails: true; one per generation, family and
-yardstick) are pinned apart: without them every config plans exactly the stages it did. With
+(stages added, none of its 531 earlier keys or labels changed). The tails stages
+(evaluate.tails: true; one per generation, family and yardstick) are pinned apart: without them every config plans exactly the stages it did. With
 ``evaluate.reference: train`` and ``evaluate.instruments: fixed`` and the held-out loss
 and tails stages left out, the single-loop configs still plan the very stages they did
 before (the digests of commit 640b760)."""
