@@ -11,7 +11,8 @@ both fitting their time budgets (5 generations and guidances 1 and 0 in the demo
 generations and three diffusion variants in the grid, 25 sampling steps, a classifier
 trained 10 epochs); then contamination-digits by Table 10 and the other-source control
 (stages added, none of its 531 earlier keys or labels changed). The tails stages
-(evaluate.tails: true; one per generation, family and yardstick) are pinned apart: without them every config plans exactly the stages it did. With
+(evaluate.tails: true; one per generation, family and yardstick) are pinned apart:
+without them every config plans exactly the stages it did. With
 ``evaluate.reference: train`` and ``evaluate.instruments: fixed`` and the held-out loss
 and tails stages left out, the single-loop configs still plan the very stages they did
 before (the digests of commit 640b760)."""
