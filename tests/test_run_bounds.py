@@ -97,8 +97,8 @@ def test_memory_of_the_largest_stage_is_bounded():
 
 
 def test_bytes_written_to_the_cache_are_bounded():
-    config = load_config(None, ["loop.generations=100", "loop.seeds=[0,1,2,3]", "loop.samples_per_generation=50000"],
-                         base=DEMO)
+    config = load_config(None, ["loop.generations=100", "loop.seeds=[0,1,2,3]", "loop.samples_per_generation=50000",
+                                "loop.guidance=[1.0,0.1,0.0]"], base=DEMO)
     with pytest.raises(UserError, match=r"loop.generations \(100\) x loop.seeds \(4 values\) x loop.guidance "
                                         r"\(3 values\).*written to the cache.*limits.max_disk_gib \(50"):
         check_loop_size(config, 1000, (3, 32, 32))
