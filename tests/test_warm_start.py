@@ -146,6 +146,8 @@ def tripwire(monkeypatch):
      "loop.generators[0] (latent) cannot warm-start: with encoder_fit: own"),
     (["loop.init=previous", "loop.variants=[{name: a}, {name: g, generators: [{family: gaussian}]}]"],
      "loop.variants[1].generators[0] (gaussian) cannot warm-start"),
+    (["loop.variants=[{name: a}, {name: g, init: previous, generators: [{family: gaussian}]}]"],
+     "loop.variants[1].init is previous, but loop.variants[1].generators[0] (gaussian) cannot warm-start"),
     (["loop.warm_steps=10"], "loop.warm_steps applies to warm-started generations only"),
     (["loop.init=previous", "loop.warm_steps=-1"], "loop.warm_steps must lie in [0, 10000000]"),
     (["loop.init=last"], "loop.init must be one of scratch, previous"),
