@@ -251,3 +251,21 @@ def test_the_contamination_study_refuses_class_weights(tmp_path, capsys, tripwir
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err == ["error: data.class_weights and data.long_tail apply to the loop study only; "
                                  "remove them"] and not out.exists()
+
+
+def test_the_density_tails_of_a_model_that_lost_a_class(digits):
+    """metrics.tails.mixture_tails against generation 0's model: a class the model lacks
+    claims no component weight and leaves the masses of the others as they are."""
+    from ouroboros.generators.base import get_family
+    from ouroboros.metrics.tails import mixture_tails
+
+    train = digits[0]
+    settings = {"space": "pca", "components": 4, "mixture_components": 2}
+    gmm = get_family("gmm")
+    real = gmm.fit(train, settings, seed=0, reference=train)
+    lost = gmm.fit(train.subset(np.flatnonzero(train.labels != 2)), settings, seed=0, reference=train,
+                   small_classes=True)
+    tails = mixture_tails(real, lost, draws=300)
+    assert tails["component_weight/2/0"] == tails["component_weight/2/1"] == 0.0
+    assert tails["component_weight/3/0"] + tails["component_weight/3/1"] == pytest.approx(1.0)
+    assert 0 <= tails["tail_mass"] <= 1 and 0 <= tails["core_mass"] <= 1

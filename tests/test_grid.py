@@ -72,7 +72,7 @@ _TINY = [a for s in ["loop.generations=1", "loop.seeds=[0]", "loop.samples_per_g
 
 
 @pytest.mark.parametrize("grid, fragment", [
-    ("{rho: [0.2]}", "loop.grid: unknown key 'rho'; a grid crosses guidance, bias, scenario"),
+    ("{rho: [0.2]}", "loop.grid: unknown key 'rho'; a grid crosses guidance, bias, init, warm_steps, labels, scenario"),
     ("{curation: [none]}", "curation is set per variant in loop.variants"),
     ("{real_fraction: []}", "loop.grid.real_fraction is an empty list"),
     ("{real_fraction: 0.2}", "loop.grid.real_fraction must be a list of values to cross"),

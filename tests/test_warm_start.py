@@ -146,6 +146,8 @@ def tripwire(monkeypatch):
      "loop.generators[0] (latent) cannot warm-start: with encoder_fit: own"),
     (["loop.init=previous", "loop.variants=[{name: a}, {name: g, generators: [{family: gaussian}]}]"],
      "loop.variants[1].generators[0] (gaussian) cannot warm-start"),
+    (["loop.variants=[{name: a}, {name: g, init: previous, generators: [{family: gaussian}]}]"],
+     "loop.variants[1].init is previous, but loop.variants[1].generators[0] (gaussian) cannot warm-start"),
     (["loop.warm_steps=10"], "loop.warm_steps applies to warm-started generations only"),
     (["loop.init=previous", "loop.warm_steps=-1"], "loop.warm_steps must lie in [0, 10000000]"),
     (["loop.init=last"], "loop.init must be one of scratch, previous"),
@@ -164,3 +166,19 @@ def test_a_latent_family_with_a_real_fitted_code_can_warm_start(digits):
     plan = loop.plan(config, None, digits)
     ((_, chain),) = plan.chains.items()
     assert chain[1][0].deps["init"] is chain[0][0]
+
+
+def test_variants_and_grids_set_init_per_variant(digits):
+    """loop.variants (or loop.grid) may set init and warm_steps per variant: the scratch and
+    the warm variant share generation 0's model and differ from generation 1 on, and
+    results.csv gets an init column."""
+    config = _config(GMM, "loop.variants=[{name: scratch}, {name: warm, init: previous, warm_steps: 3}]")
+    plan = loop.plan(config, None, digits)
+    scratch, warm = (plan.chains[(name, 0.0, 0)] for name in ("scratch", "warm"))
+    assert scratch[0][0].key == warm[0][0].key
+    assert "init" not in scratch[1][0].deps and warm[1][0].deps["init"] is warm[0][0]
+    assert warm[1][0].params["warm_steps"] == 3
+    assert loop.varied_columns(config)["init"] == {"scratch": "scratch", "warm": "previous"}
+    grid = _config(GMM, "loop.grid={init: [scratch, previous]}")
+    assert [(name, lc.init) for name, lc in grid.loop.cells()] == [("init=scratch", "scratch"),
+                                                                   ("init=previous", "previous")]

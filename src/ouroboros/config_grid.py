@@ -16,8 +16,9 @@ varying in the order they are listed (the last fastest), named by its values
 - ``bias``: the sampling bias of every family in the pool (each ``loop.generators``
   entry's ``bias``: the temperature of the Gaussian families); refused for a pool with a
   family whose bias is guidance (use guidance).
-- any setting a variant changes whose value is one number or word (`KEYS`): scenario,
-  samples_per_generation, real_fraction, synthetic_ratio, window. Structured settings
+- any setting a variant changes whose value is one number or word (`KEYS`): init,
+  warm_steps, labels (ouroboros.config_loop_extra), scenario, samples_per_generation,
+  real_fraction, synthetic_ratio, window. Structured settings
   (generators, curation) are variants' business: list them in loop.variants.
 
 The variants are recorded as loop.variants' are: results.csv's variant column, a column

@@ -131,16 +131,24 @@ class LoopRetraining:
                                 "previous or remove it")
 
 
+@dataclass
+class VariantRetraining:
+    """A loop variant's (or a grid's: ``loop.grid: {init: [scratch, previous]}``) own
+    init, warm_steps and labels; None: the loop section's."""
+
+    init: Optional[Literal["scratch", "previous"]] = None
+    warm_steps: Optional[int] = None
+    labels: Optional[Literal["balanced", "sampled"]] = None
+
+
 def check_warm_start(config) -> None:
-    """With loop.init previous, every family of every variant's pool can warm-start (its
+    """Every family of the pool of every variant whose init is previous can warm-start (its
     `GeneratorFamily.warm_start` accepts its settings): else one UserError naming it."""
     from ouroboros.generators.base import get_family
 
-    if config.loop.init != "previous":
-        return
     for v, (_, lc) in enumerate(config.loop.cells()):
         at = f"loop.variants[{v}]." if config.loop.variants is not None else "loop."
-        for i, entry in enumerate(lc.families()):
+        for i, entry in enumerate(lc.families() if lc.init == "previous" else []):
             family = get_family(entry.family)
             settings = (config.generator if family.config is type(config.generator) and not entry.settings
                         else entry.generator_config(config.generator, f"{at}generators[{i}]"))
@@ -149,18 +157,16 @@ def check_warm_start(config) -> None:
             if why:
                 where = "the generator" if config.loop.generators is None and lc.generators is None \
                     else f"{at}generators[{i}] ({family.name})"
-                raise UserError(f"loop.init is previous, but {where} cannot warm-start: {why}; use loop.init: "
-                                "scratch")
+                raise UserError(f"{at}init is previous, but {where} cannot warm-start: {why}; use init: scratch")
 
 
 def check_sampled_labels(config) -> None:
     """loop.labels sampled needs class-conditional generators: an unconditional one's
     labels carry no information to drift."""
-    if config.loop.labels != "sampled":
-        return
-    for _, lc in config.loop.cells():
-        for entry in lc.families():
+    for v, (_, lc) in enumerate(config.loop.cells()):
+        at = f"loop.variants[{v}]." if config.loop.variants is not None else "loop."
+        for entry in lc.families() if lc.labels == "sampled" else []:
             if (entry.settings or {}).get("conditional", config.generator.conditional) is False:
-                raise UserError("loop.labels is sampled, but the generator is unconditional (conditional: false): "
-                                "its samples' labels carry no information to drift; use loop.labels: balanced")
+                raise UserError(f"{at}labels is sampled, but the generator is unconditional (conditional: false): "
+                                "its samples' labels carry no information to drift; use labels: balanced")
 

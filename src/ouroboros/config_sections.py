@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Optional
 
 from ouroboros.config_convert import MAX_CONVERT, from_dict
-from ouroboros.config_loop_extra import DataImbalance, LoopRetraining
+from ouroboros.config_loop_extra import DataImbalance, LoopRetraining, VariantRetraining
 from ouroboros.errors import UserError, check_float, check_int, check_list, check_text
 from ouroboros.generators.diffusion import DiffusionConfig, check_guidance
 from ouroboros.studies.curation import CurationConfig
@@ -119,7 +119,7 @@ class FamilyEntry:
 
 
 @dataclass
-class LoopVariant:
+class LoopVariant(VariantRetraining):  # + init, warm_steps, labels (config_loop_extra)
     """One cell of a grid of loop variants: the LoopConfig keys it changes (None: the
     loop section's value) and its name in results.csv (default: made from the changes)."""
 

@@ -39,7 +39,9 @@ Each is a Monte Carlo estimate with `draws` draws per class (and as many from p0
 contours), from numpy Generators seeded by [seed, 0] (p0) and [seed, 1] (p): a fixed
 seed gives the same draws for every generation of a chain, so its curve is not noise
 between generations. ``tail_mass`` and ``core_mass`` are averaged over the classes, each
-counted once (the loop samples classes in balance). The exact log-likelihood of the real
+counted once (the loop samples classes in balance). A class the model lacks (absent from
+its training set, as ``loop.labels: sampled`` can leave one) has no mass anywhere: it is
+left out of those averages and its component weights are 0. The exact log-likelihood of the real
 test split is the loop's ``test_loss`` (`ouroboros.generators.gaussian.heldout_nll`,
 negative, per dimension); it is not repeated here.
 """
@@ -110,6 +112,9 @@ def mixture_tails(real, model, temperature: float = 1.0, draws: int = DRAWS, see
     tails, cores, out = [], [], {}
     for c, name in enumerate(real.class_names):
         p0 = real.means[c], real.covariances[c], real.weights[c]
+        if model.weights[c].sum() <= 0:  # the model lacks the class: no mass near any component
+            out.update({f"component_weight/{name}/{k}": 0.0 for k in range(len(p0[2])) if len(p0[2]) > 1})
+            continue
         x0 = sample_mixture(*p0, draws, rng_real)
         x = sample_mixture(model.means[c], model.covariances[c], model.weights[c], draws, rng_model, temperature)
         logp = _component_logp(x, *p0)  # K x draws
