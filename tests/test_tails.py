@@ -160,3 +160,28 @@ def test_every_generation_reports_its_tails_and_the_reference_its_unreached_shar
     for family in ("gaussian", "gmm"):  # generation 0's model is the real fitted density
         assert got[("guidance=0", "0", family, "tail_mass")] == pytest.approx(0.01, abs=0.003)
         assert got[("guidance=0", "0", family, "core_mass")] == pytest.approx(0.01, abs=0.003)
+
+
+def test_each_generations_density_tails_measure_its_model_at_its_bias_against_generation_0s(digits):
+    """Planned, not run: a cold gmm (temperature 0.5) and a diffusion family share the pool."""
+    from ouroboros.config import load_config
+    from ouroboros.studies import loop
+
+    pool = ("loop.generators=[{family: diffusion, share: 0.5}, {family: gmm, share: 0.5, bias: 0.5, "
+            "settings: {space: pca, components: 4}}]")
+    config = load_config(None, ["loop.generations=3", "loop.guidance=[1]", "loop.seeds=[0]",
+                                "loop.samples_per_generation=40", pool], base={"name": "t"})
+    plan = loop.plan(config, None, digits)
+    ((key, tails),) = plan.tails.items()
+    parts, (inst,) = plan.families[key], plan.instruments.values()
+    for g, (stages, fams) in enumerate(zip(tails, parts)):
+        assert set(stages) == {"", "diffusion", "gmm"}
+        assert stages[""].deps["images"] is plan.chains[key][g][1]  # the pooled output
+        assert "density" not in stages[""].params and "density" not in stages["diffusion"].params
+        gmm = stages["gmm"]
+        assert gmm.deps["images"] is fams["gmm"][1] and gmm.deps["model"] is fams["gmm"][0]
+        assert gmm.deps["real_model"] is parts[0]["gmm"][0]  # generation 0's model: the real fitted density
+        assert gmm.params["density"]["temperature"] == 0.5
+        for st in stages.values():
+            assert st.deps["real"] is inst.test_stage and st.deps["classifier"] is inst.classifier
+    assert inst.yardstick_tails.deps["images"] is inst.train_stage  # the reference rows' unreached share

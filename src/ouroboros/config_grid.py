@@ -150,7 +150,7 @@ def grid_columns(loop) -> dict[str, dict[str, object]]:
     own): column -> {variant name: value} (a curated variant's control: the variant's
     value); {} without a grid."""
     points = settings(loop)
-    if loop.variants is not None:
+    if points:
         points.update({control: points[curated] for control, curated in loop.controls().items()})
     out: dict[str, dict[str, object]] = {}
     for name, point in points.items():
