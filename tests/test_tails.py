@@ -45,6 +45,15 @@ def test_a_real_row_exactly_at_the_threshold_is_reached():
     assert tail_unreached(real, real) == 0.0  # every real row has itself among the fakes
 
 
+def test_the_threshold_is_one_of_the_real_distances_not_an_interpolation():
+    """1-D reals with gaps 1, 2, ..., 19: the leave-one-out distances are 1, 1, 2, ..., 19;
+    their 95th percentile (inverted_cdf) is 18, where interpolating would give 18.05. A
+    fake 18.03 left of the first real reaches none of them."""
+    real = np.cumsum(np.arange(20.0))[:, None]
+    assert tail_unreached(real, np.array([[-18.03]])) == 1.0
+    assert tail_unreached(real, np.array([[-17.99]])) == 19 / 20
+
+
 def test_a_generator_of_the_real_distribution_leaves_about_five_percent_unreached():
     """|G| = |R| - 1 draws of the real distribution: d_G(r) is distributed as d_R(r)."""
     rng = np.random.default_rng(1)
