@@ -49,6 +49,8 @@ def test_guidance_in_a_grid_is_the_chain_axis_and_every_crossed_key_a_column():
     # a crossed key is a column even when it takes one value (scenario has its own)
     assert grid_columns(single.loop) == {"real_fraction": {"real_fraction=0.1, scenario=mix": 0.1}}
     assert "real_fraction" in param_columns(single, False)
+    fixed = load_config(None, ["loop.grid={real_fraction: [0.1], window: [1, 2]}"], base={"name": "g"})
+    assert {"real_fraction", "window"} <= set(param_columns(fixed, False))  # one value in every variant, still a column
     only = load_config(None, ["loop.grid={guidance: [0, 1]}"], base={"name": "g"})
     assert only.loop.variants is None and only.loop.guidance == [0.0, 1.0]  # guidance alone makes no variants
 
