@@ -49,8 +49,22 @@ def test_guidance_in_a_grid_is_the_chain_axis_and_every_crossed_key_a_column():
     # a crossed key is a column even when it takes one value (scenario has its own)
     assert grid_columns(single.loop) == {"real_fraction": {"real_fraction=0.1, scenario=mix": 0.1}}
     assert "real_fraction" in param_columns(single, False)
+    fixed = load_config(None, ["loop.grid={real_fraction: [0.1], window: [1, 2]}"], base={"name": "g"})
+    assert {"real_fraction", "window"} <= set(param_columns(fixed, False))  # one value in every variant, still a column
     only = load_config(None, ["loop.grid={guidance: [0, 1]}"], base={"name": "g"})
     assert only.loop.variants is None and only.loop.guidance == [0.0, 1.0]  # guidance alone makes no variants
+
+
+def test_a_curated_grids_controls_carry_their_variants_values():
+    config = load_config(None, ["loop.scenario=mix", "loop.curation={kind: watermark, recall: 0.5}",
+                                "loop.grid={real_fraction: [0.2, 0.8]}"], base={"name": "g"})
+    assert grid_columns(config.loop) == {"real_fraction": {
+        "real_fraction=0.2": 0.2, "real_fraction=0.8": 0.8,
+        "real_fraction=0.2 control": 0.2, "real_fraction=0.8 control": 0.8}}
+    columns = param_columns(config, False)
+    assert columns[columns.index("variant") + 1] == "real_fraction" and columns[-1] == "control_of"
+    plain = load_config(None, ["loop.variants=[{scenario: mix, curation: {kind: watermark}}]"], base={"name": "g"})
+    assert grid_columns(plain.loop) == {}  # variants written out, no grid
 
 
 def test_a_run_folders_config_keeps_the_grid_and_reads_back_to_the_same_variants(tmp_path):

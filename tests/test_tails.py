@@ -45,6 +45,15 @@ def test_a_real_row_exactly_at_the_threshold_is_reached():
     assert tail_unreached(real, real) == 0.0  # every real row has itself among the fakes
 
 
+def test_the_threshold_is_one_of_the_real_distances_not_an_interpolation():
+    """1-D reals with gaps 1, 2, ..., 19: the leave-one-out distances are 1, 1, 2, ..., 19;
+    their 95th percentile (inverted_cdf) is 18, where interpolating would give 18.05. A
+    fake 18.03 left of the first real reaches none of them."""
+    real = np.cumsum(np.arange(20.0))[:, None]
+    assert tail_unreached(real, np.array([[-18.03]])) == 1.0
+    assert tail_unreached(real, np.array([[-17.99]])) == 19 / 20
+
+
 def test_a_generator_of_the_real_distribution_leaves_about_five_percent_unreached():
     """|G| = |R| - 1 draws of the real distribution: d_G(r) is distributed as d_R(r)."""
     rng = np.random.default_rng(1)
@@ -165,3 +174,28 @@ def test_every_generation_reports_its_tails_and_the_reference_its_unreached_shar
 def test_tails_are_off_unless_asked_for(tmp_path):
     rows = _rows(tmp_path, "evaluate.tails=false")
     assert not {r["metric"] for r in rows} & {"tail_unreached", "tail_mass", "core_mass"}
+
+
+def test_each_generations_density_tails_measure_its_model_at_its_bias_against_generation_0s(digits):
+    """Planned, not run: a cold gmm (temperature 0.5) and a diffusion family share the pool."""
+    from ouroboros.config import load_config
+    from ouroboros.studies import loop
+
+    pool = ("loop.generators=[{family: diffusion, share: 0.5}, {family: gmm, share: 0.5, bias: 0.5, "
+            "settings: {space: pca, components: 4}}]")
+    config = load_config(None, ["loop.generations=3", "loop.guidance=[1]", "loop.seeds=[0]",
+                                "loop.samples_per_generation=40", pool], base={"name": "t"})
+    plan = loop.plan(config, None, digits)
+    ((key, tails),) = plan.tails.items()
+    parts, (inst,) = plan.families[key], plan.instruments.values()
+    for g, (stages, fams) in enumerate(zip(tails, parts)):
+        assert set(stages) == {"", "diffusion", "gmm"}
+        assert stages[""].deps["images"] is plan.chains[key][g][1]  # the pooled output
+        assert "density" not in stages[""].params and "density" not in stages["diffusion"].params
+        gmm = stages["gmm"]
+        assert gmm.deps["images"] is fams["gmm"][1] and gmm.deps["model"] is fams["gmm"][0]
+        assert gmm.deps["real_model"] is parts[0]["gmm"][0]  # generation 0's model: the real fitted density
+        assert gmm.params["density"]["temperature"] == 0.5
+        for st in stages.values():
+            assert st.deps["real"] is inst.test_stage and st.deps["classifier"] is inst.classifier
+    assert inst.yardstick_tails.deps["images"] is inst.train_stage  # the reference rows' unreached share

@@ -56,7 +56,8 @@ def _types() -> dict:
     return {**typing.get_type_hints(LoopVariant), GUIDANCE: float, BIAS: float}
 
 
-def _text(value) -> str:
+def value_text(value) -> str:
+    """A grid value as names, panels and ticks print it: 0.2, 1, mix."""
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
@@ -85,7 +86,7 @@ def parse(grid, where: str = "loop.grid") -> dict[str, list]:
                 _guidance(f"{where}.{key}[{i}]", w)
         if None in converted:
             raise UserError(f"{where}.{key} holds null; list values only")
-        texts = [_text(v) for v in converted]
+        texts = [value_text(v) for v in converted]
         if len(set(texts)) < len(texts):
             twice = next(t for t in texts if texts.count(t) > 1)
             raise UserError(f"{where}.{key} has the value {twice} twice (variant names print it so); list each once")
@@ -94,7 +95,7 @@ def parse(grid, where: str = "loop.grid") -> dict[str, list]:
 
 
 def _name(point: dict) -> str:
-    return ", ".join(f"{k}={_text(v)}" for k, v in point.items())
+    return ", ".join(f"{k}={value_text(v)}" for k, v in point.items())
 
 
 def settings(loop) -> dict[str, dict]:
@@ -151,7 +152,7 @@ def grid_columns(loop) -> dict[str, dict[str, object]]:
     own): column -> {variant name: value} (a curated variant's control: the variant's
     value); {} without a grid."""
     points = settings(loop)
-    if loop.variants is not None:
+    if points:
         points.update({control: points[curated] for control, curated in loop.controls().items()
                        if curated in points})  # variants named outside a grid have no crossed settings
     out: dict[str, dict[str, object]] = {}

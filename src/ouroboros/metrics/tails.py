@@ -14,8 +14,8 @@ row repeated is its own neighbour at distance 0). For a generated set drawn from
 real distribution with |R| - 1 rows, d_G(r) and d_R(r) have one distribution, so the
 share is 5% in expectation; more generated rows bring them nearer (below 5%), and a
 generator that lost its tails leaves the real rows there unreached (towards 100% for
-one that makes a single point). The loop's ``reference`` rows score the real training
-split the same way: the value of a generator that reproduced its training set.
+one that makes a single point). The loop's ``reference`` rows score its other real split
+the same way (the training split, by default): the value of a generator that reproduced it.
 
 **The analytic families, on densities** (`mixture_tails`). A model per class c that is a
 Gaussian mixture with an exact density: p0 = generation 0's model (fitted on the real

@@ -13,7 +13,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from ouroboros.config_grid import GUIDANCE, parse, settings
+from ouroboros.config_grid import GUIDANCE, parse, settings, value_text
 from ouroboros.crosschecks import cell_label
 from ouroboros.report.page import Plot, Section, Text
 
@@ -57,12 +57,8 @@ def panels(rows: list[dict], loop, metric: str) -> list[tuple[str, np.ndarray]]:
         for cell, point in where.items():
             if point[2:] == others and cell in means:
                 grid[ys.index(point[0]), xs.index(point[1])] = means[cell]
-        out.append((", ".join(f"{key}={_text(v)}" for (key, _), v in zip(rest, others)), grid))
+        out.append((", ".join(f"{key}={value_text(v)}" for (key, _), v in zip(rest, others)), grid))
     return out
-
-
-def _text(value) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def section(run, prefix: str = "heatmap") -> Section | None:
@@ -84,6 +80,7 @@ def section(run, prefix: str = "heatmap") -> Section | None:
         label = LABELS.get(metric, metric)
         items.append(Plot(f"{prefix}-{metric}", f"{label} at the last generation over {y} and {x}",
                           lambda path, m=metric, lab=label: plot_heatmaps(
-                              panels(run.rows, config.loop, m), [_text(v) for v in ys], [_text(v) for v in xs], y, x,
-                              lab, path, title=f"{m} at the last generation"), wide=True))
+                              panels(run.rows, config.loop, m), [value_text(v) for v in ys],
+                              [value_text(v) for v in xs], y, x, lab, path, title=f"{m} at the last generation"),
+                          wide=True))
     return Section("plots", f"Grid: {run.label}", items)
