@@ -288,3 +288,24 @@ def test_every_report_table_names_each_column(tmp_path):
     assert len(tables) >= 4  # comparisons, resolvable differences, values first and last, values over generations
     for t in tables:
         assert all(h.strip() for h in t.header) and all(len(r) == len(t.header) for r in t.rows), t.header
+
+
+def test_per_class_table_is_each_class_at_first_and_last_generation_with_its_t_interval():
+    """The findings' per-class accuracy (Fig. 2c): one row per class, the first and last
+    generation of each condition, mean over seeds with the Student-t interval; the family
+    rows and the real-data yardstick stay out."""
+    from ouroboros.studies.loop_report import class_table
+
+    rows = []
+    for seed, (a0, a2) in enumerate([(0.9, 0.2), (0.8, 0.4), (0.7, 0.3)]):
+        for gen, value in [(0, a0), (1, 0.5), (2, a2)]:
+            rows.append({"cell": "guidance=1", "seed": seed, "generation": gen, "metric": "accuracy/7", "value": value})
+        rows.append({"cell": "reference", "seed": seed, "generation": 0, "metric": "accuracy/7", "value": 0.0})
+        rows.append({"cell": "guidance=1", "seed": seed, "generation": 2, "metric": "accuracy/7", "value": 0.0,
+                     "family": "gaussian"})
+    table = class_table(rows)
+    assert table.header == ["class", "guidance=1, generation 0", "guidance=1, generation 2"]
+    half = sps.t.ppf(0.975, 2) * 0.1 / math.sqrt(3)  # sd of (0.9, 0.8, 0.7) and of (0.2, 0.4, 0.3) is 0.1
+    assert table.rows == [["7", f"0.800 [{0.8 - half:.3f}, 1.000]",  # clipped to the accuracy range
+                           f"0.300 [{max(0.0, 0.3 - half):.3f}, {0.3 + half:.3f}]"]]
+    assert class_table([r for r in rows if r["metric"] != "accuracy/7"]) is None

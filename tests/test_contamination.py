@@ -45,14 +45,23 @@ def tiny_run(tmp_path_factory):
 def test_contamination_digits_end_to_end(tiny_run):
     tmp_path, _, rows = tiny_run
     tables = (tmp_path / "tables.md").read_text()
-    for title in ("Table 1", "Table 3", "Table 4", "Table 5", "Table 6", "Table 7", "Table 8", "Table 11",
-                  "Detection", "Which of the paper's directions hold"):
+    for title in ("Table 1", "Table 3", "Table 4", "Table 5", "Table 6", "Table 7", "Table 8", "Table 10", "Table 11",
+                  "Detection", "Which of the paper's directions hold", "Generated or different?"):
         assert title in tables
     assert "| - |" not in tables.split("## Table 7")[0]  # every cell of the ratio tables is filled
-    assert list(rows[0])[-5:] == ["table", "source", "ratio", "arch", "test"]
+    assert "| - |" not in tables.split("## Table 10")[1].split("## Table 4")[0]  # nor Table 10's
+    assert list(rows[0])[-6:] == ["table", "source", "ratio", "arch", "test", "control"]
     assert {r["test"] for r in rows if r["table"] in ("1", "5", "7", "8") and r["arch"]} == {"clean", "noise",
                                                                                               "rotation"}
-    assert {r["table"] for r in rows} == {"1", "3", "4", "5", "7", "8", "11", "detection"}
+    assert {r["table"] for r in rows} == {"1", "3", "4", "5", "7", "8", "10", "11", "detection"}
+    # which real control each row's training set holds: both controls, in Tables 1, 3, 4 and 7
+    controls = {(r["table"], r["source"], r["control"]) for r in rows if r["control"] and r["table"] != "detection"}
+    assert controls == {(t, s, c) for t in ("1", "3", "4") for s, c in (("real control", "same-source"),
+                                                                         ("other-source control", "other-source"))} | {
+        ("7", "+ real", "same-source"), ("7", "+ other-source real", "other-source")}
+    assert {r["control"] for r in rows if r["table"] == "detection"} == {"same-source"}  # its held-out real images
+    assert {r["metric"] for r in rows if r["table"] == "10"} == {"fid", "precision", "recall", "images",
+                                                                 "unique_images"}
     assert {r["seed"] for r in rows} == {"0", "1"}  # every table is repeated over the seeds
     detect = [float(r["value"]) for r in rows if r["table"] == "detection"]
     assert len(detect) == 2 * 4 and all(0.0 <= v <= 1.0 for v in detect)
@@ -146,7 +155,8 @@ def test_no_model_trains_on_the_test_split(tiny_run):
 def test_unique_images_are_counted_and_a_short_control_is_named(tmp_path):
     proc = run_cli("run", str(REPO / "configs" / "contamination-digits.yaml"), "--out", tmp_path, "--quiet",
                    *_sets(["contamination.split_control=0.1", "contamination.ratios=[0.0,1.0]",
-                           "contamination.append_ratios=[]", "contamination.shifts=[]", "classifier.epochs=1"]))
+                           "contamination.append_ratios=[]", "contamination.shifts=[]", "classifier.epochs=1",
+                           "contamination.controls=[same-source]"]))
     assert proc.returncode == 0, proc.stderr
     table1 = (tmp_path / "tables.md").read_text().split("## Table 5")[0]
     control_row = next(line for line in table1.splitlines() if line.startswith("| unique | real control"))
@@ -174,7 +184,7 @@ def test_imagefolder_with_an_external_generated_folder(tmp_path):
     out = tmp_path / "run"
     proc = run_cli("run", str(REPO / "configs" / "contamination-digits.yaml"), "--out", out, "--quiet",
                    *_sets([f"data.train=imagefolder:{real}", f"contamination.generated=imagefolder:{gen}",
-                           "contamination.class_groups=null"]))
+                           "contamination.class_groups=null", "contamination.controls=[same-source]"]))
     assert proc.returncode == 0, proc.stderr
     full = [ImageSet.load(p) for p in (out / "cache" / "mix").glob("*.npz")]
     sources = set().union(*(set(m.source) for m in full))
@@ -265,7 +275,8 @@ def test_contamination_report_page(tiny_run):
     assert "clean baseline (0%)" in (tmp_path / "plots" / "accuracy_by_share_cnn.svg").read_text()
     assert "<h4>Table 1: replacing real training data</h4>" in page  # tables.md, as HTML tables
     assert "<h4>Which of the paper&#x27;s directions hold here</h4>" in page
-    assert page.count("data:image/png") == 2 + 2 + 3  # 2 share plots, spectra and confusion, 3 grids
+    assert page.count("data:image/png") == 2 + 2 + 4  # 2 share plots, spectra and confusion, 4 grids
+    assert (tmp_path / "samples" / "control-other-source.png").is_file()
 
 
 def test_table3_can_fit_an_unconditional_generator_as_the_papers_iddpm(tiny_run, tmp_path):
@@ -287,7 +298,7 @@ def test_table3_can_fit_an_unconditional_generator_as_the_papers_iddpm(tiny_run,
     assert config.contamination.table3_conditional is False
     before = {k: st.key for k, st in _plan(src, src_config).analysis.items() if k[0] == "3"}
     after = {k: st for k, st in _plan(out, config).analysis.items() if k[0] == "3"}
-    assert set(after) == {k for k in before if k[3] == 0} and len(after) == 2 * 3  # sources x ratios
+    assert set(after) == {k for k in before if k[3] == 0} and len(after) == 3 * 3  # sources x ratios
     for key, score in after.items():
         sample = score.deps["images"]
         fit = sample.deps["model"]

@@ -259,11 +259,11 @@ def test_n_defaults_to_the_real_split_and_under_fresh_to_the_largest_its_reservo
     assert plan.chains[("replace", 0.5, 0)][0][1].params["n"] == 100
     # fresh, G = 3, rho = 0.2, |R| = 100: 72 + 2 x round(14.4) = 100, 73 + 2 x 15 = 103
     assert plan.chains[("fresh rho=0.2", 0.5, 0)][0][1].params["n"] == 72
-    for n_real, g, rho in [(1258, 9, 0.2), (100, 3, 0.2), (50, 5, 0.5), (7, 2, 1.0), (1000, 1, 0.3)]:
+    for n_real, g, rho in [(1258, 9, 0.2), (1258, 6, 0.2), (100, 3, 0.2), (50, 5, 0.5), (7, 2, 1.0), (1000, 1, 0.3)]:
         n = scenarios.fresh_size(n_real, g, rho)
         assert scenarios.reals_needed("fresh", n, g, rho) <= n_real
         assert all(scenarios.reals_needed("fresh", m, g, rho) > n_real for m in range(n + 1, n_real + 1))
-    assert scenarios.fresh_size(1258, 9, 0.2) == 482  # the scenario grid's, as its comment says
+    assert scenarios.fresh_size(1258, 6, 0.2) == 628  # the scenario grid's, as its comment says
 
 
 def test_the_scenario_grid_uses_n_equal_to_the_real_split_and_controls():
@@ -272,4 +272,4 @@ def test_the_scenario_grid_uses_n_equal_to_the_real_split_and_controls():
     config = load_config("scenarios-digits")
     assert all(lc.samples_per_generation is None for _, lc in config.loop.cells())
     assert len(config.loop.controls()) == sum(lc.curation.kind != "none" for _, lc in config.loop.cells())
-    assert "N = 482" in shipped_configs()["scenarios-digits"][0].read_text()
+    assert "N = 628" in shipped_configs()["scenarios-digits"][0].read_text()

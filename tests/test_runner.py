@@ -23,14 +23,15 @@ def _tiny_config(*extra):
 
 def test_tiny_loop_writes_the_run_folder(tmp_path):
     log = tmp_path.parent / f"{tmp_path.name}-events.jsonl"
-    proc = run_cli("demo", "--out", tmp_path, "--log-json", log, *sum((["--set", s] for s in TINY), []))
+    proc = run_cli("demo", "--out", tmp_path, "--log-json", log, *sum((["--set", s] for s in TINY), []),
+                   "--set", "evaluate.tails=true")
     assert proc.returncode == 0, proc.stderr
     assert "stages" in proc.stderr  # progress was shown
     events = [json.loads(line) for line in log.read_text().splitlines()]
     finished = [e for e in events if e["event"] == "finished"]
     started = [e for e in events if e["event"] == "started"]
     assert finished and sorted(e["key"] for e in started) == sorted(e["key"] for e in finished)
-    assert {e["kind"] for e in finished} == {"classifier", "evaluate", "fit", "heldout", "sample"}
+    assert {e["kind"] for e in finished} == {"classifier", "evaluate", "fit", "heldout", "sample", "tails"}
     total = len(finished) + sum(e["event"] == "cached" for e in events)
     assert f"[{total}/{total}] " in proc.stderr  # one line per finished stage, numbered
     with open(tmp_path / "results.csv") as f:
@@ -42,9 +43,10 @@ def test_tiny_loop_writes_the_run_folder(tmp_path):
     # the real yardstick per seed (the instruments are redrawn per seed)
     assert {r["seed"] for r in rows if r["cell"] == "reference"} == {"0", "1"}
     # 2 guidance x 2 seeds x 2 generations x (accuracy, cross-entropy, 10 per-class accuracies,
-    # FID, precision, recall, density, coverage, test_loss), plus the training set's make-up:
-    # train_size and train_real_share, and for generation 1 (scenario replace) train_share_gen0
-    assert len(loop_rows) == 2 * 2 * (18 + 2 + 18 + 3)
+    # FID, precision, recall, density, coverage, test_loss, tail_unreached), plus the training set's
+    # make-up: train_size and train_real_share, and for generation 1 (scenario replace) train_share_gen0,
+    # and its class shares: 10 class_share/<c> and class_entropy
+    assert len(loop_rows) == 2 * 2 * ((19 + 2 + 11) + (19 + 3 + 11))
     assert {r["scenario"] for r in loop_rows} == {"replace"}
     assert {r["curation"] for r in loop_rows} == {"none"}
     assert {r["metric"] for r in loop_rows} >= {"accuracy", "cross_entropy", "accuracy/7", "fid", "precision",
@@ -53,7 +55,7 @@ def test_tiny_loop_writes_the_run_folder(tmp_path):
     assert {r["generation"] for r in loop_rows} == {"0", "1"}
     for r in rows:
         value = float(r["value"])
-        unbounded = ("cross_entropy", "fid", "density", "train_size", "test_loss")
+        unbounded = ("cross_entropy", "fid", "density", "train_size", "test_loss", "class_entropy")
         assert value >= 0.0 and (value <= 1.0 or r["metric"] in unbounded), r  # and not NaN
     # Each generation's 200 samples are balanced (20 per class), so its accuracy is exactly the
     # mean of its per-class accuracies.
@@ -99,7 +101,7 @@ def test_second_run_skips_every_stage(tmp_path):
     first = Runner(tmp_path, workers=1, progress=False)
     execute(config, tmp_path, progress=False, runner=first)
     kinds = sorted({k for k, _, _ in first.timings})
-    assert kinds == ["classifier", "evaluate", "fit", "heldout", "sample"]
+    assert kinds == ["classifier", "evaluate", "fit", "heldout", "sample"]  # evaluate.tails is off by default
     before = (tmp_path / "results.csv").read_bytes()
     second = Runner(tmp_path, workers=1, progress=False)
     execute(config, tmp_path, progress=False, runner=second)

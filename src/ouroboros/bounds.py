@@ -162,10 +162,12 @@ def check_loop_size(config, n_real: int, image_shape: tuple[int, int, int]) -> N
 
 def contamination_stages(c) -> tuple[int, list[str]]:
     """(stages, factors) of a contamination section, without any data."""
-    r, a, archs = len(c.ratios), len(c.append_ratios), len(c.archs)
-    mixtures = 3 * r + 3 + a  # generated, control, diverse per ratio; Table 7's three; Table 8's
+    r, a, archs, k = len(c.ratios), len(c.append_ratios), len(c.archs), len(c.controls)
+    mixtures = (2 + k) * r + 2 + k + a  # generated, diverse and each control per ratio; Table 7's; Table 8's
     pools = 0 if c.generated is not None else 3  # fit, simple and diverse samples
-    analysis = 10 * r + 2  # Table 4 x 3, Table 3 (fit, sample, score) x 2, SSL per ratio; detection x 2
+    # Table 4 per mixture, Table 3 (fit, sample, score) per generated and control mixture, SSL per ratio;
+    # Table 10 (the kept real set, fit, sample, score); detection x 2
+    analysis = (2 + k) * r + 3 * (1 + k) * r + r + 4 + 2
     per_seed = pools + mixtures + archs * (mixtures + 1) + analysis
     total = 6 + len(c.seeds) * per_seed  # data stages and the feature classifier
     factors = [f"contamination.seeds ({len(c.seeds)} values)",
@@ -184,7 +186,8 @@ def check_contamination_size(config, n_train: int, image_shape: tuple[int, int, 
         _refuse("of images held at once by one stage",
                 [f"2 x {n_train} training images", f"{shape} images", f"{BYTES_IN_MEMORY} bytes a value"],
                 _gib(memory), "limits.max_memory_gib", limits.max_memory_gib)
-    sets = 2 + 5 * len(c.ratios) + 3 + len(c.append_ratios)  # pools; mixtures and Table 3's samples; Tables 7, 8
+    k = len(c.controls)  # pools; mixtures and Table 3's samples; Tables 7, 8; Table 10's set and samples
+    sets = 2 + (3 + 2 * k) * len(c.ratios) + 2 + k + len(c.append_ratios) + 2
     disk = len(c.seeds) * sets * n_train * pixels
     if disk > limits.max_disk_gib * GIB:
         _refuse("of images written to the cache",

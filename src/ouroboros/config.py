@@ -46,6 +46,14 @@ class StudyConfig:
     limits: LimitsConfig = field(default_factory=LimitsConfig)  # whole-run bounds (ouroboros.bounds)
     compare: CompareConfig = field(default_factory=CompareConfig)  # how comparisons are decided (config_compare)
 
+    def __post_init__(self) -> None:
+        # loop.grid is shorthand for the variants it crosses into: expanded here, so that
+        # everything downstream reads loop.variants as if they were written out.
+        from ouroboros.config_grid import expand
+
+        if isinstance(self.loop, LoopConfig):  # else validate() names the wrong type
+            expand(self.loop)
+
     def validate(self) -> None:
         # Types first (a config built in Python skips from_dict's conversion), then each
         # section's ranges, then the checks that span sections.
@@ -71,6 +79,8 @@ class StudyConfig:
 
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)
+        if self.loop.grid is not None:  # the grid, not its expansion (read back, it expands again)
+            data["loop"]["variants"] = None
         data.update({name: dataclasses.asdict(value) for name, value in self.sections.items()})
         return data
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Optional
 
 from ouroboros.config_convert import MAX_CONVERT, from_dict
+from ouroboros.config_loop_extra import DataImbalance, LoopRetraining
 from ouroboros.errors import UserError, check_float, check_int, check_list, check_text
 from ouroboros.generators.diffusion import DiffusionConfig, check_guidance
 from ouroboros.studies.curation import CurationConfig
@@ -36,12 +37,8 @@ def _guidance(where: str, w) -> None:
     check_float(where, w, 0.0, MAX_GUIDANCE)
 
 
-def _dataset_spec(where: str, spec) -> None:
-    check_text(where, spec)
-
-
 @dataclass
-class DataConfig:
+class DataConfig(DataImbalance):  # + class_weights, long_tail (config_loop_extra)
     train: str = "digits"  # dataset spec (see ouroboros.data.loaders)
     test: Optional[str] = None  # None: split test_fraction of `train` off, per class
     test_fraction: float = 0.3
@@ -49,12 +46,13 @@ class DataConfig:
     image_size: Optional[int] = None  # an ImageFolder's images resized to this x this on load; None: as they are
 
     def validate(self, where: str = "data") -> None:
-        _dataset_spec(f"{where}.train", self.train)
+        check_text(f"{where}.train", self.train)
         if self.test is not None:
-            _dataset_spec(f"{where}.test", self.test)
+            check_text(f"{where}.test", self.test)
         if self.image_size is not None:
             check_int(f"{where}.image_size", self.image_size, 2, 1024)
         check_float(f"{where}.test_fraction", self.test_fraction, 0.0, 1.0, lo_open=True, hi_open=True)
+        self.validate_imbalance(where)
         check_int(f"{where}.split_seed", self.split_seed, 0, 2**32 - 1)  # numpy's seed range
 
 
@@ -162,10 +160,10 @@ def _plain(value) -> str:
 
 
 @dataclass
-class LoopConfig:
-    generations: int = 9
-    guidance: list[float] = field(default_factory=lambda: [1.0, 0.1, 0.0])
-    # Five seeds: with two (t = 12.7) the loop resolves no comparison after Holm's correction.
+class LoopConfig(LoopRetraining):  # + init, warm_steps, labels (config_loop_extra)
+    generations: int = 5  # the demo's (5 minutes on 2 cores); the paper's 9: loop.generations=9
+    guidance: list[float] = field(default_factory=lambda: [1.0, 0.0])  # the paper's: [1.0, 0.1, 0.0]
+    # Five seeds: with three (t = 28 at alpha / 40) recall's fall under w = 1 did not resolve after Holm.
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
     # How each generation's training set is drawn (ouroboros.studies.scenarios defines
     # each exactly): replace, accumulate, accumulate-subsample, mix, augment, fresh.
@@ -188,6 +186,9 @@ class LoopConfig:
     # A grid in one config: each variant is the loop above with some keys changed and
     # runs its own chains (every guidance x seed); null: the loop above alone.
     variants: Optional[list[LoopVariant]] = None
+    # Lists of settings crossed into those variants, e.g. {real_fraction: [0.2, 0.5], guidance: [0, 1]}
+    # (ouroboros.config_grid: keys, names, columns); instead of variants, not with them. null: none.
+    grid: Optional[dict] = None
     # With variants: each curated variant gets an unfiltered control, "<name> control", whose
     # training sets match its sets' sizes and real counts (ouroboros.studies.scenarios.matched).
     curation_controls: bool = True
@@ -204,7 +205,8 @@ class LoopConfig:
         control (`controls`: its settings with curation none); [("", self)] without variants."""
         if self.variants is None:
             return [("", self)]
-        cells = [(v.label(), dataclasses.replace(self, variants=None, **v.changes())) for v in self.variants]
+        cells = [(v.label(), dataclasses.replace(self, variants=None, grid=None, **v.changes()))
+                 for v in self.variants]
         by_name = dict(cells)
         return cells + [(control, dataclasses.replace(by_name[curated], curation=CurationConfig()))
                         for control, curated in self.controls().items()]
@@ -219,8 +221,11 @@ class LoopConfig:
         return {f"{name} control": name for name in curated}
 
     def validate(self, where: str = "loop") -> None:
+        from ouroboros.crosschecks import check_cells
+
         if not isinstance(self.curation_controls, bool):
             raise UserError(f"{where}.curation_controls must be true or false; got {self.curation_controls!r}")
+        self._validate_one(where)  # first: what a variant then gets wrong is its own (a grid's: loop.grid.<key>)
         if self.variants is not None:
             check_list(f"{where}.variants", self.variants, MAX_LIST)
             names = [name for name, _ in self.cells()]  # the variants', then their controls'
@@ -230,14 +235,14 @@ class LoopConfig:
                     clash = " (the name of another variant's control)" if name.endswith(" control") else ""
                     raise UserError(f"{where}.variants: two variants are named {name!r}{clash}; give each a "
                                     "distinct name")
-                cell.validate(f"{where}.variants[{i}]")
-        self._validate_one(where)
-        _check_cells(self, where)
+                cell.validate(f"{where}.grid" if self.grid is not None else f"{where}.variants[{i}]")
+        check_cells(self, where)  # each condition (variant x guidance) has its own label and sample folder
 
     def _validate_one(self, where: str) -> None:
         from ouroboros.studies.scenarios import SCENARIOS
 
         check_int(f"{where}.generations", self.generations, 1, 1000)
+        self.validate_retraining(where)
         if self.scenario not in SCENARIOS:  # a config built in Python skips the Literal check
             raise UserError(f"{where}.scenario: unknown scenario {self.scenario!r}; "
                             f"use one of {', '.join(SCENARIOS)}")
@@ -271,31 +276,23 @@ class LoopConfig:
             check_text(f"{where}.inception_weights", self.inception_weights)
 
 
-def _check_cells(loop: LoopConfig, where: str) -> None:
-    """Each condition (variant x guidance) has its own label and sample folder."""
-    from ouroboros.crosschecks import check_cells
-
-    check_cells(loop, where)
-
-
 @dataclass
 class ContaminationConfig:
     """The contamination study (Hataya et al. 2023) on disjoint real splits of data.train."""
 
-    # Disjoint real splits (fractions of data.train): the downstream training set, the
-    # generator's own training data (which also trains the feature network of Tables 3
-    # and 4), the real control source (at least as large as the training set, so that
-    # replacing 100% needs no repeats), and the test split (ignored when data.test is
-    # given; no model trains on it).
+    # Disjoint real splits (fractions of data.train): the downstream training set, the generator's own training data
+    # (which also trains the feature network of Tables 3 and 4), the same-source control (at least as large as the
+    # training set: 100% needs no repeats), and the test split (ignored when data.test is given; nothing trains on it).
     split_train: float = 0.3
     split_generator: float = 0.23
     split_control: float = 0.32
     split_test: float = 0.15
     generated: Optional[str] = None  # an external generated pool (dataset spec) instead of fitting one
-    # An ImageFolder pool of other size or colour (e.g. 512 px RGB from `ouroboros generate
-    # text2image`) is resized to the training images' size and converted to their channels.
-    resize_generated: bool = False
-    control: Optional[str] = None  # an external real control source instead of the control split
+    resize_generated: bool = False  # resize an ImageFolder pool (e.g. 512 px RGB) to the training images' size/colour
+    # Real controls, each replacing the same shares as the generated images (ouroboros.data.controls): same-source,
+    # the control split; other-source, `control` (null: digits' is mnist5k, mnist5k's digits, resized).
+    controls: list[str] = field(default_factory=lambda: ["same-source"])
+    control: Optional[str] = None
     ratios: list[float] = field(default_factory=lambda: [0.0, 0.2, 0.4, 0.8, 1.0])
     archs: list[str] = field(default_factory=lambda: ["cnn", "resnet"])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])  # each redraws every random choice
@@ -304,19 +301,18 @@ class ContaminationConfig:
     diverse_sample_steps: list[int] = field(default_factory=lambda: [10, 25, 50])  # drawn per image
     small_fraction: float = 0.05  # Table 7: this much real, alone or filled up
     append_ratios: list[float] = field(default_factory=lambda: [0.2, 0.4, 0.8])  # Table 8
-    # Table 8's "appending generated data does not raise accuracy" is decided by TOST: it holds
-    # when the paired accuracy difference is shown to lie within +-this margin (a fraction:
-    # 0.01 is one percentage point), or to be negative, each after Holm's correction.
+    # Table 8's "appending generated data does not raise accuracy" is decided by TOST: it holds when the paired
+    # accuracy difference is shown within +-this margin (0.01: one point), or negative, each after Holm's correction.
     equivalence_margin: float = 0.01
-    # Table 3's generator, fitted on each mixture: true, the pool's (class-conditional at
-    # `guidance`); false, the same model class-unconditional, as the paper's IDDPM is.
+    # Table 3's (and 10's) generator, fitted on each mixture: true, the pool's (class-conditional at `guidance`);
+    # false, the same model class-unconditional, as the paper's IDDPM is.
     table3_conditional: bool = True
     shifts: list[str] = field(default_factory=lambda: ["noise", "blur", "rotation", "elastic", "contrast"])
-    # Confusion matrices (Fig. 3) grouped into superclasses, e.g. [["0", "6"], ["1", "7"]];
-    # None: one row per class.
+    # Confusion matrices (Fig. 3) grouped into superclasses, e.g. [["0", "6"], ["1", "7"]]; None: one row per class.
     class_groups: Optional[list[list[str]]] = None
 
     def validate(self, where: str = "contamination") -> None:
+        from ouroboros.data.controls import check_controls
         from ouroboros.data.mixtures import check_ratio
         from ouroboros.data.shifts import SHIFTS
         from ouroboros.features.classifier import ARCHS
@@ -328,7 +324,8 @@ class ContaminationConfig:
                             "split_control + split_test)")
         for name in ("generated", "control"):
             if getattr(self, name) is not None:
-                _dataset_spec(f"{where}.{name}", getattr(self, name))
+                check_text(f"{where}.{name}", getattr(self, name))
+        check_controls(where, self.controls, self.control)
         # Tables 1 and 5 need ratios; Table 8 (append_ratios) and Table 6 (shifts) may be empty.
         for name, nonempty in (("ratios", True), ("append_ratios", False)):
             values = check_list(f"{where}.{name}", getattr(self, name), MAX_LIST, nonempty=nonempty, distinct=True)
@@ -378,6 +375,7 @@ class EvaluateConfig:
     # per-seed: each seed redraws the split and the measuring classifier; fixed: one of each (`instruments` column).
     reference: Literal["test", "train"] = "test"
     instruments: Literal["per-seed", "fixed"] = "per-seed"
+    tails: bool = False  # a tails stage per generation (ouroboros.metrics.tails); off: the demo's and grid's budgets
 
     def validate(self, where: str = "evaluate") -> None:
         if self.reference not in ("test", "train"):  # a config built in Python skips the Literal check

@@ -23,7 +23,7 @@ def check_families(config) -> None:
     from ouroboros.generators.base import get_family
 
     for v, (_, lc) in enumerate(config.loop.cells()):
-        at = f"loop.variants[{v}]." if config.loop.variants is not None else "loop."
+        at = variant_at(config.loop, v)
         for i, entry in enumerate(lc.families()):
             family = get_family(entry.family)
             if family.config is not type(config.generator) or not entry.settings:
@@ -59,7 +59,7 @@ def check_sizes(config, n_real: int | None = None, n_test: int | None = None, cl
         if n is not None and n < need:
             raise UserError(f"{name} has {n} images, but {why}; use more data (or a larger data.test_fraction)")
     for v, (_, lc) in enumerate(config.loop.cells()):
-        at = f"loop.variants[{v}]." if config.loop.variants is not None else "loop."
+        at = variant_at(config.loop, v)
         if lc.samples_per_generation is None and n_real is None:
             continue
         n = samples_per_generation(lc, n_real, n_real)
@@ -82,6 +82,15 @@ def check_sizes(config, n_real: int | None = None, n_test: int | None = None, cl
                                 f"{n} images of each generation under scenario replace, too few to train the next "
                                 f"generation; lower {at}curation.recall, raise {at}samples_per_generation, or use a "
                                 "scenario that keeps real data (e.g. mix)")
+
+
+def variant_at(loop, i: int) -> str:
+    """Where a message about variant i's settings points: ``loop.grid.`` for a grid's
+    variant (it differs from the loop only by the grid's keys), ``loop.variants[i].``,
+    or ``loop.`` without variants."""
+    if loop.variants is None:
+        return "loop."
+    return "loop.grid." if loop.grid is not None else f"loop.variants[{i}]."
 
 
 def cell_label(variant: str, w: float) -> str:

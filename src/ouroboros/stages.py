@@ -41,11 +41,16 @@ def fit_stage(params: dict, deps: dict, out: Path) -> None:
     """Fit the generator family `params["family"]` (diffusion when absent, so plans made
     before families existed keep their keys) with settings `params["config"]`;
     `params["name"]` is the provenance name of the images it will make (default: the family's);
-    `deps["reference"]`, when present, the images a Gaussian family's PCA space is fitted on."""
+    `deps["reference"]`, when present, the images a Gaussian family's PCA space is fitted on;
+    `deps["init"]` (loop.init: previous), the previous generation's model to warm-start from
+    for `params["warm_steps"]` steps (null: the family's own number); `params["labels"]`
+    "sampled" lets classes be small or absent (loop.labels: sampled)."""
     family = get_family(params.get("family", "diffusion"), params.get("module"))
     reference = ImageSet.load(deps["reference"]) if "reference" in deps else None
+    init = load_fitted(deps["init"], params.get("module"))[1] if "init" in deps else None
     fitted = family.fit(ImageSet.load(deps["train"]), params["config"], seed=params["seed"], name=params.get("name"),
-                        reference=reference)
+                        reference=reference, init=init, steps=params.get("warm_steps"),
+                        small_classes=params.get("labels") == "sampled")
     fitted.save(out)
 
 
@@ -56,21 +61,29 @@ def sample_stage(params: dict, deps: dict, out: Path) -> None:
     `temperature` for the Gaussians; the family's neutral value when absent), plus any
     sampling settings the family has (diffusion: sampler, sample_steps, sample_batch_size).
     Labels cycle through the classes starting at class `params["first_label"]` (default 0),
-    so that families sharing one pool continue each other's cycle and the pool stays balanced."""
+    so that families sharing one pool continue each other's cycle and the pool stays balanced;
+    with `params["labels"]` "sampled" they are drawn (`params["label_seed"]`) from the class
+    proportions of the model's training set `deps["train"]` (generators.base.sampled_labels)."""
     import numpy as np
+
+    from ouroboros.generators.base import sampled_labels
 
     family, model = load_fitted(deps["model"], params.get("module"))
     if params.get("family", family.name) != family.name:
         raise UserError(f"sample stage expects a {params['family']} generator but {deps['model']} holds a "
                         f"{family.name} one")
-    known = {"n", "seed", "family", "code", "module", "first_label", family.bias, *family.sampling_params}
+    known = {"n", "seed", "family", "code", "module", "first_label", "labels", "label_seed", family.bias,
+             *family.sampling_params}
     unknown = sorted(set(params) - known)
     if unknown:
         raise UserError(f"the {family.name} generator does not take sampling parameter(s) {unknown}; "
                         f"it takes {sorted(known)} (its sampling-bias knob is {family.bias!r})")
     options = {kw: params[p] for p, kw in family.sampling_params.items() if p in params}
     options[family.bias] = params.get(family.bias, family.bias_default)
-    labels = (params.get("first_label", 0) + np.arange(params["n"])) % len(model.class_names)
+    if params.get("labels") == "sampled":
+        labels = sampled_labels(ImageSet.load(deps["train"]).class_counts(), params["n"], params["label_seed"])
+    else:
+        labels = (params.get("first_label", 0) + np.arange(params["n"])) % len(model.class_names)
     model.sample(params["n"], labels, seed=params["seed"], **options).save(out)
 
 
@@ -85,23 +98,47 @@ def evaluate_stage(params: dict, deps: dict, out: Path) -> None:
     classifier's penultimate features (``classifier``, the default) or Inception's
     (``inception``, from the weights file ``params["weights"]``)."""
     images = ImageSet.load(deps["images"])
-    real_set = ImageSet.load(deps["real"])
     metrics, fake = {}, None
     if params.get("metrics", "classifier+fid+prdc").startswith("classifier+"):
         logits, fake = Classifier.load(deps["classifier"]).logits_and_features(images)
         metrics = classification_metrics(logits, images.labels, images.class_names)
+    real, fake = _features(params, deps, images, fake)
+    metrics["fid"] = fid(real, fake)
+    metrics.update(prdc(real, fake, k=params["k"]))
+    write_json_atomic(out, metrics)
+
+
+def _features(params: dict, deps: dict, images: ImageSet, fake=None):
+    """(real, fake) feature rows of the real reference split (`deps["real"]`) and of
+    `images`: the classifier's penultimate features (`fake` when already computed), or
+    Inception's with ``params["features"]`` inception."""
+    real_set = ImageSet.load(deps["real"])
     if params.get("features", "classifier") == "inception":
         from ouroboros.features.inception import inception_features, load_inception
         from ouroboros.generators.base import resolve_device
 
         model = load_inception(params["weights"], resolve_device("auto"))
-        real, fake = inception_features(real_set.images, model), inception_features(images.images, model)
-    else:
-        classifier = Classifier.load(deps["classifier"])
-        fake = classifier.features(images) if fake is None else fake
-        real = classifier.features(real_set)
-    metrics["fid"] = fid(real, fake)
-    metrics.update(prdc(real, fake, k=params["k"]))
+        return inception_features(real_set.images, model), inception_features(images.images, model)
+    classifier = Classifier.load(deps["classifier"])
+    return classifier.features(real_set), classifier.features(images) if fake is None else fake
+
+
+@stage_kind("tails", ".json", version=1)
+def tails_stage(params: dict, deps: dict, out: Path) -> None:
+    """The tails of the real reference split that the images no longer reach
+    (`ouroboros.metrics.tails`): ``tail_unreached`` on the evaluate stage's features
+    (``params["features"]``, as there); with ``params["density"]`` ({temperature, draws,
+    seed}) also the model's (`deps["model"]`) density tails against the real fitted
+    density (`deps["real_model"]`, generation 0's): tail_mass, core_mass and each real
+    mixture component's weight."""
+    from ouroboros.metrics.tails import mixture_tails, tail_unreached
+
+    real, fake = _features(params, deps, ImageSet.load(deps["images"]))
+    metrics = {"tail_unreached": tail_unreached(real, fake)}
+    if "density" in params:
+        _, real_model = load_fitted(deps["real_model"], params.get("module"))
+        _, model = load_fitted(deps["model"], params.get("module"))
+        metrics.update(mixture_tails(real_model, model, **params["density"]))
     write_json_atomic(out, metrics)
 
 
@@ -137,14 +174,16 @@ def sample_diverse_stage(params: dict, deps: dict, out: Path) -> None:
 @stage_kind("mix", ".npz", version=1)
 def mix_stage(params: dict, deps: dict, out: Path) -> None:
     """A mixture (ouroboros.data.mixtures); mode `fill` tops `real` up to the class counts
-    of `target`."""
-    from ouroboros.data.mixtures import fill, mix
+    of `target`, mode `keep` is the real part alone of a `replace` mixture."""
+    from ouroboros.data.mixtures import fill, keep, mix
 
     real = ImageSet.load(deps["real"])
     other = ImageSet.load(deps["other"]) if "other" in deps else None
     if params["mode"] == "fill":
         mixed = fill(real, other, ImageSet.load(deps["target"]).class_counts(), seed=params["seed"],
                      allow_repeats=params["allow_repeats"])
+    elif params["mode"] == "keep":
+        mixed = keep(real, params["ratio"], seed=params["seed"])
     else:
         mixed = mix(params["mode"], real, other, params["ratio"], seed=params["seed"],
                     allow_repeats=params["allow_repeats"])
@@ -227,16 +266,19 @@ def assemble_stage(params: dict, deps: dict, out: Path) -> None:
     from the real split (`deps["real"]`) and the outputs O_k of earlier generations
     (`deps["out<k>"]`), each image keeping its provenance. With `deps["match"]` (a curated
     variant's training set of the same generation), its unfiltered control
-    (scenarios.matched): as many images, as many of them real."""
+    (scenarios.matched): as many images, as many of them real. With `params["labels"]`
+    "sampled" (loop.labels) draws from pools are uniform, not class by class, and a class
+    that curation empties has died out (no error)."""
     from ouroboros.studies.scenarios import assemble, matched
 
+    balanced = params.get("labels") != "sampled"
     outputs = {int(name[3:]): ImageSet.load(path) for name, path in deps.items() if name.startswith("out")}
     real = ImageSet.load(deps["real"])
     if "match" in deps:
         target = ImageSet.load(deps["match"])
         matched(params["scenario"], params["generation"], real, outputs, size=len(target),
                 n_real=int((target.generation == 0).sum()), n=params["n"], seed=params["seed"],
-                real_seed=params["real_seed"], rho=params.get("real_fraction", 0.5)).save(out)
+                real_seed=params["real_seed"], rho=params.get("real_fraction", 0.5), balanced=balanced).save(out)
         return
     real_keep = None
     if "curation" in deps:  # keep only what the curate stage left
@@ -253,8 +295,8 @@ def assemble_stage(params: dict, deps: dict, out: Path) -> None:
         outputs = {k: o.subset(np.setdiff1d(np.arange(len(o)), removed.get(f"out{k}", []))) for k, o in outputs.items()}
     train = assemble(params["scenario"], params["generation"], real, outputs, n=params["n"], seed=params["seed"],
                      real_seed=params["real_seed"], rho=params.get("real_fraction", 0.5),
-                     lam=params.get("synthetic_ratio", 1.0), real_keep=real_keep)
-    if real_keep is not None:
+                     lam=params.get("synthetic_ratio", 1.0), real_keep=real_keep, balanced=balanced)
+    if real_keep is not None and balanced:
         check_class_left(train, params["generation"], curated["curation"], curated["stats"])
     train.save(out)
 

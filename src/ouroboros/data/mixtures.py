@@ -10,6 +10,7 @@ the number taken is ``round(p n)``.
   replacement, or with replacement when ``allow_repeats`` (the control source may be
   short of a class): then every image of the class once, and the rest repeated.
 - `subsample`: keep ``round(p n)`` real images of each class, nothing else.
+- `keep`: the real images `replace` keeps at ratio p (``n - round(p n)`` of each class), nothing else.
 - `append`: all real images plus ``round(p n)`` images of each class from `other`.
 - `fill`: all real images plus, per class, as many from `other` as it takes to reach
   given class counts (a small real subset filled up to full size, Table 7).
@@ -81,15 +82,27 @@ def counts_for(real: ImageSet, ratio: float) -> np.ndarray:
     return np.array([int(round(ratio * n)) for n in real.class_counts()], dtype=np.int64)
 
 
+def _kept(real: ImageSet, ratio: float, seed: int) -> np.ndarray:
+    """Indices of the real images `replace` keeps at `ratio`, class by class."""
+    return np.concatenate([np.sort(_order(seed, 0, c, np.flatnonzero(real.labels == c))[k:])
+                           for c, k in enumerate(counts_for(real, ratio))])
+
+
 def replace(real: ImageSet, other: ImageSet, ratio: float, seed: int = 0, allow_repeats: bool = False) -> ImageSet:
     ratio = check_ratio(ratio)
     _check_compatible(real, other)
-    keep, add = [], []
-    for c, k in enumerate(counts_for(real, ratio)):
-        keep.append(np.sort(_order(seed, 0, c, np.flatnonzero(real.labels == c))[k:]))
-        add.append(_take(seed, c, np.flatnonzero(other.labels == c), k, allow_repeats,
-                         f"class {real.class_names[c]!r}"))
-    return ImageSet.concat([real.subset(np.concatenate(keep)), other.subset(np.concatenate(add))])
+    add = [_take(seed, c, np.flatnonzero(other.labels == c), k, allow_repeats, f"class {real.class_names[c]!r}")
+           for c, k in enumerate(counts_for(real, ratio))]
+    return ImageSet.concat([real.subset(_kept(real, ratio, seed)), other.subset(np.concatenate(add))])
+
+
+def keep(real: ImageSet, ratio: float, seed: int = 0) -> ImageSet:
+    """The real images `replace(real, other, ratio, seed)` keeps, alone and in the same order:
+    the (1 - ratio) real share of that mixture without what replaced the rest (Table 10)."""
+    index = _kept(real, check_ratio(ratio), seed)
+    if len(index) == 0:
+        raise UserError(f"ratio {ratio} keeps no images of {len(real)}; use a smaller ratio")
+    return real.subset(index)
 
 
 def subsample(real: ImageSet, ratio: float, seed: int = 0) -> ImageSet:

@@ -23,6 +23,17 @@ def balanced_labels(n: int, num_classes: int) -> np.ndarray:
     return np.arange(n, dtype=np.int64) % num_classes
 
 
+def sampled_labels(counts, n: int, seed: int) -> np.ndarray:
+    """n labels drawn from the class proportions counts / sum(counts) (loop.labels:
+    sampled): class counts ~ Multinomial(n, p), seeded, laid out class by class. A class
+    with count 0 is never drawn."""
+    counts = np.asarray(counts, dtype=np.float64)
+    if counts.sum() <= 0:
+        raise UserError("cannot draw labels from a training set without images")
+    drawn = np.random.default_rng(int(seed)).multinomial(n, counts / counts.sum())
+    return np.repeat(np.arange(len(counts), dtype=np.int64), drawn)
+
+
 def save_fitted(fitted, directory: str | Path, fmt: str, write_weights: Callable[[Path], None], **extra) -> Path:
     """Save a fitted generator as one folder, atomically: ``model.safetensors`` (written by
     `write_weights`) and ``generator.json`` with what every family records (format,
@@ -96,6 +107,11 @@ class GeneratorFamily:
     # split), deterministic: the same model and images give the same value. None: the
     # family has none, and the loop records no test_loss for it.
     heldout_loss: Callable[[Any, Any], float] | None = None
+    # warm_start(settings) -> None when a model with these settings (the family's config) can
+    # start from its predecessor's (loop.init: previous: its generator's fit takes `init`, the
+    # previous fitted model, and `steps`), else why not, for the error line. None: the family
+    # cannot warm-start.
+    warm_start: Callable[[Any], str | None] | None = None
 
     @functools.cached_property  # every fit and sample stage of a plan asks: read the source once
     def code(self) -> str:
@@ -122,14 +138,23 @@ class GeneratorFamily:
         config.validate()
         return config
 
-    def fit(self, train, settings: dict | None, seed: int, name: str | None = None, reference=None):
+    def fit(self, train, settings: dict | None, seed: int, name: str | None = None, reference=None, init=None,
+            steps: int | None = None, small_classes: bool = False):
         """Fit the family on an ImageSet; `name` is the provenance name (default: the family's);
         `reference`, for families that fit a feature space (the Gaussians' PCA), the images
-        to fit it on."""
+        to fit it on; `init`, the previous generation's fitted model to warm-start from
+        (`warm_start`), trained `steps` more steps (None: the family's own number);
+        `small_classes`, that classes may be small or absent (loop.labels: sampled), to a fit
+        that takes the keyword (the Gaussian families; diffusion needs no telling)."""
+        import inspect
+
         generator = self.generator(self.make_config(settings), name=name or self.name)
-        if reference is None:
-            return generator.fit(train, seed=seed)
-        return generator.fit(train, seed=seed, reference=reference)
+        options = {} if reference is None else {"reference": reference}
+        if init is not None:
+            options.update(init=init, steps=steps)
+        if small_classes and "small_classes" in inspect.signature(generator.fit).parameters:
+            options["small_classes"] = True
+        return generator.fit(train, seed=seed, **options)
 
 
 _FAMILIES: dict[str, GeneratorFamily] = {}

@@ -59,7 +59,7 @@ class DiffusionConfig:
     denoiser: Literal["mlp", "unet"] = "mlp"
     hidden: int = 128  # MLP width, or U-Net base channels
     depth: int = 2  # MLP residual blocks, or U-Net resolution levels
-    train_steps: int = 500  # the demo's: 5 seeds x 3 guidances x 9 generations fit 125 models
+    train_steps: int = 500  # the demo's: 45 fits (5 seeds x (1 + 2 x 4)); 300 steps draw worse digits
     batch_size: int = 128
     lr: float = 2e-3
     weight_decay: float = 0.0
@@ -69,7 +69,7 @@ class DiffusionConfig:
     label_dropout: float = 0.1
     ema_decay: float = 0.995
     sampler: Literal["ddpm", "ddim"] = "ddpm"
-    sample_steps: int = 50
+    sample_steps: int = 25  # as good as 50 on 8x8 digits (recognised 96% at w = 1 both), half the time
     sample_batch_size: int = 2048
     device: str = "auto"
     conditional: bool = True  # false: unconditional (no labels, no guidance)
@@ -298,23 +298,30 @@ class DiffusionGenerator:
         self.config.validate()
         self.name = name
 
-    def fit(self, train: ImageSet, seed: int, progress: Callable[[int, float], None] | None = None) -> FittedDiffusion:
+    def fit(self, train: ImageSet, seed: int, progress: Callable[[int, float], None] | None = None,
+            init: FittedDiffusion | None = None, steps: int | None = None) -> FittedDiffusion:
+        """`init`, `steps`: a warm start from that model's weights (loop.init: previous; train_denoiser)."""
         if len(train) < 1:
             raise UserError("cannot fit a generator on an empty training set")
-        ema, loss = train_denoiser(self.config, train.to_float(), train.labels, train.num_classes, seed, progress)
+        ema, loss = train_denoiser(self.config, train.to_float(), train.labels, train.num_classes, seed, progress,
+                                   None if init is None else init.model, steps)
         generation = int(train.generation.max()) + 1
         info = {"train_hash": train.content_hash(), "seed": int(seed), "final_loss": loss}
         return FittedDiffusion(self.config, ema, train.class_names, train.shape, generation, self.name, info)
 
 
 def train_denoiser(cfg: DiffusionConfig, data: np.ndarray, labels: np.ndarray, num_classes: int, seed: int,
-                   progress: Callable[[int, float], None] | None = None) -> tuple[torch.nn.Module, float]:
-    """DDPM training of `cfg`'s denoiser on `data` (N x C x H x W floats: images in
-    [-1, 1], or latent codes) with labels in [0, num_classes): (EMA model, final loss)."""
+                   progress: Callable[[int, float], None] | None = None, init: torch.nn.Module | None = None,
+                   steps: int | None = None) -> tuple[torch.nn.Module, float]:
+    """DDPM training of `cfg`'s denoiser on `data` (N x C x H x W floats: images in [-1, 1], or latent
+    codes) with labels in [0, num_classes): (EMA model, final loss). Warm-started: network and EMA start
+    from `init`'s weights (fresh optimiser and warm-up) for `steps` steps (None: cfg.train_steps; 0: `init`)."""
     device = resolve_device(cfg.device)
     torch.manual_seed(int(seed))  # parameter initialisation
     labels_embedded = cfg.label_count(num_classes)
     model = build_denoiser(cfg.denoiser, data.shape[1:], labels_embedded, cfg.hidden, cfg.depth).to(device)
+    if init is not None:
+        model.load_state_dict(init.state_dict())
     ema = copy.deepcopy(model).requires_grad_(False)
     net = _compiled(cfg, model)
     opt = _adamw(model.parameters(), cfg.lr, cfg.weight_decay, device)
@@ -327,7 +334,8 @@ def train_denoiser(cfg: DiffusionConfig, data: np.ndarray, labels: np.ndarray, n
     gen = torch.Generator(device=device).manual_seed(int(seed))
     ema_params = list(ema.parameters())
     model_params = list(model.parameters())
-    for step in range(cfg.train_steps):
+    loss = torch.tensor(float("nan"))  # no step, no loss
+    for step in range(cfg.train_steps if steps is None else steps):
         idx = torch.randint(len(data), (cfg.batch_size,), generator=gen, device=device)
         x0, y = data[idx], labels[idx]
         drop = torch.rand(cfg.batch_size, generator=gen, device=device) < cfg.label_dropout
@@ -407,6 +415,6 @@ def _adamw(params, lr: float, weight_decay: float, device: torch.device) -> torc
 
 
 register_family(GeneratorFamily("diffusion", DiffusionConfig, DiffusionGenerator, FittedDiffusion.load, FORMAT,
-                                bias="guidance", bias_default=0.0, heldout_loss=heldout_loss,
+                                bias="guidance", bias_default=0.0, heldout_loss=heldout_loss, warm_start=lambda _: None,
                                 sampling_params={"sampler": "sampler", "sample_steps": "sample_steps",
                                                  "sample_batch_size": "batch_size"}))

@@ -44,6 +44,9 @@ import numpy as np
 from ouroboros.data.imageset import ImageSet, quantize
 from ouroboros.errors import UserError
 from ouroboros.generators.base import GeneratorFamily, balanced_labels, register_family, save_fitted
+from ouroboros.generators.gaussian_fits import (  # noqa: F401  (fit_pca: used through this module too)
+    check_init, fit_mixture, fit_pca, small_class,
+)
 
 FORMAT = "ouroboros.FittedGaussianMixture"
 
@@ -118,19 +121,6 @@ def sample_mixture(means: np.ndarray, covs: np.ndarray, weights: np.ndarray, n: 
         if len(idx):
             out[idx] = sample_gaussian(means[j], covs[j], len(idx), rng, temperature)
     return out
-
-
-def fit_pca(x: np.ndarray, components: int) -> tuple[np.ndarray, np.ndarray]:
-    """(centre (D,), orthonormal components (k x D)) of the top-k principal directions.
-
-    Each component's sign is fixed (largest |entry| positive, as scikit-learn does) so
-    the space does not depend on the SVD routine's sign choice.
-    """
-    centre = x.mean(axis=0)
-    _, _, vt = np.linalg.svd(x - centre, full_matrices=False)
-    basis = vt[:components]
-    signs = np.sign(basis[np.arange(len(basis)), np.abs(basis).argmax(axis=1)])
-    return centre, basis * signs[:, None]
 
 
 # -- configs -----------------------------------------------------------------------------
@@ -209,6 +199,9 @@ class FittedGaussianMixture:
             raise UserError(f"got {len(labels)} labels for {n} samples")
         if n and (labels.min() < 0 or labels.max() >= len(self.class_names)):
             raise UserError(f"labels must lie in [0, {len(self.class_names) - 1}]")
+        absent = [self.class_names[c] for c in np.unique(labels) if self.weights[c].sum() <= 0]
+        if absent:
+            raise UserError(f"class {absent[0]!r} is absent from this model (its training set had no image of it)")
         rng = np.random.default_rng(int(seed))
         z = np.empty((n, self.means.shape[-1]))
         for c in range(len(self.class_names)):  # class by class, in order, from one stream
@@ -277,8 +270,8 @@ def log_density(x: np.ndarray, means: np.ndarray, covs: np.ndarray, weights: np.
     from scipy.special import logsumexp
 
     x = _as_rows(x)
-    per_component = []
-    for mu, cov, w in zip(means, covs, weights):
+    per_component = [np.full(len(x), -np.inf)]  # components of weight 0 (a small or absent class) add nothing
+    for mu, cov, w in ((m, c, w) for m, c, w in zip(means, covs, weights) if w > 0):
         factor = _cholesky(np.asarray(cov, dtype=np.float64))
         z = solve_triangular(factor, (x - mu).T, lower=True)
         log_det = 2.0 * np.log(np.diag(factor)).sum()
@@ -290,7 +283,9 @@ def heldout_nll(fitted: FittedGaussianMixture, images: ImageSet) -> float:
     """The exact negative log-likelihood of `images` under the fitted model, -log p(x | y)
     with each image's own label y, in nats per dimension of the model's space (the pixels
     as floats in [-1, 1], or the PCA coordinates with space: pca), averaged over the images:
-    the density as fitted (temperature 1; ridge included), as the feedback loop's test_loss."""
+    the density as fitted (temperature 1; ridge included), as the feedback loop's test_loss.
+    Images of a class the model lacks (absent from its training set under loop.labels:
+    sampled; its density is undefined) are left out; nan when every image is."""
     if images.class_names != fitted.class_names or images.shape != fitted.image_shape:
         raise UserError(f"the held-out images ({images.shape}, classes {list(images.class_names)}) do not match the "
                         f"model ({fitted.image_shape}, classes {list(fitted.class_names)})")
@@ -299,12 +294,12 @@ def heldout_nll(fitted: FittedGaussianMixture, images: ImageSet) -> float:
     x = images.to_float().reshape(len(images), -1).astype(np.float64)
     if fitted.pca is not None:
         x = (x - fitted.pca[0]) @ fitted.pca[1].T
-    log_p = np.empty(len(images))
+    log_p = np.full(len(images), np.nan)
     for c in range(len(fitted.class_names)):
         idx = np.flatnonzero(images.labels == c)
-        if len(idx):
+        if len(idx) and fitted.weights[c].sum() > 0:
             log_p[idx] = log_density(x[idx], fitted.means[c], fitted.covariances[c], fitted.weights[c])
-    return float(-log_p.mean() / x.shape[1])
+    return float(-np.mean(log_p[~np.isnan(log_p)]) / x.shape[1]) if (~np.isnan(log_p)).any() else float("nan")
 
 
 # -- the families ------------------------------------------------------------------------
@@ -351,17 +346,25 @@ class GaussianGenerator:
         self.config.validate()
         self.name = name
 
-    def fit(self, train: ImageSet, seed: int, reference: ImageSet | None = None) -> FittedGaussianMixture:
-        """`reference`: the images the PCA space is fitted on (space: pca; default `train`)."""
+    def fit(self, train: ImageSet, seed: int, reference: ImageSet | None = None,
+            small_classes: bool = False) -> FittedGaussianMixture:
+        """`reference`: the images the PCA space is fitted on (space: pca; default `train`);
+        `small_classes`: a class with fewer than 2 images is fitted by `small_class` (one image:
+        covariance 0 plus the ridge; none: absent) instead of refused (loop.labels: sampled)."""
         cfg = self.config
-        x, pca = _prepare(train, cfg, "gaussian", need=2, reference=reference)
+        x, pca = _prepare(train, cfg, "gaussian", need=0 if small_classes else 2, reference=reference)
         d = x.shape[1]
         means, covs = np.empty((train.num_classes, 1, d)), np.empty((train.num_classes, 1, d, d))
+        weights = np.ones((train.num_classes, 1))
         for c in range(train.num_classes):
-            mu, cov = fit_gaussian(x[train.labels == c], unbiased=cfg.covariance == "unbiased")
+            xc = x[train.labels == c]
+            if len(xc) < 2:
+                means[c], covs[c], weights[c] = small_class(xc, 1, cfg.ridge)
+                continue
+            mu, cov = fit_gaussian(xc, unbiased=cfg.covariance == "unbiased")
             means[c, 0], covs[c, 0] = mu, cov + cfg.ridge * np.eye(d)
         generation = int(train.generation.max()) + 1
-        return FittedGaussianMixture(means, covs, np.ones((train.num_classes, 1)), train.class_names, train.shape,
+        return FittedGaussianMixture(means, covs, weights, train.class_names, train.shape,
                                      generation, self.name, "gaussian", cfg, pca, _info(train, seed))
 
 
@@ -375,31 +378,41 @@ class GMMGenerator:
         self.config.validate()
         self.name = name
 
-    def fit(self, train: ImageSet, seed: int, reference: ImageSet | None = None) -> FittedGaussianMixture:
-        """`reference`: the images the PCA space is fitted on (space: pca; default `train`)."""
-        from sklearn.mixture import GaussianMixture
-
+    def fit(self, train: ImageSet, seed: int, reference: ImageSet | None = None, init=None,
+            steps: int | None = None, small_classes: bool = False) -> FittedGaussianMixture:
+        """`reference`: the images the PCA space is fitted on (space: pca; default `train`).
+        `init` (loop.init: previous): the previous gmm model (same space and components),
+        whose components EM starts each class from, for at most `steps` iterations (None:
+        max_iter; a class `init` lacks starts from k-means). `small_classes`: a class with
+        fewer images than components is fitted by `small_class` instead of refused."""
         cfg = self.config
         k = cfg.mixture_components
-        x, pca = _prepare(train, cfg, "gmm", need=max(2, k), reference=reference)
+        x, pca = _prepare(train, cfg, "gmm", need=0 if small_classes else max(2, k), reference=reference)
         d = x.shape[1]
+        check_init(init, "gmm", k, d, pca)
         means, covs, weights = np.empty((train.num_classes, k, d)), np.empty((train.num_classes, k, d, d)), \
             np.empty((train.num_classes, k))
         for c in range(train.num_classes):
-            gmm = GaussianMixture(k, covariance_type="full", reg_covar=cfg.ridge, max_iter=cfg.max_iter,
-                                  random_state=int(seed) + c)
+            xc = x[train.labels == c]
+            if len(xc) < max(2, k):
+                means[c], covs[c], weights[c] = small_class(xc, k, cfg.ridge)
+                continue
+            start = None if init is None or init.weights[c].sum() <= 0 else \
+                (init.means[c], init.covariances[c], init.weights[c])
             try:
-                gmm.fit(x[train.labels == c])
+                means[c], covs[c], weights[c] = fit_mixture(xc, k, cfg.ridge, cfg.max_iter, int(seed) + c, start, steps)
             except ValueError as exc:  # EM hit a singular covariance
                 raise UserError(f"the gmm generator could not fit class {train.class_names[c]!r} ({exc}); "
                                 f"raise ridge or lower mixture_components") from None
-            means[c], covs[c], weights[c] = gmm.means_, gmm.covariances_, gmm.weights_
         generation = int(train.generation.max()) + 1
         return FittedGaussianMixture(means, covs, weights, train.class_names, train.shape, generation, self.name,
                                      "gmm", cfg, pca, _info(train, seed))
 
 
 register_family(GeneratorFamily("gaussian", GaussianConfig, GaussianGenerator, FittedGaussianMixture.load, FORMAT,
-                                bias="temperature", bias_default=1.0, heldout_loss=heldout_nll))
+                                bias="temperature", bias_default=1.0, heldout_loss=heldout_nll,
+                                warm_start=lambda _: "its fit is the closed-form maximum-likelihood estimate, "
+                                "which has no starting point (a warm start would give the model scratch gives)"))
 register_family(GeneratorFamily("gmm", GMMConfig, GMMGenerator, FittedGaussianMixture.load, FORMAT,
-                                bias="temperature", bias_default=1.0, heldout_loss=heldout_nll))
+                                bias="temperature", bias_default=1.0, heldout_loss=heldout_nll,
+                                warm_start=lambda _: None))

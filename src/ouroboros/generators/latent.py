@@ -168,7 +168,11 @@ class LatentGenerator:
         self.config.validate()
         self.name = name
 
-    def fit(self, train: ImageSet, seed: int, reference: ImageSet | None = None, progress=None) -> FittedLatent:
+    def fit(self, train: ImageSet, seed: int, reference: ImageSet | None = None, progress=None,
+            init: FittedLatent | None = None, steps: int | None = None) -> FittedLatent:
+        """`init`, `steps` (loop.init: previous, encoder_fit: real only): the denoiser starts from
+        `init`'s weights and trains `steps` steps (diffusion's train_denoiser); the code is the
+        one fitted on the real split, which must be `init`'s (`warm_start`)."""
         cfg = self.config
         if len(train) < 1:
             raise UserError("cannot fit a generator on an empty training set")
@@ -182,8 +186,11 @@ class LatentGenerator:
         if encoder_images.shape != train.shape:
             raise UserError(f"the encoder's images have shape {encoder_images.shape}, the training set {train.shape}")
         code = PCACode.fit(encoder_images.to_float(), cfg.components, cfg.whiten)
+        if init is not None and (cfg.encoder_fit != "real" or not np.array_equal(init.code.axes, code.axes)):
+            raise UserError("a latent model warm-starts only from one with the same code (encoder_fit: real)")
         codes = code.encode(train.to_float()).astype(np.float32)[:, :, None, None]
-        ema, loss = train_denoiser(cfg, codes, train.labels, train.num_classes, seed, progress)
+        ema, loss = train_denoiser(cfg, codes, train.labels, train.num_classes, seed, progress,
+                                   None if init is None else init.diffusion.model, steps)
         generation = int(train.generation.max()) + 1
         clip = float(np.abs(codes).max())  # the training codes' range
         diffusion = FittedDiffusion(cfg, ema, train.class_names, codes.shape[1:], generation, self.name, clip=clip)
@@ -204,7 +211,16 @@ def heldout_loss(fitted: FittedLatent, images: ImageSet) -> float:
     return heldout_loss_of(fitted.diffusion, codes, images.labels)
 
 
+def warm_start(config: LatentConfig) -> str | None:
+    """Whether a latent model can start from its predecessor's (loop.init: previous): only
+    when every generation shares one code, the one fitted on the real split."""
+    if config.encoder_fit != "real":
+        return ("with encoder_fit: own each generation refits its PCA code on its own training set, so the "
+                "previous denoiser's weights would act on other coordinates (set encoder_fit: real)")
+    return None
+
+
 register_family(GeneratorFamily("latent", LatentConfig, LatentGenerator, FittedLatent.load, FORMAT,
-                                bias="guidance", bias_default=0.0, heldout_loss=heldout_loss,
+                                bias="guidance", bias_default=0.0, heldout_loss=heldout_loss, warm_start=warm_start,
                                 sampling_params={"sampler": "sampler", "sample_steps": "sample_steps",
                                                  "sample_batch_size": "batch_size"}))

@@ -28,6 +28,10 @@ LABELS = {
     "recall": "recall (Naeem, k=5)",
     "density": "density (Naeem, k=5)",
     "coverage": "coverage (Naeem, k=5)",
+    "class_entropy": "entropy of the training set's class shares (nats)",
+    "tail_unreached": "real test images unreached (share beyond the real 95th-percentile NN distance)",
+    "tail_mass": "model mass beyond the real 1% density contour",
+    "core_mass": "model mass inside the real densest-1% contour",
 }
 
 
@@ -187,17 +191,19 @@ def _panels(rows: list[dict], plt, height: float = 3.4):
     return fig, axes, list(zip(names, axes.flat))
 
 
-def plot_class_accuracy(rows: list[dict], path: Path) -> Path:
-    """One panel per condition; one line per class (mean over seeds)."""
+def plot_class_accuracy(rows: list[dict], path: Path, metric: str = "accuracy",
+                        ylabel: str = "per-class accuracy (fraction correct)") -> Path:
+    """One panel per condition; one line per class (mean over seeds) of the per-class
+    rows ``<metric>/<class>`` (accuracy; class_share: each class's share of the training set)."""
     plt = _pyplot()
 
-    classes = sorted({r["metric"].split("/", 1)[1] for r in rows if r["metric"].startswith("accuracy/")})
+    classes = sorted({r["metric"].split("/", 1)[1] for r in rows if r["metric"].startswith(f"{metric}/")})
     fig, axes, panels = _panels(rows, plt)
     cmap = plt.get_cmap("tab10")
     for cond, ax in panels:
         sub = [r for r in rows if r["cell"] != "reference" and condition(r) == cond]
         for i, name in enumerate(classes):
-            series = _series(sub, f"accuracy/{name}").get(cond, {})
+            series = _series(sub, f"{metric}/{name}").get(cond, {})
             gens = sorted(series)
             ax.plot(gens, [np.mean(series[g]) for g in gens], color=cmap(i % 10), lw=1.2, label=text(name))
         ax.set_title(text(cond), fontsize=9)
@@ -205,7 +211,7 @@ def plot_class_accuracy(rows: list[dict], path: Path) -> Path:
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
     for row in axes:
-        row[0].set_ylabel("per-class accuracy (fraction correct)")
+        row[0].set_ylabel(text(ylabel))
     axes[0][-1].legend(fontsize=7, title="class", loc="upper left", bbox_to_anchor=(1.02, 1.0))
     _save(fig, path)
     plt.close(fig)

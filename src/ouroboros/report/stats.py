@@ -81,8 +81,8 @@ NO_INTERVAL = "no interval (1 seed)"
 # test_loss (a continuous density's negative log-likelihood may be negative), KID (its
 # unbiased estimate may be negative) and any metric not named here.
 _UNIT = ("accuracy", "precision", "recall", "coverage", "train_real_share", "curation_recall", "curation_fpr",
-         "curation_detector_fpr")
-_NONNEGATIVE = ("fid", "density", "cross_entropy", "train_size", "unique_images", "images")
+         "curation_detector_fpr", "class_share", "tail_unreached", "tail_mass", "core_mass", "component_weight")
+_NONNEGATIVE = ("fid", "density", "cross_entropy", "train_size", "unique_images", "images", "class_entropy")
 
 
 def metric_range(metric: str) -> tuple[float, float]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from ouroboros.report import plots as P
 from ouroboros.report.page import Finding, Findings, Image, Markdown, Plot, Section, Text
 from ouroboros.report.stats import HOLDS, NOT_RESOLVED, REVERSED, metric_range, t_interval
+from ouroboros.studies.contamination import CONTROLS
 from ouroboros.studies.contamination_tables import findings as claims_of
 from ouroboros.studies.contamination_tables import tables_markdown
 
@@ -45,14 +46,19 @@ def _findings_section(run) -> Section:
     intro = Text(f"Of the paper's {len(all_claims)} directions checked here, {counts[HOLDS]} hold, "
                  f"{counts[REVERSED]} are reversed and {counts[NOT_RESOLVED]} are not resolved at {n_seeds} "
                  f"seed{'s' if n_seeds != 1 else ''} (paired per-seed differences, 95% intervals).")
-    table1 = [f for f, c in zip(findings(run.rows, run.config), all_claims) if c.table == "1"]
+    table1 = [f for f, c in zip(findings(run.rows, run.config), all_claims) if c.table in ("1", "10")]
     return Section("findings", f"{run.label}: contamination", [intro, Findings(table1)])
+
+
+def _sources(run) -> list[str]:
+    """Table 1's sources in a run: generated, then each real control."""
+    return ["generated"] + [CONTROLS[name].source for name in run.config.contamination.controls]
 
 
 def _share_curves(runs: list, table: str, metric: str, qualify: bool, **where) -> dict:
     curves = {}
     for run in runs:
-        for source in ("generated", "real control"):
+        for source in _sources(run):
             points = []
             for ratio in run.config.contamination.ratios:
                 values = [float(r["value"]) for r in run.rows if r["metric"] == metric and r["table"] == table
@@ -67,7 +73,7 @@ def _share_curves(runs: list, table: str, metric: str, qualify: bool, **where) -
 
 
 def _plots(runs: list, qualify: bool) -> Section:
-    names = [f"{run.label} · {s}" if qualify else s for run in runs for s in ("generated", "real control")]
+    names = [f"{run.label} · {s}" if qualify else s for run in runs for s in _sources(run)]
     colours = P.condition_colours(list(dict.fromkeys(names)))
     items: list = [Text("Mean and 95% interval over seeds (error bars); dotted: the clean baseline (0% replaced). "
                         "PNG and SVG copies are in plots/.")]
@@ -99,7 +105,7 @@ def _plots(runs: list, qualify: bool) -> Section:
 
 
 def plot(run, metric: str, ax) -> None:
-    """`metric` against the share replaced (generated and real control), from the first
+    """`metric` against the share replaced (generated and each real control), from the first
     table that scores it (Table 1 on the clean test set for classifier metrics)."""
     tables = sorted({r["table"] for r in run.rows if r["metric"] == metric}, key=lambda t: (t != "1", t))
     where = {"test": "clean", "arch": run.config.contamination.archs[0]} if tables and tables[0] == "1" else {}

@@ -26,6 +26,8 @@ class ContaminationStudy(Study):
         if not config.generator.conditional:
             raise UserError("the contamination study replaces images class by class and needs a class-conditional "
                             "generator: remove generator.conditional: false")
+        if config.data.imbalanced():
+            raise UserError("data.class_weights and data.long_tail apply to the loop study only; remove them")
         steps = config.generator.num_train_timesteps
         for st in config.contamination.diverse_sample_steps:
             if st > steps:
@@ -47,9 +49,10 @@ class ContaminationStudy(Study):
 
     def describe(self, config, splits) -> str:
         c = config.contamination
+        controls = ", ".join(f"{len(splits[C.CONTROLS[name].role])} {name} control images" for name in c.controls)
         return (f"{config.name}: contamination study, {len(c.archs)} arch{'s' if len(c.archs) != 1 else ''} x "
                 f"{len(c.seeds)} seed{'s' if len(c.seeds) != 1 else ''}, {len(splits['train'])} real training "
-                f"images, {len(splits['control'])} real control images")
+                f"images, {controls}")
 
     def plan(self, config, splits, cache):
         return C.plan(config, cache, splits)

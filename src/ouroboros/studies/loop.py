@@ -10,7 +10,11 @@ classes. results.csv records each training set's size and make-up from provenanc
 column. `loop.curation` (ouroboros.studies.curation) filters each generation's
 candidates before the scenario draws from them (watermark, detector, reward) and
 results.csv records what it removed (curation_*) and the kind in a `curation` column.
-One chain per (guidance, seed).
+One chain per (guidance, seed). Each generation's training set's class proportions are
+recorded too (``class_share/<class>`` and their entropy ``class_entropy``, in nats): they
+drift under ``loop.labels: sampled`` (ouroboros.config_loop_extra, with ``loop.init``:
+warm-started retraining) and start from the real split's (``data.class_weights``,
+``data.long_tail``).
 
 Each generation's samples are scored as the data allows (`evaluation`): a classifier
 trained on the real training split gives accuracy, cross-entropy and per-class
@@ -62,9 +66,10 @@ from pathlib import Path
 import numpy as np
 
 from ouroboros.config import StudyConfig
+from ouroboros.data.class_balance import class_shares
 from ouroboros.data.imageset import ImageSet
 from ouroboros.errors import UserError
-from ouroboros.crosschecks import cell_label, check_cells  # noqa: F401  (used through this module too)
+from ouroboros.crosschecks import cell_label, check_cells, variant_at  # noqa: F401  (used through this module too)
 from ouroboros.studies import scenarios
 from ouroboros.studies.loop_data import (  # noqa: F401  (the data's names, used through this module too)
     check_loop, curation_split, evaluation, inception_weights, load_data, load_splits, uses_classifier,
@@ -75,16 +80,19 @@ from ouroboros.studies.loop_plan import (  # noqa: F401  (the planner's names, u
 
 
 def varied_columns(config: StudyConfig) -> dict[str, dict[str, object]]:
-    """column -> {variant: value} for every loop setting whose value differs between the
-    variants (nested settings flattened as ``section.key``); {} without variants."""
-    cells = config.loop.cells()
+    """column -> {variant: value} for each key a loop.grid crosses (`config_grid.grid_columns`)
+    and every loop setting whose value differs between the variants (nested settings
+    flattened as ``section.key``); {} without variants."""
+    from ouroboros.config_grid import grid_columns
+
+    cells, grid = config.loop.cells(), grid_columns(config.loop)
     if len(cells) < 2:
-        return {}
-    skip = {"generations", "guidance", "seeds", "variants", "scenario"}  # scenario has its own column
+        return grid
+    skip = {"generations", "guidance", "seeds", "variants", "scenario", "grid"}  # scenario has its own column
     flat = {name: _flatten({k: v for k, v in dataclasses.asdict(lc).items() if k not in skip}) for name, lc in cells}
     keys = list(next(iter(flat.values())))
-    return {k: {name: values[k] for name, values in flat.items()} for k in keys
-            if len({repr(values[k]) for values in flat.values()}) > 1}
+    return {**grid, **{k: {name: values[k] for name, values in flat.items()} for k in keys
+                       if len({repr(values[k]) for values in flat.values()}) > 1}}
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -134,7 +142,10 @@ def _rows(config: StudyConfig, plan_: LoopPlan, paths: dict) -> list[dict]:
     measured = {"scored_on": config.evaluate.reference, "instruments": config.evaluate.instruments}
     rows = []
     for seed, inst in plan_.instruments.items():  # the real yardstick, per seed unless fixed
-        for metric, value in json.loads(paths[inst.yardstick.key].read_text()).items():
+        scores = json.loads(paths[inst.yardstick.key].read_text())
+        if inst.yardstick_tails is not None:
+            scores.update(json.loads(paths[inst.yardstick_tails.key].read_text()))
+        for metric, value in scores.items():
             rows.append({"study": config.name, "cell": "reference", "seed": "" if seed is None else seed,
                          "generation": "", "metric": metric, "value": value, "guidance": "", "scenario": "",
                          "curation": "", **measured})
@@ -150,18 +161,22 @@ def _rows(config: StudyConfig, plan_: LoopPlan, paths: dict) -> list[dict]:
             row["control_of"] = controls[variant]
         families = plan_.families.get((variant, w, s), [{}] * len(chain))
         heldout = plan_.heldout.get((variant, w, s), [{}] * len(chain))
+        tails = plan_.tails.get((variant, w, s), [{}] * len(chain))
         if encoder_fit(config, lc):
             row["encoder_fit"] = encoder_fit(config, lc)
         for g, (fit, _, ev) in enumerate(chain):
             metrics = json.loads(paths[ev.key].read_text())
             # The training set's size and make-up, read from the provenance of the set
-            # the model was actually fitted on.
-            metrics.update(scenarios.makeup(ImageSet.load(paths[fit.deps["train"].key]),
-                                            by_family=len(lc.families()) > 1))
+            # the model was actually fitted on, and its class proportions.
+            train = ImageSet.load(paths[fit.deps["train"].key])
+            metrics.update(scenarios.makeup(train, by_family=len(lc.families()) > 1))
+            metrics.update(class_shares(train))
             curate = fit.deps["train"].deps.get("curation")
             if curate is not None:  # what curation removed from this generation's candidates
                 metrics.update(json.loads(paths[curate.key].read_text())["stats"])
             losses = {name: json.loads(paths[st.key].read_text()) for name, st in heldout[g].items()}
+            tail = {name: json.loads(paths[st.key].read_text()) for name, st in tails[g].items()}
+            metrics.update(tail.get("", {}))  # the pooled output's (ouroboros.metrics.tails)
             if not families[g]:  # one family: its held-out loss is the generation's
                 for loss in losses.values():
                     metrics.update(loss)
@@ -169,7 +184,7 @@ def _rows(config: StudyConfig, plan_: LoopPlan, paths: dict) -> list[dict]:
             # With several families: each family's own samples scored too, named in the
             # family column (the pooled rows above leave it empty), with its held-out loss.
             for name, (_, _, fam_ev) in families[g].items():
-                scores = {**json.loads(paths[fam_ev.key].read_text()), **losses.get(name, {})}
+                scores = {**json.loads(paths[fam_ev.key].read_text()), **losses.get(name, {}), **tail.get(name, {})}
                 rows += [{**row, "generation": g, "metric": metric, "value": value, "family": name}
                          for metric, value in scores.items()]
     return rows
@@ -185,7 +200,7 @@ def check_families(config: StudyConfig, train: ImageSet, test: ImageSet | None =
     (the top-level generator is checked by check_run), and a Gaussian family's PCA fits in
     the pixels and in the smallest training set a generation can have (N or |R|)."""
     for variant, (_, lc) in enumerate(config.loop.cells()):
-        at = f"loop.variants[{variant}]." if config.loop.variants is not None else "loop."
+        at = variant_at(config.loop, variant)
         _check_pool(config, lc, train, at)
     from ouroboros.bounds import check_loop_size
     from ouroboros.crosschecks import check_sizes
@@ -222,6 +237,11 @@ def _check_pool(config: StudyConfig, lc, train: ImageSet, at: str) -> None:
                             f"use at most {min(fit_on, pixels)}")
         if "space" in settings:  # the Gaussian families estimate a covariance per class (per component)
             need = max(2, settings.get("mixture_components", 2))
+            if train.class_counts().min() < need:  # generation 0 trains on the real split (imbalanced data)
+                c = int(train.class_counts().argmin())
+                raise UserError(f"{where}: the {entry.family.name} family needs at least {need} images per class, "
+                                f"but the real training split has {train.class_counts()[c]} of class "
+                                f"{train.class_names[c]!r}; make data.class_weights or data.long_tail less extreme")
             if smallest // classes < need:
                 raise UserError(f"{where}: the {entry.family.name} family needs at least {need} images per class "
                                 f"in every training set, but a generation of {smallest} images has "

@@ -14,6 +14,11 @@ whether seeds redraw them:
   instruments'. The real yardstick rows exist per seed.
 - ``fixed``: one split (data.split_seed) and one classifier (seed 0) for every seed.
 
+With ``data.class_weights`` or ``data.long_tail`` the training split is subsampled per
+class to those proportions (`imbalanced`; seeded by the split's seed) before anything
+uses it: generation 0, the scenarios' real images, the classifier and the yardstick are
+the imbalanced data's; the test split is left as it is.
+
 The yardstick (results.csv's ``reference`` rows) is the other real split scored exactly
 as a generation is: under reference test, the real training split (what a model that
 reproduced its training set would score; its accuracy is the classifier's on its own
@@ -48,6 +53,7 @@ class Instruments:
     classifier: Stage
     reference: Stage  # the real split every generation is scored against
     yardstick: Stage  # the other real split scored against it (the real reference rows)
+    yardstick_tails: Stage | None  # ... and its tails (ouroboros.metrics.tails; None without evaluate.tails)
 
 
 def keys(config: StudyConfig) -> list[int | None]:
@@ -98,11 +104,26 @@ def _load(config: StudyConfig) -> tuple[ImageSet, ImageSet | None]:
 
 
 def _split(config: StudyConfig, full: ImageSet, test: ImageSet | None, seed: int | None) -> tuple[ImageSet, ImageSet]:
-    if test is not None:
-        return full, test
-    fraction = config.data.test_fraction
-    parts = stratified_split(full, {"train": 1.0 - fraction, "test": fraction}, seed=split_seed(config, seed))
-    return parts["train"], parts["test"]
+    if test is None:
+        fraction = config.data.test_fraction
+        parts = stratified_split(full, {"train": 1.0 - fraction, "test": fraction}, seed=split_seed(config, seed))
+        full, test = parts["train"], parts["test"]
+    return imbalanced(config, full, seed), test
+
+
+def imbalanced(config: StudyConfig, train: ImageSet, seed: int | None) -> ImageSet:
+    """The real training split with the class proportions data.class_weights or
+    data.long_tail set (`ouroboros.data.class_balance.subsample`, seeded by the split's
+    seed), or as it is; the test split stays as it is. Generation 0's class_share rows
+    record the proportions."""
+    from ouroboros.config_loop_extra import class_weights
+    from ouroboros.data.class_balance import subsample
+
+    weights = class_weights(config.data, train.class_names)
+    if weights is None:
+        return train
+    what = "data.long_tail" if config.data.long_tail is not None else "data.class_weights"
+    return subsample(train, weights, derived_seed(split_seed(config, seed), "class weights"), what)
 
 
 def instruments(config: StudyConfig, data: dict, evaluate: dict, cache: Path | None) -> dict:
@@ -119,8 +140,10 @@ def instruments(config: StudyConfig, data: dict, evaluate: dict, cache: Path | N
                                   else (train_stage, test_stage, "test"))
         yardstick = Stage("evaluate", evaluate, {"images": other, **scorer, "real": reference},
                           label=f"real {name}{tag}")
+        tails = (Stage("tails", tails_params(evaluate), {"images": other, **scorer, "real": reference},
+                       label=f"real {name}{tag}") if config.evaluate.tails else None)
         out[k] = Instruments(k, train, test, split_seed(config, k), train_stage, test_stage, classifier, reference,
-                             yardstick)
+                             yardstick, tails)
     return out
 
 
@@ -171,6 +194,11 @@ def evaluation(config: StudyConfig, train: ImageSet) -> dict:
         if weights is not None:
             params.update(features="inception", weights=str(weights), weights_sha256=_sha256(weights))
     return params
+
+
+def tails_params(evaluate: dict) -> dict:
+    """The tails stage's parameters: the evaluate stage's features (and weights), no more."""
+    return {k: v for k, v in evaluate.items() if k not in ("metrics", "k")}
 
 
 def uses_classifier(evaluate: dict) -> bool:

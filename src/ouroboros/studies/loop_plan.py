@@ -53,6 +53,9 @@ class LoopPlan:
     # (variant, guidance, seed) -> per generation: family name -> its heldout stage (test_loss),
     # for each family that has a held-out loss
     heldout: dict[Key, list[dict[str, Stage]]] = dataclasses.field(default_factory=dict)
+    # (variant, guidance, seed) -> per generation: its tails stages (`Chain._tails`): "" for the
+    # pooled output, and with several families each family's name for its own samples
+    tails: dict[Key, list[dict[str, Stage]]] = dataclasses.field(default_factory=dict)
 
     @property
     def first(self) -> Instruments:
@@ -65,10 +68,11 @@ class LoopPlan:
     reference = property(lambda self: self.first.yardstick)
 
     def targets(self) -> list[Stage]:
-        return ([inst.yardstick for inst in self.instruments.values()]
+        return ([st for inst in self.instruments.values() for st in (inst.yardstick, inst.yardstick_tails) if st]
                 + [ev for chain in self.chains.values() for (_, _, ev) in chain]
                 + [ev for chain in self.families.values() for parts in chain for (_, _, ev) in parts.values()]
-                + [st for chain in self.heldout.values() for parts in chain for st in parts.values()])
+                + [st for chain in self.heldout.values() for parts in chain for st in parts.values()]
+                + [st for chain in self.tails.values() for parts in chain for st in parts.values()])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,14 +86,20 @@ class PoolEntry:
     sampling: dict  # sample-stage settings (diffusion: sampler, sample_steps, sample_batch_size)
     bias: float | None  # None: the chain's guidance (families whose knob is guidance)
 
-    def sample_stage(self, fit: Stage, n: int, w: float, seed: int, label: str, first_label: int = 0) -> Stage:
+    def sample_stage(self, fit: Stage, n: int, w: float, seed: int, label: str, first_label: int = 0,
+                     drift: tuple[Stage, int] | None = None) -> Stage:
         """`n` samples of this family fitted as `fit`, with its bias knob (the chain's
-        guidance `w` unless the entry sets one)."""
+        guidance `w` unless the entry sets one). `drift` (loop.labels: sampled): (the
+        model's training set, a seed): the labels are drawn from its class proportions."""
         params = {"n": n, self.family.bias: w if self.bias is None else self.bias, "seed": seed, **self.sampling}
         params.update(family_params(self.family))
-        if first_label:
+        deps = {"model": fit}
+        if drift is not None:
+            params.update(labels="sampled", label_seed=drift[1])
+            deps["train"] = drift[0]
+        elif first_label:
             params["first_label"] = first_label
-        return Stage("sample", params, {"model": fit}, label=label)
+        return Stage("sample", params, deps, label=label)
 
 
 def pool_entries(config: StudyConfig, lc=None) -> list[PoolEntry]:
@@ -144,6 +154,9 @@ class Chain:
     generations: list[Triple] = dataclasses.field(default_factory=list)
     parts: list[dict[str, Triple]] = dataclasses.field(default_factory=list)
     heldout: list[dict[str, Stage]] = dataclasses.field(default_factory=list)
+    fits: list[dict[str, Stage]] = dataclasses.field(default_factory=list)  # per generation: family name -> fit
+    tails: list[dict[str, Stage]] = dataclasses.field(default_factory=list)
+    fit0: dict[str, Stage] = dataclasses.field(default_factory=dict)  # each family's generation 0 fit
     probe: Stage | None = None
 
     def label(self, g: int) -> str:
@@ -167,6 +180,7 @@ class Chain:
             if count:
                 parts[entry.name] = self._family_stages(entry, g, count, first % cond.num_classes, source)
                 first += count
+        self.fits.append({name: f for name, (f, _) in parts.items()})
         if len(parts) == 1:
             ((fit, output),) = parts.values()
         else:
@@ -181,6 +195,7 @@ class Chain:
         self.heldout.append({name: Stage("heldout", family_params(entries[name].family),
                                          {"model": f, "images": cond.inst.test_stage}, label=label)
                              for name, (f, _) in parts.items() if entries[name].family.heldout_loss is not None})
+        self.tails.append({} if self.cond.inst.yardstick_tails is None else self._tails(g, parts, output, label))
         if g == 0 and cond.probe_real is not None and not cond.control:
             self.probe = self._probe(fit)
 
@@ -189,6 +204,34 @@ class Chain:
         return Stage("evaluate", cond.evaluate, {"images": images, **cond.scorer, "real": cond.inst.reference},
                      label=label)
 
+    def _tails(self, g: int, parts: dict[str, tuple[Stage, Stage]], output: Stage, label: str) -> dict[str, Stage]:
+        """Generation g's tails stages (`ouroboros.metrics.tails`), scored on the evaluate
+        stage's features against the same real split: "" for the pooled output and, with
+        several families, one per family's own samples. A family whose models are Gaussian
+        mixtures (the analytic families) also measures its model, sampled at its bias,
+        against its generation 0 model: the real fitted density."""
+        from ouroboros.generators.gaussian import FORMAT as MIXTURE
+        from ouroboros.metrics.tails import DRAWS
+
+        cond, entries = self.cond, {e.name: e for e in self.cond.entries}
+        if g == 0:
+            self.fit0 = {name: fit for name, (fit, _) in parts.items()}
+
+        def stage(images: Stage, name: str | None, at: str) -> Stage:
+            params = loop_data.tails_params(cond.evaluate)
+            deps = {"images": images, **cond.scorer, "real": cond.inst.reference}
+            entry = entries.get(name)
+            if entry is not None and entry.family.format == MIXTURE and name in self.fit0:
+                params.update(family_params(entry.family), density={"temperature": entry.bias, "draws": DRAWS,
+                                                                    "seed": 0})
+                deps.update(model=parts[name][0], real_model=self.fit0[name])
+            return Stage("tails", params, deps, label=at)
+
+        if len(parts) == 1:
+            return {"": stage(output, next(iter(parts)), label)}
+        return {"": stage(output, None, label),
+                **{name: stage(sample, name, f"{label} {name}") for name, (_, sample) in parts.items()}}
+
     def _family_stages(self, entry: PoolEntry, g: int, count: int, first_label: int,
                        source: Stage) -> tuple[Stage, Stage]:
         """One family's fit on the generation's training set and its `count` samples. With
@@ -196,7 +239,11 @@ class Chain:
         first_label parameter, seeds not tied to the name); with several, each family's
         seeds are derived from its name too. A family on a PCA space (or a latent family
         with encoder_fit: real) fits it on the real training split, so every generation
-        models the same space."""
+        models the same space. Under loop.init previous, generation g > 0's fit starts from
+        the same family's fit of generation g - 1 of this chain (its `init` input); under
+        loop.labels sampled, the samples' labels are drawn from the training set's class
+        proportions. Both add to the keys only when set."""
+        lc = self.cond.lc
         several = len(self.cond.entries) > 1
         tag = (entry.name,) if several else ()
         fit_params = {"config": entry.fit_config, "seed": derived_seed(self.s, g, "fit", *tag), "name": entry.name}
@@ -204,9 +251,16 @@ class Chain:
         deps = {"train": source}
         if entry.fit_config.get("space") == "pca" or entry.fit_config.get("encoder_fit") == "real":
             deps["reference"] = self.cond.inst.train_stage
+        if lc.init == "previous" and g > 0:
+            fit_params.update(init="previous", warm_steps=lc.warm_steps)
+            deps["init"] = self.fits[g - 1][entry.name]
+        if lc.labels == "sampled" and g > 0:  # its classes may shrink (generation 0's are the real ones)
+            fit_params["labels"] = "sampled"
         label = f"{self.label(g)} {entry.name}" if several else self.label(g)
         fit = Stage("fit", fit_params, deps, label=label)
-        sample = entry.sample_stage(fit, count, self.w, derived_seed(self.s, g, "sample", *tag), label, first_label)
+        drift = (source, derived_seed(self.s, g, "labels", *tag)) if lc.labels == "sampled" else None
+        sample = entry.sample_stage(fit, count, self.w, derived_seed(self.s, g, "sample", *tag), label, first_label,
+                                    drift)
         return fit, sample
 
     def _probe(self, fit0: Stage) -> Stage:
@@ -254,6 +308,8 @@ class Chain:
             params["real_fraction"] = lc.real_fraction
         if lc.scenario == "augment":
             params["synthetic_ratio"] = lc.synthetic_ratio
+        if lc.labels == "sampled":  # draws keep the pool's class proportions
+            params["labels"] = "sampled"
         return params
 
     def _window(self, g: int) -> dict[str, Stage]:
@@ -328,6 +384,7 @@ def plan(config: StudyConfig, cache: Path | None, splits=None) -> LoopPlan:
                 out.families[(variant, float(w), s)] = chain.parts
             if any(chain.heldout):
                 out.heldout[(variant, float(w), s)] = chain.heldout
+            out.tails[(variant, float(w), s)] = chain.tails
     return out
 
 

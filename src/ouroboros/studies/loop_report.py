@@ -25,14 +25,15 @@ from ouroboros.report.stats import (
     EQUIVALENT, HIGHER, LOWER, Interval, metric_range, paired_difference, t_interval,
 )
 from ouroboros.safepath import component, components
-from ouroboros.studies import loop_compare
+from ouroboros.studies import loop_compare, loop_grid
 
 # Metrics stated as values, in this order, with the digits they are shown with; the
 # digits of every metric a comparison may name.
 HEADLINE = {"accuracy": 3, "cross_entropy": 2, "fid": 1, "precision": 3, "recall": 3, "coverage": 3}
 DIGITS = {**HEADLINE, "density": 3, "test_loss": 4}
 KEY = ("accuracy", "fid", "recall")  # the metrics whose comparisons the report lists as sentences
-PLOTTED = ("accuracy", "cross_entropy", "fid", "precision", "recall", "density", "coverage", "test_loss")
+PLOTTED = ("accuracy", "cross_entropy", "fid", "precision", "recall", "density", "coverage", "test_loss",
+           "tail_unreached", "tail_mass", "core_mass")
 
 
 def _name(metric: str) -> str:
@@ -224,6 +225,7 @@ def sections(runs: list) -> list[Section]:
     if several:
         out.append(_between_runs(runs))
     out.append(_plots(rows))
+    out += [s for i, run in enumerate(runs) if (s := loop_grid.section(run, f"heatmap-{i}" if several else "heatmap"))]
     out += [_samples(run) for run in runs]
     out += [_values(run) for run in runs]
     return out
@@ -234,10 +236,33 @@ def _values(run) -> Section:
     from ouroboros.studies.loop import summary_table
 
     header, body = summary_table(run.rows)
-    return Section("tables", f"Values: {run.label}",
-                   [Text("Mean over seeds [95% Student-t interval, within the metric's range] of the pooled output "
-                         "(and of each family's own samples where several feed the pool)."),
-                    Table(list(header), [list(r) for r in body], left=2)])
+    items = [Text("Mean over seeds [95% Student-t interval, within the metric's range] of the pooled output "
+                  "(and of each family's own samples where several feed the pool)."),
+             Table(list(header), [list(r) for r in body], left=2)]
+    per_class = class_table(run.rows)
+    if per_class is not None:
+        items += [Text("Per-class accuracy (the share of each class's samples the real-data classifier recognises; "
+                       "Martinez et al.'s Fig. 2c) at each condition's first and last generation, mean over seeds "
+                       "[95% Student-t interval]:"), per_class]
+    return Section("tables", f"Values: {run.label}", items)
+
+
+def class_table(rows: list[dict]) -> Table | None:
+    """Per-class accuracy (`accuracy/<class>` rows of the pooled output) at each condition's
+    first and last generation: one row per class, one column per condition and generation."""
+    per: dict = defaultdict(dict)  # (cell, generation, class) -> {seed: value}
+    for r in rows:
+        if r["metric"].startswith("accuracy/") and r["cell"] != "reference" and not r.get("family"):
+            per[(r["cell"], int(float(r["generation"])), r["metric"][len("accuracy/"):])][r["seed"]] = float(r["value"])
+    if not per:
+        return None
+    cells = list(dict.fromkeys(k[0] for k in per))
+    ends = {c: sorted({min(g), max(g)}) for c in cells if (g := [k[1] for k in per if k[0] == c])}
+    columns = [(c, g) for c in cells for g in ends[c]]
+    body = [[name] + [_value(t_interval(list(per[(c, g, name)].values())), "accuracy") if (c, g, name) in per
+                      else "-" for c, g in columns]
+            for name in dict.fromkeys(k[2] for k in per)]
+    return Table(["class"] + [f"{c}, generation {g}" for c, g in columns], body, left=1)
 
 
 ENCODER_FIT_REAL = ("Warning: the latent generator's encoder was fitted once on the real training split "
@@ -321,6 +346,14 @@ def _plots(rows: list[dict]) -> Section:
     if any(m.startswith("accuracy/") for m in metrics):
         items.append(Plot("class_accuracy", "per-class accuracy, one panel per condition",
                           lambda path: P.plot_class_accuracy(rows, path), wide=True))
+    shares = [float(r["value"]) for r in rows if r["metric"].startswith("class_share/")]
+    classes = {r["metric"] for r in rows if r["metric"].startswith("class_share/")}
+    if shares and max(abs(v - 1 / len(classes)) for v in shares) > 0.01:  # the classes are not balanced
+        items.append(Plot("class_shares", "each class's share of what each generation trained on, one panel per "
+                          "condition", lambda path: P.plot_class_accuracy(rows, path, "class_share", "share of the "
+                                                                          "training set (fraction)"), wide=True))
+        items.append(Plot("class_entropy", P.LABELS["class_entropy"],
+                          lambda path: P.plot_metric(rows, "class_entropy", path, colours=colours)))
     if "train_real_share" in metrics:
         items.append(Plot("makeup", "what each generation trained on (shares of its training set), one panel per "
                                     "condition", lambda path: P.plot_makeup(rows, path), wide=True))

@@ -28,6 +28,7 @@ class LoopStudy(Study):
 
     def validate(self, config) -> None:
         from ouroboros.bounds import check_stages, loop_stages
+        from ouroboros.config_loop_extra import check_sampled_labels, check_warm_start
         from ouroboros.crosschecks import check_families, check_sizes
 
         for i, entry in enumerate(config.loop.generators or []):  # each family's own settings
@@ -38,6 +39,8 @@ class LoopStudy(Study):
                 raise UserError(f"generator.conditional is false, and an unconditional model takes no guidance, but "
                                 f"loop.guidance holds {guided[0]:g}: set loop.guidance: [0]")
         check_families(config)  # each family's settings against the loop's
+        check_warm_start(config)  # loop.init previous: every family can start from its predecessor
+        check_sampled_labels(config)  # loop.labels sampled: conditional generators
         check_sizes(config)  # the images the metrics need against those the loop makes
         check_stages(config, *loop_stages(config.loop, config.evaluate.instruments))  # the plan's size
         loop_compare.baselines(config)  # compare.baseline names variants of the grid
@@ -63,6 +66,8 @@ class LoopStudy(Study):
         lc = config.loop
         pool = " + ".join(f"{e.label} {e.share:.0%}" for e in lc.generators) if lc.generators else None
         cur = "" if lc.curation.kind == "none" else f", curation {lc.curation.kind}"
+        cur += "".join(f", {key} {getattr(lc, key)}" for key, plain in (("init", "scratch"), ("labels", "balanced"))
+                       if getattr(lc, key) != plain)
         what = (f"{len(lc.variants)} variants" if lc.variants is not None else
                 f"scenario {lc.scenario}{f', families {pool}' if pool else ''}{cur}")
         evaluate = prepared.evaluate

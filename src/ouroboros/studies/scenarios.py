@@ -31,7 +31,10 @@ Generation 0 trains on all of R, except under `fresh` (see there). For g >= 1:
   W_g. No real image is used twice, so G generations need N + (G-1)m real images.
 
 The real parts of `mix` and `fresh` are uniform (not balanced) prefixes of the real
-order, so they keep the real split's class proportions in expectation.
+order, so they keep the real split's class proportions in expectation. With
+``loop.labels: sampled`` (labels that can drift) every draw from a pool is uniform too
+(`balanced=False`), so a drawn set keeps its pool's class proportions in expectation
+instead of restoring balance.
 
 N by default (``loop.samples_per_generation: null``) is the papers' N = |R|: the size of
 the real training split generation 0 trains on (`samples_per_generation`). Under
@@ -124,13 +127,15 @@ def check_reservoir(scenario: str, n: int, generations: int, rho: float, n_real:
                         f"split has {n_real}; lower loop.real_fraction or loop.samples_per_generation")
 
 
-def _draw(pool: ImageSet, k: int, rng: np.random.Generator) -> ImageSet:
+def _draw(pool: ImageSet, k: int, rng: np.random.Generator, balanced: bool = True) -> ImageSet:
     """k images of the pool without replacement, balanced over classes: each class gets
     k // C images (the first k % C classes in a seeded order one more), uniform within
     the class; when a class of the pool is short, all of it, and the places it leaves
-    are drawn uniformly from the rest of the pool."""
+    are drawn uniformly from the rest of the pool. Not `balanced`: uniformly from it."""
     if k > len(pool):  # the planner sizes every pool; this guards the invariant
         raise RuntimeError(f"cannot draw {k} images from a pool of {len(pool)}")
+    if not balanced:
+        return pool.subset(np.sort(rng.choice(len(pool), k, replace=False)))
     classes = pool.num_classes
     quota = np.full(classes, k // classes)
     quota[rng.permutation(classes)[: k % classes]] += 1
@@ -156,7 +161,8 @@ def real_candidates(scenario: str, g: int, n_real: int, n: int, rho: float, real
 
 
 def assemble(scenario: str, g: int, real: ImageSet, outputs: dict[int, ImageSet], *, n: int, seed: int,
-             real_seed: int, rho: float = 0.5, lam: float = 1.0, real_keep: np.ndarray | None = None) -> ImageSet:
+             real_seed: int, rho: float = 0.5, lam: float = 1.0, real_keep: np.ndarray | None = None,
+             balanced: bool = True) -> ImageSet:
     """Generation g's training set. `outputs` maps k -> O_k for exactly the window's k
     (every k < g for accumulate); `seed` seeds this generation's draws, `real_seed` the
     chain's fixed real order.
@@ -165,7 +171,7 @@ def assemble(scenario: str, g: int, real: ImageSet, outputs: dict[int, ImageSet]
     `real_keep` (a boolean mask over R) marks the real survivors; every size is then
     clipped to what survived: a draw takes at most its pool, mix's real part is the
     first round(rho N) survivors of the real order, fresh's removed new images are
-    used up."""
+    used up. `balanced` False: every draw uniform (`_draw`; loop.labels sampled)."""
     if scenario not in SCENARIOS:
         raise UserError(f"unknown scenario {scenario!r}; use one of {', '.join(SCENARIOS)}")
     rng = np.random.default_rng(int(seed))
@@ -178,7 +184,7 @@ def assemble(scenario: str, g: int, real: ImageSet, outputs: dict[int, ImageSet]
     kept_real = real if not curated else real.subset(np.flatnonzero(keep))
 
     def draw(pool: ImageSet, k: int) -> ImageSet:
-        return _draw(pool, min(k, len(pool)) if curated else k, rng)
+        return _draw(pool, min(k, len(pool)) if curated else k, rng, balanced)
 
     pool = ImageSet.concat([outputs[k] for k in sorted(outputs)])
     if scenario == "accumulate":
@@ -199,14 +205,14 @@ def assemble(scenario: str, g: int, real: ImageSet, outputs: dict[int, ImageSet]
 
 
 def matched(scenario: str, g: int, real: ImageSet, outputs: dict[int, ImageSet], *, size: int, n_real: int,
-            n: int, seed: int, real_seed: int, rho: float = 0.5) -> ImageSet:
+            n: int, seed: int, real_seed: int, rho: float = 0.5, balanced: bool = True) -> ImageSet:
     """Generation g's training set of a curated variant's unfiltered control: `size` images,
     `n_real` of them real (what the curated variant's set of the same seed and generation
     holds), each part drawn without a filter from the kind of candidates the filter chose
     from: the real part from the real images the scenario uses (mix: the first n_real of
     the chain's real order, the same every generation; fresh: the first n_real of
     generation g's new ones; otherwise a balanced draw from R), the generated part a
-    balanced draw (`_draw`) from the window's outputs O_k (`outputs`)."""
+    balanced draw (`_draw`; uniform when not `balanced`) from the window's outputs O_k (`outputs`)."""
     rng = np.random.default_rng(int(seed))
     order = real_order(len(real), real_seed)
     if scenario == "mix":
@@ -215,8 +221,8 @@ def matched(scenario: str, g: int, real: ImageSet, outputs: dict[int, ImageSet],
         start = n + (g - 1) * int(round(rho * n))
         reals = real.subset(np.sort(order[start: start + n_real]))
     else:
-        reals = _draw(real, n_real, rng)
-    generated = _draw(ImageSet.concat([outputs[k] for k in sorted(outputs)]), size - n_real, rng)
+        reals = _draw(real, n_real, rng, balanced)
+    generated = _draw(ImageSet.concat([outputs[k] for k in sorted(outputs)]), size - n_real, rng, balanced)
     return ImageSet.concat([reals, generated])
 
 
