@@ -29,6 +29,9 @@ PINNED = {
     "'tis 'n' rock 'n' roll o'clock O'Neill y'all": "'t is 'n' rock 'n' roll o'clock o'neill y' all",
     "The man, etc. the end": "the man etc. the end",
     "co\xadop \xad 1\xad x": "coop 1 x",  # soft hyphens go; one alone is a '-' (never an empty token)
+    "see http://x.com/a\xa0": "see http://x.com/a",  # pycocoevalcap's rstrip takes the URL's no-break space
+    "see http://x.com/a\xa0 too": "see http://x.com/a\xa0 too",
+    "www.e.com/\U0001f600 a \U0001f600 b": "www.e.com/\U0001f600 a b",  # Java's UTF-16: the emoji is 2 characters
 }
 
 
@@ -89,7 +92,7 @@ CORPUS = list(PINNED) + [
     "a.k.a.x. etc.. 'em. I. The", "A man 's hat.", "the 5 year old boy", "Two men , one woman .",
     "A group of people standing around a table with food on it .", "An elephant (a big one) in a zoo.",
     "A sign reads 'STOP'.", "A plate with eggs, toast & bacon.", "a 1980's car", "A train on tracks near St. Louis.",
-    "w/; \u3000www.x.com a\xa0www.y.com",
+    "w/; \u3000www.x.com a\xa0www.y.com", "a@b.c\U0001f600, http://a.b/\U0001f600\U0001f601) x.com/\xa0\x85",
 ]
 
 

@@ -58,6 +58,9 @@ class Captions:
     def __len__(self) -> int:
         return len(self.texts)
 
+    def __repr__(self) -> str:  # not every caption: an ImageSet's repr would run to megabytes
+        return f"Captions({len(self)} images, {sum(len(t) for t in self.texts)} captions)"
+
     def subset(self, index: np.ndarray) -> "Captions":
         return Captions(tuple(self.texts[i] for i in index.tolist()), tuple(self.ids[i] for i in index.tolist()))
 

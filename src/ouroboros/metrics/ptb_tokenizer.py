@@ -24,8 +24,9 @@ space, so a caption holding another line break (``\\r``, U+2028, U+2029, ``\\v``
 ``\\f``) becomes two lines there and shifts every later caption onto the wrong image;
 here it is one caption, the line break a space. Likewise an SGML tag whose quoted
 attribute runs from one caption into the next (``<a b='x`` then ``y'>``) is one token
-across both there, and not here. Letters and digits are those of Python's Unicode database (Java 7's differ
-for characters added to Unicode since).
+across both there, and not here. Letters and digits are those of Python's Unicode
+database (Java 7's differ for characters added to Unicode since). As in Java, text is
+lexed in UTF-16: a character beyond the BMP (an emoji) is two characters to the rules.
 """
 
 from __future__ import annotations
@@ -149,17 +150,38 @@ def _lex(text: str) -> list[str]:
     return tokens
 
 
+_ASTRAL = re.compile("[\U00010000-\U0010ffff]")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _surrogates(c: str) -> str:
+    """A character beyond the BMP as Java holds it: a high and a low surrogate."""
+    code = ord(c) - 0x10000
+    return chr(0xD800 + (code >> 10)) + chr(0xDC00 + (code & 0x3FF))
+
+
+def _paired(token: str) -> str:
+    """Surrogate pairs joined back into characters; a lone one is '?', as Java writes it."""
+    joined = token.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
+    return _LONE_SURROGATE.sub("?", joined)
+
+
 def tokenize(captions: Sequence[str]) -> list[str]:
     """Each caption tokenised as pycocoevalcap's PTBTokenizer does it: its tokens joined
     by single spaces, lowercased, pycocoevalcap's `PUNCTUATIONS` left out. The captions
     are lexed as the lines of one text, as pycocoevalcap does."""
     lines = [_OTHER_LINE_BREAKS.sub(" ", c.replace("\n", " ")) for c in captions]
-    out: list[list[str]] = [[]]
-    for token in _lex("\n".join(lines)):
+    text = "\n".join(lines)
+    astral = _ASTRAL.search(text) is not None
+    if astral:  # Java lexes UTF-16: a character beyond the BMP is two (surrogate) characters
+        text = _ASTRAL.sub(lambda m: _surrogates(m.group()), text)
+    java: list[list[str]] = [[]]  # the Java tokenizer's output lines, as token lists
+    for token in _lex(text):
         if token == NEWLINE_TOKEN:
-            out.append([])
-        elif token.lower() not in PUNCTUATIONS:
-            out[-1].append(token.lower())
-    if len(out) != len(lines):  # cannot happen: only the joins are line ends
-        raise RuntimeError(f"tokenizer: {len(out)} lines out of {len(lines)} in")
-    return [" ".join(t) for t in out]
+            java.append([])
+        else:
+            java[-1].append(_paired(token).lower() if astral else token.lower())
+    if len(java) != len(lines):  # cannot happen: only the joins are line ends
+        raise RuntimeError(f"tokenizer: {len(java)} lines out of {len(lines)} in")
+    # then pycocoevalcap's own step, as it is written (rstrip: a URL's trailing no-break space goes)
+    return [" ".join(w for w in " ".join(t).rstrip().split(" ") if w not in PUNCTUATIONS) for t in java]
