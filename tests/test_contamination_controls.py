@@ -58,12 +58,15 @@ def test_digits_draw_their_other_source_control_from_mnist_and_mnist_from_digits
     other = splits["other control"]
     assert other.shape == splits["train"].shape == (1, 8, 8) and len(other) == 5000
     assert set(other.source) == {"real:mnist5k"} and other.class_names == splits["train"].class_names
-    np.testing.assert_array_equal(other.images, resize_images(load_mnist5k().images, 8, 8))
+    # MNIST's 20 x 20 digit box (inside its 4-pixel border), area-averaged: the digits fill their frame
+    np.testing.assert_array_equal(other.images, resize_images(load_mnist5k().images[:, :, 4:24, 4:24].copy(), 8, 8))
     assert {"train", "generator", "control", "test"} <= set(splits)  # the same-source control split too
 
     _, splits = _splits(["data.train=mnist5k", "contamination.controls=[other-source]"])
     other = splits["other control"]
     assert other.shape == (1, 28, 28) and set(other.source) == {"real:digits"} and len(other) == len(load_digits())
+    np.testing.assert_array_equal(other.images[:, :, 4:24, 4:24], resize_images(load_digits().images, 20, 20))
+    assert not other.images[:, :, :4].any() and not other.images[:, :, :, 24:].any()  # MNIST's empty border
     assert "control" not in splits  # no same-source control: no control split is cut
 
 
@@ -174,13 +177,17 @@ def test_table10_trains_on_the_top_mixtures_real_images_with_that_mixtures_seeds
     assert not [k for k in plan(none, None, load_splits(none)).analysis if k[0] == "10"]  # no ratio below 100%
 
 
-def _rows(recall_alone, recall_mixture, recall_full, seeds=range(5)):
+def _rows(recall_alone, recall_mixture, recall_full, precision_gain=0.0, seeds=range(5)):
+    """Table 10's rows: recall per seed as given; precision the same in every set except the
+    mixture's, higher by `precision_gain` (and a little noise); FID the same everywhere."""
     rows = []
+    noise = [0.001, -0.002, 0.0, 0.002, -0.001]
     for s in seeds:
-        for table, source, ratio, recall in (("10", "real alone", 0.8, recall_alone[s]),
-                                             ("3", "generated", 0.8, recall_mixture[s]),
-                                             ("3", "generated", 0.0, recall_full[s])):
-            for metric, value in (("recall", recall), ("precision", 0.9 + 0.001 * s), ("fid", 1.0 + 0.01 * s)):
+        for table, source, ratio, recall, gain in (("10", "real alone", 0.8, recall_alone[s], 0.0),
+                                                   ("3", "generated", 0.8, recall_mixture[s], precision_gain),
+                                                   ("3", "generated", 0.0, recall_full[s], 0.0)):
+            precision = 0.7 + 0.01 * s + (gain + noise[s] if gain else 0.0)
+            for metric, value in (("recall", recall), ("precision", precision), ("fid", 1.0 + 0.01 * s)):
                 rows.append({"table": table, "source": source, "ratio": ratio, "seed": s, "metric": metric,
                              "value": value})
     return rows
@@ -192,16 +199,22 @@ def test_table10_comparisons_are_paired_tests_holm_corrected_and_decide_the_clai
     config = load_config(CONFIG, ["contamination.controls=[same-source]"])
     jitter = np.array([0.0, 0.01, -0.01, 0.02, -0.02])
     alone = 0.5 + 0.1 * np.arange(5)  # seeds differ a lot; the pairs do not
-    rows = _rows(alone, alone - 0.2 + jitter, alone + 0.1 - jitter)
+    rows = _rows(alone, alone - 0.2 + jitter, alone + 0.1 - jitter, precision_gain=0.05)
     comps = {(c.what.split(" ")[1], c.metric): c for c in table10(rows, config)}
+    assert len(comps) == 6
     recall = comps[("generated", "recall")]  # mixture - alone
     assert recall.test.diff.mean == pytest.approx(-0.2) and recall.test.diff.n == 5
-    assert recall.decision == LOWER and recall.p_holm >= recall.test.p
+    assert recall.decision == LOWER and recall.p_holm > recall.test.p  # Holm-corrected over the six
     assert comps[("real", "recall")].decision == LOWER  # alone - all real: less real data costs recall too
+    assert comps[("generated", "precision")].decision == HIGHER
     assert comps[("real", "precision")].decision == NOT_RESOLVED  # no difference at all
     claims = {c.text: c for c in findings(rows, config) if c.table == "10"}
     assert claims["a model trained on the 80% generated mixture has lower recall than on its real images alone"
                   ].verdict == HOLDS
+    assert claims["a model trained on the 80% generated mixture has higher precision than on its real images alone"
+                  ].verdict == HOLDS  # a ">" claim shown higher holds
+    assert claims["a model trained on the 80% generated mixture has lower fid than on its real images alone"
+                  ].verdict == NOT_RESOLVED
     reversed_ = {c.text: c for c in findings(_rows(alone, alone + 0.2 + jitter, alone), config) if c.table == "10"}
     claim = reversed_["a model trained on the 80% generated mixture has lower recall than on its real images alone"]
     assert (claim.decision, claim.verdict) == (HIGHER, REVERSED)
@@ -209,3 +222,22 @@ def test_table10_comparisons_are_paired_tests_holm_corrected_and_decide_the_clai
     shuffled = _rows(alone, (alone - 0.2 + jitter)[[4, 3, 0, 1, 2]], alone)
     assert {(c.what.split(" ")[1], c.metric): c for c in table10(shuffled, config)}[
         ("generated", "recall")].decision == NOT_RESOLVED
+
+
+def test_generated_or_different_gives_each_paired_difference():
+    """Table 1 against both controls: generated - same-source, other-source - same-source
+    (the cost of being different), generated - other-source (of being generated beyond it)."""
+    from ouroboros.studies.contamination_tables import _generated_or_different
+
+    config = load_config(CONFIG, ["contamination.archs=[cnn]", "contamination.ratios=[0.0,0.8]"])
+    base = {"generated": 0.90, "real control": 0.97, "other-source control": 0.93}
+    rows = [{"table": "1", "source": src, "ratio": 0.8, "arch": "cnn", "test": "clean", "seed": s,
+             "metric": "accuracy", "value": acc + 0.01 * s + 0.001 * (s % 2) * (src == "generated")}
+            for s in range(5) for src, acc in base.items()]
+    tables = []
+    _generated_or_different(rows, config, lambda title, header, body, note="": tables.append((header, body)))
+    (header, body), = tables
+    assert header == ["arch", "share", "generated - same-source", "other-source - same-source",
+                      "generated - other-source"]
+    assert [row[:2] for row in body] == [["cnn", "80%"]]
+    assert [cell.split(" ")[0] for cell in body[0][2:]] == ["-7.0", "-4.0", "-3.0"]  # points, paired per seed

@@ -8,11 +8,19 @@ shares of a training set as the generated images do, but is real.
   ImageNet, Flickr-30k for COCO), named by ``contamination.control``. It is different
   without being generated, so comparing the two controls separates "generated" from
   "different". The embedded datasets are each other's: ``digits`` draws its other-source
-  control from ``mnist5k`` (28 x 28, area-averaged down to 8 x 8, as the digits themselves
-  were made), ``mnist5k`` from ``digits`` (upsampled to 28 x 28, bilinear).
+  control from ``mnist5k``, ``mnist5k`` from ``digits``.
 
 An other-source control must have the training data's classes, in the same order; its
-images are resized to the training images' height and width (`ouroboros.data.resize`).
+images are resized to the training images' height and width (`ouroboros.data.resize`:
+area averaging down, bilinear up). The two embedded datasets frame a digit differently,
+and the resizing keeps each one's framing: MNIST centres a 20 x 20 box holding the digit
+in a 28 x 28 image (a 4-pixel border), the scikit-learn digits fill their 8 x 8 frame
+(each pixel counts the ink of a 4 x 4 block of a 32 x 32 bitmap of the digit). So MNIST's
+20 x 20 box is area-averaged to 8 x 8, the way the digits were made, and a digit is
+enlarged to 20 x 20 inside MNIST's border. Resized whole, an MNIST digit would fill only
+the middle 6 x 6 pixels of the 8 x 8 frame: the study's CNN trained on 539 digits then
+classifies 24% of the mnist5k digits correctly, against 56% with the box, and one trained
+on 539 MNIST digits 45% of the digits' test split, against 76% (one seed each).
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from ouroboros.errors import UserError, check_list
 
 CONTROLS = ("same-source", "other-source")
 COUNTERPARTS = {"digits": "mnist5k", "mnist5k": "digits"}  # data.train -> its embedded other source
+BORDERS = {"digits": 0, "mnist5k": 4}  # the empty border around each embedded dataset's digit box
 
 
 def check_controls(where: str, controls, control: str | None) -> None:
@@ -77,4 +86,4 @@ def load_other_source(control: str | None, train_spec: str, train: ImageSet) -> 
     if other.shape[0] != c:
         raise UserError(f"{what} has {other.shape[0]}-channel images, the training data {c}-channel: give a control "
                         "with the training data's channels")
-    return resize_set(other, h, w)
+    return resize_set(other, h, w, crop=BORDERS.get(spec, 0), pad=BORDERS.get(train_spec, 0))

@@ -51,9 +51,14 @@ def resize_images(images: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-def resize_set(images: ImageSet, height: int, width: int) -> ImageSet:
-    """The same images, labels and provenance at height x width."""
-    if images.images.shape[2:] == (height, width):
-        return images
+def resize_set(images: ImageSet, height: int, width: int, crop: int = 0, pad: int = 0) -> ImageSet:
+    """The same images, labels and provenance at height x width: `crop` pixels cut from
+    every edge first, and the rest resized to fit inside a black border `pad` pixels wide."""
+    x = images.images[:, :, crop:images.images.shape[2] - crop, crop:images.images.shape[3] - crop]
+    inner = (height - 2 * pad, width - 2 * pad)
+    if min(x.shape[2:]) < 1 or min(inner) < 1:
+        raise ValueError(f"crop {crop} / pad {pad} leave no pixels of {images.shape} -> {height} x {width}")
+    out = np.zeros((len(x), x.shape[1], height, width), np.uint8)
+    out[:, :, pad:height - pad, pad:width - pad] = x if x.shape[2:] == inner else resize_images(x, *inner)
     # replace() keeps every other field; the content hash cached in `_hash` is the old images'
-    return dataclasses.replace(images, images=resize_images(images.images, height, width), _hash=[])
+    return dataclasses.replace(images, images=out, _hash=[])
