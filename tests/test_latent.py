@@ -1,5 +1,5 @@
-"""The latent diffusion family: a diffusion model on a PCA code whose encoder is refitted
-on each training set (encoder_fit: own) or fitted once on the real split (real)."""
+"""The latent diffusion family: a diffusion model on a PCA or autoencoder code whose encoder
+is refitted on each training set (encoder_fit: own) or fitted once on the real split (real)."""
 
 from __future__ import annotations
 
@@ -99,7 +99,9 @@ _TINY_ARGS = [a for s in TINY + ["loop.seeds=[0]", "loop.guidance=[1.0]", "loop.
 
 @pytest.mark.parametrize("settings, fragment", [
     ("{denoiser: unet}", "denoiser must be mlp for the latent family"),
-    ("{encoder: vae}", "encoder must be pca"),
+    ("{encoder: vae}", "encoder must be one of pca, autoencoder; got 'vae'"),
+    ("{encoder: autoencoder, encoder_hidden: 0}", "encoder_hidden must"),
+    ("{encoder: autoencoder, encoder_epochs: 0}", "encoder_epochs must"),
     ("{encoder_fit: test}", "encoder_fit must be own"),
     ("{components: 0}", "components must"),
     ("{components: 61}", "components (61) exceeds the 64 pixel values per image or the 60 images"),
@@ -167,3 +169,57 @@ def test_a_folder_of_another_family_or_incomplete_is_refused_naming_the_family(d
     with pytest.raises(UserError, match="is not a saved latent generator"):
         FittedLatent.load(tmp_path / "empty")
     assert FittedLatent.load(tmp_path / "latent").sample(4, seed=1).images.shape == (4, *train.shape)
+
+
+AE = {"encoder": "autoencoder", "encoder_hidden": 32, "encoder_epochs": 3}
+
+
+def test_the_autoencoder_code_saves_and_loads_to_the_same_samples(digits, tmp_path):
+    train, _ = digits
+    a, b, c = _fit(train, seed=1, **AE), _fit(train, seed=1, **AE), _fit(train, seed=2, **AE)
+    for model, where in ((a, "a"), (b, "b"), (c, "c")):
+        model.save(tmp_path / where)
+    weights = {w: (tmp_path / w / "model.safetensors").read_bytes() for w in "abc"}
+    assert weights["a"] == weights["b"] and weights["a"] != weights["c"]
+    family, loaded = load_fitted(tmp_path / "a")
+    assert family.name == "latent" and type(loaded.code).__name__ == "AutoencoderCode"
+    x = train.to_float()
+    assert np.array_equal(loaded.code.encode(x), a.code.encode(x))
+    for w in (0.0, 1.0):
+        same = a.sample(30, seed=5, guidance=w).images, loaded.sample(30, seed=5, guidance=w).images
+        assert same[0].tobytes() == same[1].tobytes()
+
+
+def test_the_autoencoder_is_fitted_on_its_own_training_set_or_on_the_real_split(digits):
+    """encoder_fit own (the default): each training set, so each generation, gets its own
+    autoencoder; real: the reference's."""
+    from ouroboros.generators.autoencoder import AutoencoderCode
+
+    train, other = digits
+    later = _fit(train, **AE).sample(100, seed=3)  # the next generation's training set
+    for images in (train, later):
+        own = _fit(images, **AE).code
+        alone = AutoencoderCode.fit(images.to_float(), SMALL["components"], True, 32, 3, seed=0)
+        assert np.array_equal(own.encode(other.to_float()), alone.encode(other.to_float()))
+    real = _fit(train, reference=other, encoder_fit="real", **AE)
+    alone = AutoencoderCode.fit(other.to_float(), SMALL["components"], True, 32, 3, seed=0)
+    assert np.array_equal(real.code.encode(train.to_float()), alone.encode(train.to_float()))
+    assert real.info["encoder_hash"] == other.content_hash()
+
+
+@pytest.mark.parametrize("whiten", [True, False])
+def test_the_autoencoder_reconstructs_its_images_and_centres_and_scales_its_code(digits, whiten):
+    from ouroboros.generators.autoencoder import AutoencoderCode
+
+    train, _ = digits
+    x = train.to_float().reshape(len(train), -1)
+    short, long = (AutoencoderCode.fit(x, 16, whiten, 64, epochs, seed=0) for epochs in (1, 300))
+    error = {name: np.abs(code.decode(code.encode(x)) - x).mean() for name, code in (("short", short), ("long", long))}
+    assert error["long"] < 0.5 * error["short"] and error["long"] < 0.2, error
+    codes = long.encode(x)
+    assert np.allclose(codes.mean(axis=0), 0, atol=1e-4)
+    spread = codes.std(axis=0)
+    if whiten:
+        assert np.allclose(spread, 1, atol=1e-3)
+    else:
+        assert np.isclose(np.sqrt(np.mean(spread**2)), 1, atol=1e-3) and spread.std() > 0.05

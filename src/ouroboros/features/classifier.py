@@ -9,6 +9,7 @@ layer is the ``classifier`` feature extractor. Saved as safetensors + JSON.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -34,6 +35,10 @@ class ClassifierConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-4
     shift: int = 1  # random translation (pixels) as augmentation
+    # random rotation (up to this many degrees either way) and zoom (a factor within 1 +- scale)
+    # of each image, with the translation, as one affine warp; both 0: whole-pixel shifts only
+    rotation: float = 0.0
+    scale: float = 0.0
     device: str = "auto"
 
     def validate(self, where: str = "classifier") -> None:
@@ -48,6 +53,8 @@ class ClassifierConfig:
         check_float(f"{where}.lr", self.lr, 0.0, 1.0, lo_open=True)
         check_float(f"{where}.weight_decay", self.weight_decay, 0.0, 1.0)
         check_int(f"{where}.shift", self.shift, 0, 16)  # and below the image size (ouroboros.preflight)
+        check_float(f"{where}.rotation", self.rotation, 0.0, 180.0)
+        check_float(f"{where}.scale", self.scale, 0.0, 0.5)
         check_text(f"{where}.device", self.device, 64)
 
 
@@ -136,6 +143,28 @@ def _random_shift(x: torch.Tensor, shift: int, gen: torch.Generator) -> torch.Te
     return pad[:, :, dy : dy + x.shape[2], dx : dx + x.shape[3]]
 
 
+def _random_affine(x: torch.Tensor, config: "ClassifierConfig", gen: torch.Generator) -> torch.Tensor:
+    """Each image rotated by an angle within +-rotation degrees, zoomed by a factor within
+    1 +- scale and translated by up to `shift` pixels each way, all drawn uniformly per
+    image (bilinear, the border pixels extended)."""
+    n, h = x.shape[0], x.shape[-1]
+    angle = (2 * torch.rand(n, generator=gen) - 1) * math.radians(config.rotation)
+    zoom = 1 + (2 * torch.rand(n, generator=gen) - 1) * config.scale
+    move = (2 * torch.rand(n, 2, generator=gen) - 1) * (2 * config.shift / h)  # in affine_grid's [-1, 1] units
+    cos, sin = zoom * torch.cos(angle), zoom * torch.sin(angle)
+    theta = torch.stack([torch.stack([cos, -sin, move[:, 0]], 1), torch.stack([sin, cos, move[:, 1]], 1)], 1)
+    grid = nn.functional.affine_grid(theta.to(x), list(x.shape), align_corners=False)
+    return nn.functional.grid_sample(x, grid, padding_mode="border", align_corners=False)
+
+
+def augment(x: torch.Tensor, config: "ClassifierConfig", gen: torch.Generator) -> torch.Tensor:
+    """A training batch augmented: whole-pixel shifts of the batch (`shift`), or, with a
+    rotation or scale, a random affine warp of each image."""
+    if config.rotation or config.scale:
+        return _random_affine(x, config, gen)
+    return _random_shift(x, config.shift, gen)
+
+
 def check_image_size(config: ClassifierConfig, image_shape) -> None:
     """The cnn's 2 x 2 max-pool needs images of at least two pixels a side."""
     if config.arch == "cnn" and min(image_shape[1:]) < 2:
@@ -173,7 +202,7 @@ class Classifier:
                 idx = order[i * config.batch_size : (i + 1) * config.batch_size]
                 if len(idx) < 2:  # BatchNorm needs two samples
                     continue
-                x = _random_shift(x_all[idx], config.shift, gen)
+                x = augment(x_all[idx], config, gen)
                 loss = nn.functional.cross_entropy(model(x), y_all[idx])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
