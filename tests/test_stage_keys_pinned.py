@@ -118,3 +118,17 @@ def test_a_run_gives_the_results_the_code_before_the_refactor_gave(tmp_path):
     for a, b in zip(csv.DictReader(golden), now):
         assert {k: v for k, v in a.items() if k != "value"} == {k: v for k, v in b.items() if k != "value"}
         assert math.isclose(float(a["value"]), float(b["value"]), rel_tol=1e-9, abs_tol=1e-12), (a, b)
+
+
+def test_an_option_enters_the_keys_only_where_it_has_an_effect():
+    """The classifier's affine warp and the latent family's autoencoder were added without
+    changing any key above (`settings_params` leaves inert options out); set, they do."""
+    from ouroboros.features.classifier import ClassifierConfig
+    from ouroboros.generators.latent import LatentConfig
+    from ouroboros.graph import settings_params
+
+    assert "rotation" not in settings_params(ClassifierConfig())
+    assert settings_params(ClassifierConfig(scale=0.1))["rotation"] == 0.0
+    assert "encoder_hidden" not in settings_params(LatentConfig())
+    assert settings_params(LatentConfig(encoder="autoencoder"))["encoder_hidden"] == 256
+    assert _pinned("demo", ["classifier.rotation=10"])[1] != PINNED["demo"][1]

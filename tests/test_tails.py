@@ -183,7 +183,7 @@ def test_each_generations_density_tails_measure_its_model_at_its_bias_against_ge
 
     pool = ("loop.generators=[{family: diffusion, share: 0.5}, {family: gmm, share: 0.5, bias: 0.5, "
             "settings: {space: pca, components: 4}}]")
-    config = load_config(None, ["loop.generations=3", "loop.guidance=[1]", "loop.seeds=[0]",
+    config = load_config(None, ["evaluate.tails=true", "loop.generations=3", "loop.guidance=[1]", "loop.seeds=[0]",
                                 "loop.samples_per_generation=40", pool], base={"name": "t"})
     plan = loop.plan(config, None, digits)
     ((key, tails),) = plan.tails.items()

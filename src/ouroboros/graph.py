@@ -18,7 +18,7 @@ import importlib
 import inspect
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -108,6 +108,16 @@ def get_kind(kind: str, module: str | None = None) -> StageKind:
         return STAGE_KINDS[kind]
     except KeyError:
         raise RuntimeError(f"stage kind {kind!r} is not registered (module {module!r})") from None
+
+
+def settings_params(config) -> dict:
+    """A settings dataclass as stage parameters: every field but those its `inert()` names
+    (options that change nothing at their values, left out so that adding an option keeps
+    the keys, and the cached artifacts, of the runs that do not use it)."""
+    params = asdict(config)
+    for name in getattr(config, "inert", tuple)():
+        params.pop(name)
+    return params
 
 
 @dataclass

@@ -41,6 +41,10 @@ class ClassifierConfig:
     scale: float = 0.0
     device: str = "auto"
 
+    def inert(self) -> tuple[str, ...]:
+        """Options without effect here (`ouroboros.graph.settings_params` leaves them out of keys)."""
+        return () if self.rotation or self.scale else ("rotation", "scale")
+
     def validate(self, where: str = "classifier") -> None:
         """Every field in range; the upper bounds only stop absurd sizes."""
         if self.arch not in ("cnn", "resnet"):

@@ -70,6 +70,10 @@ class LatentConfig(DiffusionConfig):
     batch_size: int = 256
     beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "linear"
 
+    def inert(self) -> tuple[str, ...]:
+        """Options without effect here (`ouroboros.graph.settings_params` leaves them out of keys)."""
+        return ("encoder", "encoder_hidden", "encoder_epochs") if self.encoder == "pca" else ()
+
     def validate(self, where: str = "generator") -> None:
         super().validate(where)
         if self.denoiser != "mlp":

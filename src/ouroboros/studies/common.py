@@ -3,13 +3,12 @@ parameters, and the runner of a run folder."""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 from ouroboros.config import StudyConfig
 from ouroboros.data.imageset import ImageSet
 from ouroboros.io import stable_hash
-from ouroboros.graph import Stage, write_record
+from ouroboros.graph import Stage, settings_params, write_record
 from ouroboros.runner import Runner
 
 # Generator settings that only sampling reads: fit keys leave them out, so changing the
@@ -48,7 +47,7 @@ def family_params(family) -> dict:
 
 def generator_params(config: StudyConfig) -> tuple[dict, dict]:
     """(fit config, sampling settings) of the study's generator, as stage parameters."""
-    gen = dataclasses.asdict(config.generator)
+    gen = settings_params(config.generator)
     return ({k: v for k, v in gen.items() if k not in SAMPLING_FIELDS}, {k: gen[k] for k in SAMPLING_FIELDS})
 
 

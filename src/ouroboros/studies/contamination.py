@@ -51,6 +51,7 @@ from ouroboros.data.imageset import ImageSet, stratified_split
 from ouroboros.data.loaders import load_dataset
 from ouroboros.errors import UserError
 from ouroboros.runner import Stage
+from ouroboros.graph import settings_params
 from ouroboros.studies.common import data_stage, derived_seed, generator_params
 
 PARAM_COLUMNS = ["table", "source", "ratio", "arch", "test", "control"]
@@ -237,7 +238,7 @@ def plan(config: StudyConfig, cache: Path, splits: dict[str, ImageSet]) -> Plan:
         for arch in c.archs:
             key = (cell.mixture.key, arch, cell.seed)
             if key not in runs:
-                cfg = dataclasses.asdict(config.classifier) | {"arch": arch}
+                cfg = settings_params(config.classifier) | {"arch": arch}
                 runs[key] = Stage("classify", {"config": cfg, "seed": cell.seed, "shifts": list(c.shifts)},
                                   {"train": cell.mixture, "test": stages["test"]},
                                   label=f"{cell.mixture.label or f'real seed={cell.seed}'} {arch}")
@@ -246,7 +247,7 @@ def plan(config: StudyConfig, cache: Path, splits: dict[str, ImageSet]) -> Plan:
 
 def _analysis_stages(config, stages, cells, pools, n_samples: int) -> dict:
     """Tables 3, 4, 10 and 11 and the detection probes, keyed by (table, source, ratio, seed)."""
-    feat_cfg = dataclasses.asdict(config.classifier) | {"arch": "cnn"}
+    feat_cfg = settings_params(config.classifier) | {"arch": "cnn"}
     # Features for Tables 3 and 4 come from a network trained on none of the sets they
     # score, and the sets are scored against the test split, which nothing trains on.
     features = Stage("classifier", {"config": feat_cfg, "seed": 0}, {"train": stages["generator"]},

@@ -35,7 +35,7 @@ from ouroboros.config import StudyConfig
 from ouroboros.data.imageset import ImageSet, stratified_split
 from ouroboros.data.loaders import load_dataset
 from ouroboros.errors import UserError
-from ouroboros.graph import Stage
+from ouroboros.graph import Stage, settings_params
 from ouroboros.studies import curation, scenarios
 from ouroboros.studies.common import data_stage, derived_seed
 
@@ -132,7 +132,7 @@ def instruments(config: StudyConfig, data: dict, evaluate: dict, cache: Path | N
     for k, (train, test) in data.items():
         tag = "" if k is None else f" seed={k}"
         train_stage, test_stage = data_stage(train, "train", cache), data_stage(test, "test", cache)
-        classifier = Stage("classifier", {"config": dataclasses.asdict(config.classifier),
+        classifier = Stage("classifier", {"config": settings_params(config.classifier),
                                           "seed": 0 if k is None else derived_seed(k, "classifier")},
                            {"train": train_stage}, label=f"real data{tag}")
         scorer = {"classifier": classifier} if uses_classifier(evaluate) else {}

@@ -27,7 +27,7 @@ from ouroboros.config import StudyConfig
 from ouroboros.data.imageset import ImageSet
 from ouroboros.errors import UserError
 from ouroboros.generators.base import GeneratorFamily, get_family
-from ouroboros.graph import Stage
+from ouroboros.graph import Stage, settings_params
 from ouroboros.studies import loop_data, scenarios
 from ouroboros.studies.loop_data import Instruments, curation_split, evaluation
 from ouroboros.studies.scenarios import pool_counts
@@ -109,7 +109,7 @@ def pool_entries(config: StudyConfig, lc=None) -> list[PoolEntry]:
     for i, entry in enumerate((lc or config.loop).families()):
         family = get_family(entry.family)
         plain = family.config is type(config.generator) and not entry.settings  # the generator: section as is
-        settings = dataclasses.asdict(config.generator if plain else
+        settings = settings_params(config.generator if plain else
                                       entry.generator_config(config.generator, f"loop.generators[{i}]"))
         sampling = {k: settings.pop(k) for k in SAMPLING_FIELDS if k in settings}
         bias = entry.bias
