@@ -25,7 +25,7 @@ NO_SYSTEM ?=
 # for a password: the line before says why). Where they cannot be, those tests skip and say why.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test docs bench clean chromium java
+.PHONY: demo test docs bench bench-docs clean chromium java
 
 $(STAMP): pyproject.toml constraints-cpu.txt
 ifeq ($(KEEP_TORCH),)
@@ -64,10 +64,16 @@ ifeq ($(NO_SYSTEM),)
 		|| echo "Java could not be installed: the METEOR and Java tokenizer tests will skip"
 endif
 
-# The docs site (mkdocs.yml, docs/): a broken link or reference fails the build.
+# The docs site (mkdocs.yml, docs/) into site/: a broken link or reference fails the build.
+# The configuration and command-line pages are generated while it builds (docs/hooks.py).
 docs: $(STAMP)
-	$(BIN)/python docs/gen_reference.py
-	$(BIN)/mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
+
+# The benchmark outputs the Performance page shows (docs/benchmarks/), written again here.
+bench-docs: $(STAMP)
+	(echo '$$ python benchmarks/demo.py'; $(BIN)/python benchmarks/demo.py) >docs/benchmarks/demo.txt
+	(echo '$$ python benchmarks/metrics.py'; $(BIN)/python benchmarks/metrics.py) >docs/benchmarks/metrics.txt
+	(echo '$$ python benchmarks/metrics.py --hard'; $(BIN)/python benchmarks/metrics.py --hard) >docs/benchmarks/metrics-hard.txt
 
 test: $(STAMP) chromium java
 	$(BIN)/python -m pytest -q
