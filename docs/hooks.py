@@ -178,7 +178,8 @@ GENERATED = {"configuration": configuration_markdown, "cli": cli_markdown}
 # Pages other parts of the project write; until one lands, the site shows a stub in its place
 # (made here, never committed), so that the navigation and the links to it hold.
 PLANNED = {
-    "captioning.md": ("Captioning", "The captioning study: captioners trained on captioned data with generated images mixed in."),
+    "captioning.md": ("Captioning", "The captioning study: captioners trained on captioned data with generated "
+                                    "images mixed in."),
     "literature.md": ("The literature's experiments", "Configs that run the experiments of the model-collapse papers."),
     "loop-mnist.md": ("Real MNIST", "The feedback loop on real 28×28 MNIST digits (`configs/loop-mnist.yaml`)."),
 }
