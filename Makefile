@@ -67,7 +67,7 @@ endif
 # The docs site (mkdocs.yml, docs/) into site/: a broken link or reference fails the build.
 # The configuration and command-line pages are generated while it builds (docs/hooks.py).
 docs: $(STAMP)
-	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 # The benchmark outputs the Performance page shows (docs/benchmarks/), written again here.
 bench-docs: $(STAMP)
