@@ -1,8 +1,8 @@
 """Wall time of a whole study in a fresh run folder, and time per stage kind.
 
 Usage: python benchmarks/demo.py [--keep DIR] [--config CONFIG --target SECONDS] [-- extra args]
-Default: `ouroboros demo`, target under 300 s on the 2-core CPU machine (feedback-loop
-issue, item 6). With --config, `ouroboros run CONFIG`; e.g. the contamination study:
+Default: `ouroboros demo`, target under 300 s on a 2-core CPU machine.
+With --config, `ouroboros run CONFIG`; e.g. the contamination study:
 python benchmarks/demo.py --config configs/contamination-digits.yaml --target 600
 """
 

@@ -6,7 +6,7 @@ Runs the grid twice in fresh run folders, in this process: `executor.kind: local
 (worker processes, one per core) and `executor.kind: ray` (a local Ray instance with
 the same number of CPUs, or the cluster at --ray-address), and checks that both write
 the same results.csv. Prints the wall time of each, Ray's overhead (goal: within 10%
-of local on 2 cores; issue 9, item 7), Ray's start-up (joining or starting Ray and the
+of local on 2 cores), Ray's start-up (joining or starting Ray and the
 run-folder check on every node) and the per-stage scheduling latency:
 
 - round trip: an empty Ray task with a stage's resources, submitted and awaited one at

@@ -1,4 +1,4 @@
-"""GPU throughput of the feedback loop's U-Nets (issue 10, item 4), printing a table.
+"""GPU throughput of the feedback loop's U-Nets, printing a table.
 
 Usage (on a machine with CUDA):  PYTHONPATH=src python benchmarks/gpu.py [--full]
 

@@ -178,7 +178,7 @@ def _folder(root, classes, n, seed, size=8):
 
 
 def test_imagefolder_with_an_external_generated_folder(tmp_path):
-    """Item 8's layout: real ImageFolder + a folder of generated images, root/<class>/*.png."""
+    """A layout users bring: real ImageFolder + a folder of generated images, root/<class>/*.png."""
     real = _folder(tmp_path / "real", ["n01", "n02", "n03"], 40, 0)
     gen = _folder(tmp_path / "sd", ["n01", "n02", "n03"], 20, 1)
     out = tmp_path / "run"

@@ -1,4 +1,4 @@
-"""How the loop measures (issue 20): scored against the real test split, a held-out loss
+"""How the loop measures: scored against the real test split, a held-out loss
 per generation, instruments redrawn per seed, and no hidden confounds between the
 variants of a grid (a shared generation 0, matched unfiltered controls for curated
 variants, watermark and detector verdicts fixed per image, N = |R|)."""
@@ -28,7 +28,7 @@ def _config(*extra):
     return load_config(None, [*TINY, *extra], base={"name": "eval"})
 
 
-# -- item 1: the held-out loss ------------------------------------------------------------
+# -- the held-out loss --------------------------------------------------------------------
 
 
 def _nll_by_scipy(fitted, images) -> float:
@@ -97,7 +97,7 @@ def test_each_generation_gets_a_test_loss_on_the_test_split_per_family_and_none_
     assert len({json.dumps(st.params, sort_keys=True) for parts in heldout for st in parts.values()}) == 2
 
 
-# -- item 1 and 5: what the loop scores against, and which instruments --------------------
+# -- what the loop scores against, and which instruments ------------------------------
 
 
 def test_every_generation_is_scored_against_the_test_split_unless_evaluate_reference_is_train(digits):
@@ -145,7 +145,7 @@ def test_bad_evaluate_settings_name_the_key(setting, fragment):
         _config(setting)
 
 
-# -- item 4: no hidden confounds -------------------------------------------------------------
+# -- no hidden confounds ---------------------------------------------------------------------
 
 
 # (low recalls where the set has few images a class: a chance-emptied class stops the run)
@@ -249,7 +249,7 @@ def test_the_detector_variant_trains_generation_0_on_the_whole_real_split(grid, 
     assert len(grid["det"].real) == 90  # from generation 1 on, the probe's 10 are out of the pool
 
 
-# -- item 4: N = |R| ------------------------------------------------------------------------
+# -- N = |R| --------------------------------------------------------------------------------
 
 
 def test_n_defaults_to_the_real_split_and_under_fresh_to_the_largest_its_reservoir_lasts(digits):

@@ -223,7 +223,7 @@ def test_a_gaussian_family_without_two_images_per_class_is_refused_up_front(tmp_
 
 
 def test_a_pca_family_models_every_generation_in_the_real_datas_pca_space(pooled_chain, digits):
-    """Item 4: the PCA space is fitted on the real training split, not on each
+    """The PCA space is fitted on the real training split, not on each
     generation's training set, so every generation's Gaussians live in one space."""
     from ouroboros.generators.base import load_fitted
     from ouroboros.generators.gaussian import fit_pca

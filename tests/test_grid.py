@@ -1,4 +1,4 @@
-"""loop.grid (issue 22, item 4; `ouroboros.config_grid`): lists of loop settings crossed
+"""loop.grid (`ouroboros.config_grid`): lists of loop settings crossed
 into variants, named and recorded as loop.variants are, a results.csv column per crossed
 key, heat-maps at the last generation, and bad grids refused before anything is written."""
 

@@ -1,4 +1,4 @@
-"""Issue 18, items 2 and 3: no pickle behind a model folder's index, and bounded input.
+"""No pickle behind a model folder's index, and bounded input.
 
 Every file ouroboros reads is size-checked (OUROBOROS_MAX_INPUT_MB raises the limits)
 and must be a regular file: a 1 TiB sparse file or a FIFO is one UserError, at once.

@@ -1,4 +1,4 @@
-"""The feedback loop at the paper's scale (issue 10): the embedded 28x28 MNIST digits
+"""The feedback loop at the paper's scale: the embedded 28x28 MNIST digits
 (mnist5k), unconditional diffusion, the evaluation the loop chooses from the data
 (Inception features for colour images), ImageFolder resizing, and their bad input."""
 

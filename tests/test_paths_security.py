@@ -1,4 +1,4 @@
-"""Issue 18, items 1, 6 (labels) and 7 (text): names never become paths unchecked, the
+"""Names never become paths unchecked, the
 report reads and writes only inside its folders and never through a link, data labels
 never reach mathtext, and a malformed results.csv is one error line with nothing
 written. Property tests (hypothesis) throw hostile names at every place a name becomes
@@ -208,7 +208,7 @@ def test_property_the_study_name_is_a_folder_name_or_refused(name):
     assert component(name, "name") == name  # runs/<name> is one folder
 
 
-# -- the failures of the issue, one test each ---------------------------------------------
+# -- failures once seen (hostile names, duplicate labels), one test each ----------------------
 
 
 @pytest.mark.parametrize("values, shown", [([1.0, 1.0000001], "1.0 and 1.0000001"), ([0.5, 2.0, 2.0000001], "2.0")])
@@ -228,7 +228,7 @@ def test_two_variants_in_one_folder_are_refused(tmp_path, capsys):
 
 
 def test_hostile_variant_names_and_a_mathtext_class_through_a_tiny_run(tmp_path):
-    """The issue's `name: "/x"` and `"../../x"` wrote grids outside the run folder; a class
+    """Variant names `"/x"` and `"../../x"` once wrote grids outside the run folder; a class
     named $\\x$ crashed plotting at the end of the run. One tiny run does both."""
     from ouroboros.data.imageset import stratified_split
     from ouroboros.data.loaders import load_digits

@@ -1,4 +1,4 @@
-"""The Ray executor (issue 9): the same results.csv as the local executor, byte for byte;
+"""The Ray executor: the same results.csv as the local executor, byte for byte;
 a worker killed mid-stage is retried; a killed driver resumes; a two-node cluster spreads
 the stages and timings.json says where each ran; bad input is one error line.
 

@@ -1,4 +1,4 @@
-"""Issue 18, items 4 to 7 (Ray): whole-run bounds, checks before the first write, a full
+"""Whole-run bounds, checks before the first write, a full
 disk as one line, Ray address errors. Each test names the guard it catches."""
 
 import errno
@@ -33,7 +33,7 @@ def _main(capsys, *args):
     return types.SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
 
 
-# -- item 4: whole-run bounds ---------------------------------------------------------------
+# -- whole-run bounds -----------------------------------------------------------------------
 
 HUGE = ["loop.generations=9", f"loop.seeds={list(range(30))}", f"loop.guidance={[i / 10 for i in range(40)]}"]
 
@@ -131,7 +131,7 @@ def test_text_to_image_refuses_before_the_work_list(capsys, tmp_path):
     assert not out.exists()
 
 
-# -- item 6: checked before the first write ---------------------------------------------------
+# -- checked before the first write -----------------------------------------------------------
 
 
 @pytest.mark.parametrize("where", ["/dev/full", "RUN", "RUN/results.csv", "/proc/self/status", "/sys/kernel/x",
@@ -184,7 +184,7 @@ def test_a_real_split_too_small_for_the_metrics_is_refused_before_the_run_folder
         loop.check_families(config, *(loop.load_splits(config)[0].subset(np.arange(n)) for n in (100, 3)))
 
 
-# -- item 5: a full disk is one line ---------------------------------------------------------------
+# -- a full disk is one line -----------------------------------------------------------------------
 
 
 def _safetensor_error():
@@ -293,7 +293,7 @@ def test_a_really_full_disk_with_worker_processes(tmp_path):
         subprocess.run(["umount", str(disk)])
 
 
-# -- item 7: Ray addresses -----------------------------------------------------------------------------
+# -- Ray addresses -------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("address", ["a..b:6379", "x" * 64 + ".com:1", ".:6379", "a b:6379", "x" * 254 + ":1",

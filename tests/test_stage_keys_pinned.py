@@ -85,7 +85,7 @@ def test_fixed_instruments_scored_on_train_plan_what_the_loop_planned_before_the
                    ("heldout", "tails")) == BEFORE_EVALUATE[name]
 
 
-NEW_METRICS = ("tail_unreached", "tail_mass", "core_mass")  # the tails (issue 22), and component_weight/...
+NEW_METRICS = ("tail_unreached", "tail_mass", "core_mass")  # the tails (metrics/tails.py), and component_weight/...
 GOLDEN = ["loop.generations=3", "loop.seeds=[0,1]", "classifier.epochs=1", "executor.workers=1",
           "loop.samples_per_generation=300"]
 

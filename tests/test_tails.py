@@ -1,5 +1,5 @@
-"""The tails of the real distribution a generator no longer reaches (issue 22, item 3;
-`ouroboros.metrics.tails`): against a float64 brute force, and against cases whose
+"""The tails of the real distribution a generator no longer reaches
+(`ouroboros.metrics.tails`): against a float64 brute force, and against cases whose
 answer is known (a generator of the real distribution, a shrunk one, a Gaussian model
 whose tail mass is a chi-square tail, a mixture missing a component), then in the loop's
 results."""

@@ -309,7 +309,7 @@ def test_settings_validate():
         Settings("m", dtype="fp8").validate()
 
 
-# -- the generated folder as the contamination study's pool (item 7) ----------------------
+# -- the generated folder as the contamination study's pool -----------------------------
 
 
 def _real_folder(root, classes, n):

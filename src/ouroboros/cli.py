@@ -41,6 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--ray-address", metavar="ADDR",
                        help="with --executor ray: auto (the cluster running here) or HOST:PORT of a head node "
                             "(default: start a local Ray instance)")
+        p.add_argument("--log-mlflow", nargs="?", const="file:mlruns", metavar="URI",
+                       help="when the run is done, log its config, every metric per generation and condition, "
+                            "and its plots and report to MLflow (default URI: file:mlruns; extra [mlflow])")
+        p.add_argument("--log-tensorboard", metavar="DIR",
+                       help="when the run is done, write the same as TensorBoard event files under DIR "
+                            "(extra [tensorboard])")
 
     def runs(p):
         p.add_argument("--dry-run", action="store_true",

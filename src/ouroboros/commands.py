@@ -23,6 +23,11 @@ def _run_study(config, out: Path, args) -> int:
         return _dry_run(config, out)
     if log_json is not None:
         check_log_file(log_json, out)  # /dev/full, the run folder, a folder: before anything is written
+    exports = {"mlflow": getattr(args, "log_mlflow", None), "tensorboard": getattr(args, "log_tensorboard", None)}
+    if any(v is not None for v in exports.values()):
+        from ouroboros import exporters
+
+        exporters.check(**exports)  # installed, and a usable target: before anything is written
     start = time.perf_counter()
     log = JsonEventLog(Path(log_json)) if log_json is not None else None
     try:
@@ -37,6 +42,8 @@ def _run_study(config, out: Path, args) -> int:
         ran = len(run.timings)
         print(f"done in {time.perf_counter() - start:.1f}s ({_count(ran, 'stage')} run, the rest cached): {out}/",
               file=sys.stderr)
+    if any(v is not None for v in exports.values()):
+        exporters.export(run, **exports, quiet=args.quiet)
     return 0
 
 
