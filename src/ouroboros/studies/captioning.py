@@ -137,10 +137,13 @@ def _other_source(c: CaptioningConfig, train_spec: str, full: ImageSet) -> Image
                         f"data's classes: name it as captioning.control (data.train {train_spec} has no embedded "
                         "counterpart)")
     spec = c.control if c.control is not None else COUNTERPARTS[train_spec]
-    if spec not in EMBEDDED:
-        _captioned(spec, "the other-source control")  # a clear error for a control without captions
-    other = load_other_source(spec, train_spec, full)
-    return other if other.captions is not None else caption_digits(other, spec)
+    other = load_other_source(spec, train_spec, full)  # its classes checked against the training data's
+    if other.captions is not None:
+        return other
+    if spec in EMBEDDED:
+        return caption_digits(other, spec)
+    raise UserError(f"the other-source control {spec} has no captions: every control image needs its captions "
+                    "(use digits, mnist5k or a captioned .npz)")
 
 
 def _generated_folder(c: CaptioningConfig, folder: str, train: ImageSet) -> ImageSet:

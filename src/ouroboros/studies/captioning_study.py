@@ -36,7 +36,11 @@ class CaptioningStudy(Study):
         c = config.captioning
         c.captioner.validate("captioning.captioner")  # a BLIP folder is checked before any data is loaded
         splits = C.load_splits(config)  # bad data fails here, before anything is written
+        from ouroboros.preflight import check_components
         from ouroboros.tasks.captioning import build_vocabulary
+
+        if c.generated is None:  # the embedded generator, built once on this data
+            check_components(config, splits["train"].shape, splits["train"].num_classes)
 
         build_vocabulary([list(t) for t in splits["train"].captions.texts], c.captioner.min_count)  # not empty
         return splits
