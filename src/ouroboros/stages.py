@@ -174,8 +174,9 @@ def sample_diverse_stage(params: dict, deps: dict, out: Path) -> None:
 @stage_kind("mix", ".npz", version=1)
 def mix_stage(params: dict, deps: dict, out: Path) -> None:
     """A mixture (ouroboros.data.mixtures); mode `fill` tops `real` up to the class counts
-    of `target`, mode `keep` is the real part alone of a `replace` mixture."""
-    from ouroboros.data.mixtures import fill, keep, mix
+    of `target`, mode `keep` is the real part alone of a `replace` mixture, mode `substitute`
+    swaps each dropped image for its own stand-in in `other` (the same caption id)."""
+    from ouroboros.data.mixtures import fill, keep, mix, substitute
 
     real = ImageSet.load(deps["real"])
     other = ImageSet.load(deps["other"]) if "other" in deps else None
@@ -184,6 +185,8 @@ def mix_stage(params: dict, deps: dict, out: Path) -> None:
                      allow_repeats=params["allow_repeats"])
     elif params["mode"] == "keep":
         mixed = keep(real, params["ratio"], seed=params["seed"])
+    elif params["mode"] == "substitute":
+        mixed = substitute(real, other, params["ratio"], seed=params["seed"])
     else:
         mixed = mix(params["mode"], real, other, params["ratio"], seed=params["seed"],
                     allow_repeats=params["allow_repeats"])
