@@ -63,7 +63,7 @@ def test_the_label_rewards_stage_parameters_keep_their_old_keys():
 
 def _config(*extra):
     return load_config(None, ["loop.generations=3", "loop.guidance=[1.0]", "loop.seeds=[0]",
-                              f"loop.samples_per_generation={N}", "loop.labels=sampled", "classifier.epochs=3",
+                              f"loop.samples_per_generation={N}", "loop.labels=sampled", "classifier.epochs=20",
                               "executor.workers=1", "loop.generators=[{family: gaussian, settings: {space: pca, "
                               "components: 8}}]", "loop.curation.kind=reward", "loop.curation.choices=4", *extra],
                        base={"name": "reward"})
