@@ -41,10 +41,10 @@ def test_k_choice_any_keeps_each_draw_with_its_bradley_terry_probability():
 
 
 def test_k_choice_any_groups_draws_of_different_classes_so_a_class_reward_moves_the_shares():
-    # 1000 draws, 10% of the target class with reward 50 (certainly chosen in its group),
-    # the rest 0: groups of 4 at random, so the chosen share is P(a group holds one) ~ 1 - 0.9^4
-    rng = np.random.default_rng(1)
-    target = rng.random(1000) < 0.1
+    # 1000 draws in class order, the first 10% of the target class with reward 50 (certainly
+    # chosen in its group), the rest 0: groups of 4 drawn at random whatever the order, so the
+    # chosen share is P(a group holds one) ~ 1 - 0.9^4 (consecutive groups would keep 10%)
+    target = np.arange(1000) < 100
     removed = curation.k_choice_any(np.where(target, 50.0, 0.0), 4, np.random.default_rng(2))
     assert (~removed).sum() == 250  # one kept per group
     share = target[~removed].mean()
