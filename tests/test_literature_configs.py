@@ -28,9 +28,9 @@ def test_what_each_config_sets_up():
     mad = load_config("mad-digits")
     assert {lc.scenario for _, lc in mad.loop.cells()} == {"mix", "fresh"}
     assert {lc.real_fraction for _, lc in mad.loop.cells()} >= {0.0, 0.5}
-    assert len({lc.families()[0].bias for _, lc in mad.loop.cells()}) == 3
+    assert len({lc.families()[0].bias for _, lc in mad.loop.cells()}) == 2
     stability = dict(load_config("stability-digits").loop.cells())
-    assert stability["gmm lambda=2"].init == "previous" and stability["gmm lambda=2"].synthetic_ratio == 2.0
+    assert stability["gmm lambda=1"].init == "previous" and stability["gmm lambda=1"].synthetic_ratio == 1.0
     assert stability["gaussian fully synthetic"].scenario == "replace"
     reward = dict(load_config("reward-digits").loop.cells())
     assert reward["class reward"].curation.target_class == "0" and reward["class reward"].labels == "sampled"
