@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# the test suite's processes (pytest-xdist; each module stays on one, so its fixtures are built once)
+TEST_WORKERS ?= 2
 STAMP := $(VENV)/.installed
 
 # The browser test renders report.html in Debian's chromium; installed when missing
@@ -32,7 +34,7 @@ java:
 		|| echo "Java could not be installed: the METEOR and Java tokenizer tests will skip"
 
 test: $(STAMP) chromium java
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/demo.py
