@@ -69,8 +69,9 @@ class CompareConfig:
             raise UserError(f"{where}.generations_of must be baselines or all (whose last generation is compared "
                             f"with {where}.generations); got {self.generations_of!r}")
         if not isinstance(self.generations, list) or not self.generations or any(
-                isinstance(g, bool) or not isinstance(g, int) or g < 0 for g in self.generations):
-            raise UserError(f"{where}.generations must be a non-empty list of generation numbers >= 0 (e.g. [0]); "
+                isinstance(g, bool) or not isinstance(g, int) or not 0 <= g <= 1000 for g in self.generations):
+            raise UserError(f"{where}.generations must be a non-empty list of generation numbers from 0 to 1000 "
+                            f"(e.g. [0]); "
                             f"got {self.generations!r}")
         for metric, value in self.delta.items():
             check_text(f"{where}.delta (a metric's name)", metric, 100)
