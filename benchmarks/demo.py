@@ -32,10 +32,14 @@ def main() -> int:
         if out.exists() and any(out.iterdir()):
             print(f"error: {out} is not empty; the benchmark needs a fresh run folder", file=sys.stderr)
             return 2
+        load_before, cpu_before = os.getloadavg()[0], os.times()
         start = time.perf_counter()
         command = ["run", args.config] if args.config else ["demo"]
         proc = subprocess.run([sys.executable, "-m", "ouroboros", *command, "--out", str(out), "--quiet", *args.extra])
         wall = time.perf_counter() - start
+        cpu_after = os.times()
+        cpu = (cpu_after.children_user - cpu_before.children_user) + (cpu_after.children_system -
+                                                                      cpu_before.children_system)
         if proc.returncode:
             return proc.returncode
         timings = json.loads((out / "timings.json").read_text())
@@ -53,6 +57,10 @@ def main() -> int:
     print(f"{'stage sum':<12}{sum(len(v) for v in by_kind.values()):>7}{busy:>10.1f}")
     print(f"{'wall':<12}{'':>7}{wall:>10.1f}   (target < {args.target:g} s; parallel speed-up {busy / wall:.2f}x "
           "incl. start-up)")
+    print(f"{'cpu':<12}{'':>7}{cpu:>10.1f}   (the study's processes, user + system; the wall time with the "
+          f"machine to itself is about cpu / {os.cpu_count()} at best)")
+    print(f"load average: {load_before:.2f} at the start, {os.getloadavg()[0]:.2f} at the end "
+          f"(above {os.cpu_count()}: other work shared the cores and the wall time is not a quiet measurement)")
     return 0 if wall < args.target else 1
 
 

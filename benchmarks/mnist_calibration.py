@@ -2,15 +2,20 @@
 
 Fits each candidate generator on mnist5k's training split (class-conditional, with
 classifier-free guidance; the loop config's split: 70% train, 30% test, split seed 0)
-and prints, per candidate: CPU seconds per fit and per 1,000 samples, and at guidance 1
-and 0 the share of samples the real-data classifier recognises (its label is the one
-asked for) and FID against the real test split in the classifier's features (as the
-loop's evaluate stage computes it). The classifier is the loop-mnist config's; its
-accuracy on the real test split heads the table.
+and prints, per candidate: CPU seconds per fit and per 1,000 samples, for a latent model
+the share of the real test digits recognised after a trip through its code (what its
+samples can reach at best), and at guidance 1 and 0 the share of samples the real-data
+classifier recognises (its label is the one asked for) and FID against the real test
+split in the classifier's features (as the loop's evaluate stage computes it). The
+classifier is the loop-mnist config's; its accuracy on the real test split heads the
+table. --classifiers first prints candidate classifiers: CPU seconds to train and to
+score, accuracy on the real test split.
 
-Usage: python benchmarks/mnist_calibration.py [--candidates latent,mlp,unet] [--samples 1000]
-       [--train-steps N] [--fit-images N] [--classifier-epochs N] [--threads 2] [--classifier-cache DIR]
+Usage: python benchmarks/mnist_calibration.py [--candidates latent,latent-pca64,mlp]
+       [--classifiers cnn16,cnn16-affine] [--samples 1000] [--train-steps N] [--fit-images N]
+       [--classifier-epochs N] [--threads 1] [--classifier-cache DIR]
 (--train-steps, --fit-images and --classifier-epochs shorten everything, for smoke tests.)
+CPU seconds are time.process_time() of this process with --threads torch threads.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
@@ -26,7 +32,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from ouroboros.config import load_config  # noqa: E402
-from ouroboros.data.imageset import stratified_split  # noqa: E402
+from ouroboros.data.imageset import ImageSet, quantize, stratified_split  # noqa: E402
 from ouroboros.data.loaders import load_mnist5k  # noqa: E402
 from ouroboros.features.classifier import Classifier  # noqa: E402
 from ouroboros.generators import get_family  # noqa: E402
@@ -35,10 +41,18 @@ from ouroboros.metrics import fid  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 
 # name -> (family, settings, what it is). Budgets: about what the loop's 75 fits can afford
-# on 2 cores (the U-Net's is far below what it needs: README "Real MNIST").
+# on 2 cores (the U-Net's is far below what it needs: README "Real MNIST"). A latent
+# candidate's settings are changes to configs/loop-mnist.yaml's (None: the config's own).
 CANDIDATES = {
-    "latent": ("latent", None,  # None: configs/loop-mnist.yaml's settings
-               "MLP 128 x 2 on a 64-number PCA code, 1,500 steps x 128 (loop-mnist)"),
+    "latent": ("latent", None, "the loop-mnist config's"),
+    "latent-pca64": ("latent", {"encoder": "pca", "components": 64},
+                     "MLP 128 x 2 on a 64-number PCA code, 1,500 steps x 128"),
+    "latent-pca128": ("latent", {"encoder": "pca", "components": 128},
+                      "MLP 128 x 2 on a 128-number PCA code, 1,500 steps x 128"),
+    "latent-ae16": ("latent", {"encoder": "autoencoder", "components": 16},
+                    "MLP 128 x 2 on a 16-number autoencoder code (784-256-16, 30 epochs), 1,500 steps x 128"),
+    "latent-ae32": ("latent", {"encoder": "autoencoder", "components": 32},
+                    "MLP 128 x 2 on a 32-number autoencoder code (784-256-32, 30 epochs), 1,500 steps x 128"),
     "mlp": ("diffusion", {"denoiser": "mlp", "hidden": 256, "depth": 2, "train_steps": 1500, "batch_size": 128,
                           "lr": 2e-3, "beta_schedule": "linear", "ema_decay": 0.995, "sampler": "ddpm",
                           "sample_steps": 50},
@@ -49,6 +63,16 @@ CANDIDATES = {
              "U-Net 8/16 channels, 400 steps x 64"),
 }
 
+# name -> (changes to configs/loop-mnist.yaml's classifier, what it is); the config's own is "config"
+CLASSIFIERS = {
+    "cnn16": ({"width": 16, "epochs": 20, "shift": 2, "rotation": 0.0, "scale": 0.0},
+              "cnn width 16, 20 epochs, shifts of 2 pixels"),
+    "cnn16-affine": ({"width": 16, "epochs": 20, "shift": 2, "rotation": 10.0, "scale": 0.1},
+                     "cnn width 16, 20 epochs, affine warp: shift 2, rotation 10 degrees, zoom 0.1"),
+    "cnn24-affine": ({"width": 24, "epochs": 20, "shift": 2, "rotation": 10.0, "scale": 0.1},
+                     "cnn width 24, 20 epochs, affine warp: shift 2, rotation 10 degrees, zoom 0.1"),
+}
+
 
 def cpu_seconds(fn):
     """(result, CPU seconds of this process, all threads) of fn()."""
@@ -57,22 +81,60 @@ def cpu_seconds(fn):
     return out, time.process_time() - start
 
 
+def describe(settings: dict) -> str:
+    """A latent model's settings in words."""
+    code = (f"autoencoder code (784-{settings.get('encoder_hidden', 256)}-{settings['components']}, "
+            f"{settings.get('encoder_epochs', 30)} epochs)" if settings.get("encoder") == "autoencoder"
+            else "PCA code")
+    return (f"MLP {settings['hidden']} x {settings['depth']} on a {settings['components']}-number {code}, "
+            f"{settings['train_steps']:,} steps x {settings['batch_size']} (loop-mnist)")
+
+
+def code_recognised(fitted, classifier, test) -> str:
+    """The share of the real test digits the classifier recognises after a trip through a latent
+    model's code (encode, decode, quantise): what its samples can reach at best."""
+    if not hasattr(fitted, "code"):
+        return "-"
+    x = fitted.code.decode(fitted.code.encode(test.to_float())).reshape(len(test), *test.shape)
+    trip = ImageSet.create(quantize(x), test.labels, test.class_names, source="gen:code")
+    return f"{np.mean(classifier.logits(trip).argmax(1) == test.labels):.1%}"
+
+
+def classifier_rows(names, config, train, test, seed) -> list[str]:
+    """One row per candidate classifier: CPU seconds to train, to score 1,000 images, and its
+    accuracy on the real test split."""
+    rows = []
+    for name in names:
+        changes, what = CLASSIFIERS[name]
+        clf_config = replace(config.classifier, device="cpu", **changes)
+        classifier, train_cpu = cpu_seconds(lambda: Classifier.train(train, clf_config, seed=seed))
+        logits, score_cpu = cpu_seconds(lambda: classifier.logits_and_features(test)[0])
+        rows.append(f"| {name}: {what} | {train_cpu:.0f} | {score_cpu / len(test) * 1000:.1f} | "
+                    f"{np.mean(logits.argmax(1) == test.labels):.2%} |")
+        print(f"  {rows[-1]}", flush=True)
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--candidates", default=",".join(CANDIDATES),
-                        help="comma-separated, of: " + ", ".join(CANDIDATES))
+    parser.add_argument("--candidates", default="latent,latent-pca64,mlp",
+                        help="comma-separated, of: " + ", ".join(CANDIDATES) + " (default latent,latent-pca64,mlp)")
+    parser.add_argument("--classifiers", default="",
+                        help="also train and score these classifiers, comma-separated, of: " + ", ".join(CLASSIFIERS))
     parser.add_argument("--samples", type=int, default=1000, help="samples per candidate and guidance (default 1000)")
     parser.add_argument("--train-steps", type=int, help="override every candidate's training steps")
     parser.add_argument("--fit-images", type=int, help="fit on the first N training images only")
     parser.add_argument("--classifier-epochs", type=int, help="override the classifier's epochs")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--classifier-cache", help="a folder: load the classifier from it, or train and save it there")
     args = parser.parse_args()
     names = [c for c in args.candidates.split(",") if c]
-    unknown = sorted(set(names) - set(CANDIDATES))
-    if unknown or not names:
-        print(f"error: unknown candidate(s) {unknown}; use some of {', '.join(CANDIDATES)}", file=sys.stderr)
+    clf_names = [c for c in args.classifiers.split(",") if c]
+    unknown = sorted(set(names) - set(CANDIDATES)) + sorted(set(clf_names) - set(CLASSIFIERS))
+    if unknown or not (names or clf_names):
+        print(f"error: unknown candidate(s) {unknown}; use some of {', '.join(CANDIDATES)} (--candidates) or "
+              f"{', '.join(CLASSIFIERS)} (--classifiers)", file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
 
@@ -85,6 +147,17 @@ def main() -> int:
     clf_config.device = "cpu"
     if args.classifier_epochs:
         clf_config.epochs = args.classifier_epochs
+        for changes, _ in CLASSIFIERS.values():
+            changes["epochs"] = args.classifier_epochs
+    clf_rows = classifier_rows(clf_names, config, train, test, args.seed)
+    if clf_rows:
+        print()
+        print("| classifier | CPU s to train | CPU s / 1,000 scored | real test split |")
+        print("|---|---:|---:|---:|")
+        print("\n".join(clf_rows))
+        print()
+    if not names:
+        return 0
     cache = Path(args.classifier_cache) if args.classifier_cache else None
     if cache is not None and cache.is_dir():
         classifier, clf_cpu = Classifier.load(cache), float("nan")
@@ -93,22 +166,24 @@ def main() -> int:
         if cache is not None:
             classifier.save(cache)
     test_logits, test_features = classifier.logits_and_features(test)
-    print(f"classifier ({clf_config.arch}, width {clf_config.width}, {clf_config.epochs} epochs, shift "
-          f"{clf_config.shift}): {np.mean(test_logits.argmax(1) == test.labels):.1%} on the {len(test)} real test "
-          f"digits; {clf_cpu:.0f} CPU s to train; {len(train)} training images, {args.samples} samples per "
-          f"guidance, {args.threads} threads")
+    print(f"classifier (the config's: {clf_config.arch}, width {clf_config.width}, {clf_config.epochs} epochs, shift "
+          f"{clf_config.shift}, rotation {clf_config.rotation:g}, zoom {clf_config.scale:g}): "
+          f"{np.mean(test_logits.argmax(1) == test.labels):.2%} on the {len(test)} real test digits; {clf_cpu:.0f} "
+          f"CPU s to train; {len(train)} training images, {args.samples} samples per guidance, {args.threads} threads")
     print(f"real test split against itself: FID 0 by definition; "
           f"{len(train)} real training digits: FID {fid(test_features, classifier.features(train)):.2f}")
 
-    header = "| candidate | CPU s / fit | CPU s / 1,000 samples | recognised w=1 | recognised w=0 | FID w=1 | FID w=0 |"
+    header = ("| candidate | CPU s / fit | CPU s / 1,000 samples | code: test recognised | recognised w=1 | "
+              "recognised w=0 | FID w=1 | FID w=0 |")
     rows = []
     for name in names:
         family_name, settings, what = CANDIDATES[name]
-        settings = {**(config.loop.generators[0].settings if settings is None else settings), "device": "cpu"}
+        base = config.loop.generators[0].settings
+        fit_settings = {**(base if family_name == "latent" else {}), **(settings or {}), "device": "cpu"}
         if args.train_steps:
-            settings["train_steps"] = args.train_steps
+            fit_settings["train_steps"] = args.train_steps
         family = get_family(family_name)
-        fitted, fit_cpu = cpu_seconds(lambda: family.fit(train, settings, seed=args.seed))
+        fitted, fit_cpu = cpu_seconds(lambda: family.fit(train, fit_settings, seed=args.seed))
         scores, sample_cpu = {}, 0.0
         for w in (1.0, 0.0):
             images, cpu = cpu_seconds(lambda: fitted.sample(args.samples, seed=args.seed + 1, guidance=w))
@@ -116,12 +191,15 @@ def main() -> int:
             logits, features = classifier.logits_and_features(images)
             scores[w] = (np.mean(logits.argmax(1) == images.labels), fid(test_features, features))
         per_1000 = sample_cpu / 2 / args.samples * 1000
-        rows.append(f"| {name}: {what} | {fit_cpu:.0f} | {per_1000:.0f} | {scores[1.0][0]:.1%} | "
-                    f"{scores[0.0][0]:.1%} | {scores[1.0][1]:.2f} | {scores[0.0][1]:.2f} |")
+        if settings is None:
+            what = describe(base)
+        trip = code_recognised(fitted, classifier, test)
+        rows.append(f"| {name}: {what} | {fit_cpu:.0f} | {per_1000:.0f} | {trip} | "
+                    f"{scores[1.0][0]:.1%} | {scores[0.0][0]:.1%} | {scores[1.0][1]:.2f} | {scores[0.0][1]:.2f} |")
         print(f"  {rows[-1]}", flush=True)
     print()
     print(header)
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     print("\n".join(rows))
     return 0
 

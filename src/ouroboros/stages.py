@@ -102,6 +102,11 @@ def evaluate_stage(params: dict, deps: dict, out: Path) -> None:
     if params.get("metrics", "classifier+fid+prdc").startswith("classifier+"):
         logits, fake = Classifier.load(deps["classifier"]).logits_and_features(images)
         metrics = classification_metrics(logits, images.labels, images.class_names)
+        if "reward" in params:  # E_{p_g}[r(x)] of a reward curation's classifier reward
+            from ouroboros.studies.curation import reward_values
+
+            metrics["expected_reward"] = float(reward_values(params["reward"], logits, images.labels,
+                                                             images.class_names).mean())
     real, fake = _features(params, deps, images, fake)
     metrics["fid"] = fid(real, fake)
     metrics.update(prdc(real, fake, k=params["k"]))
@@ -174,8 +179,9 @@ def sample_diverse_stage(params: dict, deps: dict, out: Path) -> None:
 @stage_kind("mix", ".npz", version=1)
 def mix_stage(params: dict, deps: dict, out: Path) -> None:
     """A mixture (ouroboros.data.mixtures); mode `fill` tops `real` up to the class counts
-    of `target`, mode `keep` is the real part alone of a `replace` mixture."""
-    from ouroboros.data.mixtures import fill, keep, mix
+    of `target`, mode `keep` is the real part alone of a `replace` mixture, mode `substitute`
+    swaps each dropped image for its own stand-in in `other` (the same caption id)."""
+    from ouroboros.data.mixtures import fill, keep, mix, substitute
 
     real = ImageSet.load(deps["real"])
     other = ImageSet.load(deps["other"]) if "other" in deps else None
@@ -184,6 +190,8 @@ def mix_stage(params: dict, deps: dict, out: Path) -> None:
                      allow_repeats=params["allow_repeats"])
     elif params["mode"] == "keep":
         mixed = keep(real, params["ratio"], seed=params["seed"])
+    elif params["mode"] == "substitute":
+        mixed = substitute(real, other, params["ratio"], seed=params["seed"])
     else:
         mixed = mix(params["mode"], real, other, params["ratio"], seed=params["seed"],
                     allow_repeats=params["allow_repeats"])
@@ -346,13 +354,16 @@ def curate_stage(params: dict, deps: dict, out: Path) -> None:
         removed = probe.prob_generated(classifier.features(candidates)) > cfg["threshold"]
         flagged = probe.prob_generated(classifier.features(ImageSet.load(deps["real"]))) > cfg["threshold"]
         extra = {"curation_detector_fpr": float(flagged.mean())}
-    elif cfg["kind"] == "reward":  # per output: its groups of K share a class and a model
-        rewards = cfg["reward_scale"] * curation.log_label_probability(
-            Classifier.load(deps["classifier"]).logits(candidates), candidates.labels)
+    elif cfg["kind"] == "reward":  # per output: its groups of K share a model (and, reward label, a class)
+        rewards = curation.reward_values(cfg, Classifier.load(deps["classifier"]).logits(candidates),
+                                         candidates.labels, candidates.class_names)
         removed, start = np.zeros(len(candidates), dtype=bool), 0
         for _, _, images, _ in parts:
             stop = start + len(images)
-            removed[start:stop] = curation.k_choice(images.labels, rewards[start:stop], cfg["choices"], rng)
+            r = rewards[start:stop]
+            removed[start:stop] = (curation.k_choice(images.labels, r, cfg["choices"], rng)
+                                   if cfg.get("reward", "label") == "label" else
+                                   curation.k_choice_any(r, cfg["choices"], rng))
             start = stop
     else:
         raise UserError(f"unknown curation {cfg['kind']!r}; use one of {', '.join(curation.KINDS)}")

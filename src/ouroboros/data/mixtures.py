@@ -11,6 +11,9 @@ the number taken is ``round(p n)``.
   short of a class): then every image of the class once, and the rest repeated.
 - `subsample`: keep ``round(p n)`` real images of each class, nothing else.
 - `keep`: the real images `replace` keeps at ratio p (``n - round(p n)`` of each class), nothing else.
+- `substitute`: `replace`, with each dropped image's own stand-in: the image of `other`
+  that carries its caption id (generated from one of its captions, SD-COCO's
+  construction), so every caption stays and only its image changes.
 - `append`: all real images plus ``round(p n)`` images of each class from `other`.
 - `fill`: all real images plus, per class, as many from `other` as it takes to reach
   given class counts (a small real subset filled up to full size, Table 7).
@@ -94,6 +97,27 @@ def replace(real: ImageSet, other: ImageSet, ratio: float, seed: int = 0, allow_
     add = [_take(seed, c, np.flatnonzero(other.labels == c), k, allow_repeats, f"class {real.class_names[c]!r}")
            for c, k in enumerate(counts_for(real, ratio))]
     return ImageSet.concat([real.subset(_kept(real, ratio, seed)), other.subset(np.concatenate(add))])
+
+
+def substitute(real: ImageSet, other: ImageSet, ratio: float, seed: int = 0) -> ImageSet:
+    """The images `replace(real, ..., ratio, seed)` drops, each swapped for the image of
+    `other` with its caption id (the first such image); the kept ones as `replace` keeps them."""
+    ratio = check_ratio(ratio)
+    _check_compatible(real, other)
+    if real.captions is None or other.captions is None:
+        raise UserError("substitute swaps each image for the one made from its captions: both sets need captions")
+    kept = _kept(real, ratio, seed)
+    dropped = np.setdiff1d(np.arange(len(real)), kept)
+    first: dict[str, int] = {}
+    for i, image_id in enumerate(other.captions.ids):
+        first.setdefault(image_id, i)
+    missing = [real.captions.ids[i] for i in dropped.tolist() if real.captions.ids[i] not in first]
+    if missing:
+        raise UserError(f"the generated set has no image for {len(missing)} caption id(s) it must stand in for "
+                        f"({', '.join(map(repr, missing[:3]))}{', ...' if len(missing) > 3 else ''}); generate one "
+                        "image per training image's captions")
+    stand_ins = np.array([first[real.captions.ids[i]] for i in dropped.tolist()], dtype=np.int64)
+    return ImageSet.concat([real.subset(kept), other.subset(stand_ins)])
 
 
 def keep(real: ImageSet, ratio: float, seed: int = 0) -> ImageSet:

@@ -1,3 +1,3 @@
-"""Registers the built-in studies (loop, contamination) with `ouroboros.study`."""
+"""Registers the built-in studies (loop, contamination, captioning) with `ouroboros.study`."""
 
-from ouroboros.studies import contamination_study, loop_study  # noqa: F401
+from ouroboros.studies import captioning_study, contamination_study, loop_study  # noqa: F401

@@ -20,9 +20,9 @@ def claims(rows: list[dict], config) -> list:
 def findings(rows: list[dict], config) -> list[Finding]:
     out = []
     for c in claims(rows, config):
-        unit = " points" if c.scale == 100 else ""
+        unit, digits = (" points", 1) if c.scale == 100 else ("", 3)  # accuracy in points; fid, precision, recall
         how = f"; {c.how}" if c.how else ""  # a claim of no gain: decided by tests (Table 8)
-        out.append(Finding(f"Table {c.table}, {c.text}: difference {c.diff.format_range(c.scale, 1)}{unit} "
+        out.append(Finding(f"Table {c.table}, {c.text}: difference {c.diff.format_range(c.scale, digits)}{unit} "
                            f"({c.verdict}{how})", c.verdict))
     return out
 

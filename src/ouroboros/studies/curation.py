@@ -62,13 +62,25 @@ Kinds (`kind`):
   whereas r = p in [0, 1] would make the surest image of a group at most e times as
   likely as the least sure, a filter that barely curates. beta = 0 keeps a uniform
   choice; beta -> infinity keeps the most confident image of each group.
+
+  ``reward`` picks r (``label`` is the one above). Ferbach et al.'s two classifier rewards,
+  with q(.|x) the real-data classifier's softmax and gamma = ``reward_scale``:
+  ``class``: r(x) = gamma * q_c(x), the probability of a named class c (``target_class``);
+  ``confidence``: r(x) = gamma * max_y q(y|x). Their K candidates are K independent draws
+  of the model, whatever their classes, so for these two each O_k's candidates are put in
+  a seeded random order and grouped in consecutive groups of K regardless of label (the
+  last group may be smaller): the choice can then move mass between classes, which is
+  how these rewards change the class proportions (with ``loop.labels: sampled``; balanced
+  labels would restore them each generation). ``expected_reward`` (a results.csv row per
+  generation, these two rewards only) is the mean of r over the generation's whole output
+  (before any curation): E_{p_g}[r(x)], the quantity their Theorem says curation increases.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Literal, Optional
 
 import numpy as np
 
@@ -76,6 +88,7 @@ from ouroboros.data.imageset import ImageSet
 from ouroboros.errors import UserError, check_float, check_int
 
 KINDS = ("none", "watermark", "detector", "reward")
+REWARDS = ("label", "class", "confidence")  # r = beta log p(y|x), gamma q_c(x), gamma max_y q(y|x)
 
 
 @dataclass
@@ -86,7 +99,12 @@ class CurationConfig:
     threshold: float = 0.5  # detector: remove when the probe's P(generated | x) exceeds it
     probe_fraction: float = 0.1  # detector: share of the real training split held out for the probe
     choices: int = 4  # reward: K, candidates sampled per kept image
-    reward_scale: float = 1.0  # reward: beta in r(x) = beta * log p(y | x)
+    reward_scale: float = 1.0  # reward: beta in r(x) = beta * log p(y | x); gamma for class and confidence
+    # reward: which r (see the module docstring): label (beta log p(y|x), groups within a class),
+    # class (gamma q_c(x) of the class target_class) or confidence (gamma max_y q(y|x)); these two
+    # group candidates across classes
+    reward: Literal["label", "class", "confidence"] = "label"
+    target_class: Optional[str] = None  # reward class: the class c whose probability is the reward
 
     def validate(self, where: str = "loop.curation") -> None:
         if self.kind not in KINDS:  # a config built in Python skips the Literal check
@@ -97,12 +115,34 @@ class CurationConfig:
         check_float(f"{where}.probe_fraction", self.probe_fraction, 0.0, 1.0, lo_open=True, hi_open=True)
         check_int(f"{where}.choices", self.choices, 1, 1000)
         check_float(f"{where}.reward_scale", self.reward_scale, 0.0, 1000.0)
+        if self.reward not in REWARDS:
+            raise UserError(f"{where}.reward: unknown reward {self.reward!r}; use one of {', '.join(REWARDS)}")
+        if self.reward != "label" and self.kind != "reward":
+            raise UserError(f"{where}.reward applies to kind reward; set {where}.kind: reward or remove it")
+        if self.reward == "class" and self.target_class is None:
+            raise UserError(f"{where}.reward class needs {where}.target_class, the name of the class whose "
+                            "probability is the reward (e.g. target_class: '0')")
+        if self.target_class is not None:
+            if self.reward != "class":
+                raise UserError(f"{where}.target_class applies to reward: class only; set {where}.reward: class "
+                                "or remove it")
+            if not isinstance(self.target_class, str) or not self.target_class:
+                raise UserError(f"{where}.target_class must be a class name; got {self.target_class!r}")
+
+    def check_classes(self, class_names, where: str = "loop.curation") -> None:
+        """UserError when the class reward's target is not one of the data's classes."""
+        if self.target_class is not None and self.target_class not in class_names:
+            shown = ", ".join(repr(c) for c in list(class_names)[:20])
+            raise UserError(f"{where}.target_class {self.target_class!r} is not a class of the data; its classes "
+                            f"are {shown}")
 
     def params(self) -> dict:
         """The settings this kind reads (stage parameters: changing another kind's
         setting does not recompute it)."""
         used = {"none": (), "watermark": ("recall", "false_positive"), "detector": ("threshold",),
                 "reward": ("choices", "reward_scale")}[self.kind]
+        if self.kind == "reward" and self.reward != "label":  # label's keys stay as they were
+            used += ("reward",) + (("target_class",) if self.reward == "class" else ())
         full = asdict(self)
         return {"kind": self.kind, **{k: full[k] for k in used}}
 
@@ -141,6 +181,36 @@ def k_choice(labels: np.ndarray, rewards: np.ndarray, k: int, rng: np.random.Gen
             r = np.exp(rewards[group] - rewards[group].max())  # softmax, stable
             removed[group[rng.choice(len(group), p=r / r.sum())]] = False
     return removed
+
+
+def k_choice_any(rewards: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """K-choice Bradley-Terry selection over K independent draws whatever their classes:
+    the candidates in a random order (`rng`), consecutive groups of k (the last may be
+    smaller), one kept per group with probability exp(r_i) / sum_j exp(r_j). Returns the
+    removed mask."""
+    rewards = np.asarray(rewards, dtype=np.float64)
+    removed = np.ones(len(rewards), dtype=bool)
+    order = rng.permutation(len(rewards))
+    for start in range(0, len(order), k):
+        group = order[start: start + k]
+        r = np.exp(rewards[group] - rewards[group].max())
+        removed[group[rng.choice(len(group), p=r / r.sum())]] = False
+    return removed
+
+
+def reward_values(cfg: dict, logits: np.ndarray, labels: np.ndarray, class_names) -> np.ndarray:
+    """r(x) of each image under the curation settings `cfg` (`CurationConfig.params`):
+    beta log p(y|x) (reward label), gamma q_c(x) (class) or gamma max_y q(y|x) (confidence),
+    from the real-data classifier's `logits`."""
+    scale, reward = float(cfg["reward_scale"]), cfg.get("reward", "label")
+    if reward == "label":
+        return scale * log_label_probability(logits, labels)
+    logits = np.asarray(logits, dtype=np.float64)
+    q = np.exp(logits - logits.max(axis=1, keepdims=True))
+    q /= q.sum(axis=1, keepdims=True)
+    if reward == "class":
+        return scale * q[:, list(class_names).index(cfg["target_class"])]
+    return scale * q.max(axis=1)
 
 
 def log_label_probability(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:

@@ -9,7 +9,10 @@ with a margin (``compare.delta``), of the pooled output:
 - every curated variant ``X`` against its unfiltered control ``X control`` when the grid
   has one (``vs control``);
 - each baseline's last generation against its own generation 0 (``vs generation 0``):
-  the collapse the variants are measured against.
+  the collapse the variants are measured against. ``compare.generations`` lists the
+  earlier generations compared (``vs generation N``; default [0]: a later one such as 5
+  asks whether the error still grows, i.e. is not bounded) and ``compare.generations_of:
+  all`` compares every variant's last generation with them, not only the baselines'.
 
 Without variants (the demo: one loop at several guidance values), each guidance's last
 generation against its own generation 0 (``vs generation 0``), and each guidance against
@@ -96,11 +99,17 @@ def pairs(rows: list[dict], config) -> list[Pair]:
                                 {"family": family, "guidance": f"{w:g}", "a_generation": a_gen,
                                  "b_generation": b_gen}))
 
+    earlier = list(config.compare.generations)
+
+    def versus_earlier(cell, fam, w):
+        last = _last(cell)
+        for g in earlier:
+            add(f"vs generation {g}", cell, last, cell, g if last and g < last else None, fam, w)
+
     if lc.variants is None:
         fam = family_of(lc)
         for w in lc.guidance:
-            cell = cell_label("", w)
-            add("vs generation 0", cell, _last(cell), cell, 0 if _last(cell) else None, fam, w)
+            versus_earlier(cell_label("", w), fam, w)
         first = cell_label("", lc.guidance[0])
         for w in lc.guidance[1:]:
             cell = cell_label("", w)
@@ -109,11 +118,11 @@ def pairs(rows: list[dict], config) -> list[Pair]:
         return out
     cells = dict(lc.cells())
     base = baselines(config)
-    for fam, name in base.items():
+    whose = base.items() if config.compare.generations_of == "baselines" else (
+        (family_of(variant), name) for name, variant in cells.items())
+    for fam, name in whose:
         for w in lc.guidance:
-            cell = cell_label(name, w)
-            last = _last(cell)
-            add("vs generation 0", cell, last, cell, 0 if last else None, fam, w)
+            versus_earlier(cell_label(name, w), fam, w)
     for kind in ("vs baseline", "vs control"):
         for name, variant in cells.items():
             fam = family_of(variant)

@@ -179,6 +179,7 @@ def check_loop(lc, loop_real: ImageSet, n_train: int | None = None, seeds=None) 
                 index = scenarios.real_order(len(loop_real), real_seed)[: int(round(lc.real_fraction * n))]
             labels.append(None if index is None or len(index) == 0 else loop_real.labels[index])
         curation.certain_empty_class(lc.curation, labels, loop_real.class_names)
+    lc.curation.check_classes(loop_real.class_names)
 
 
 def evaluation(config: StudyConfig, train: ImageSet) -> dict:

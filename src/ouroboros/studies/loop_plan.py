@@ -201,7 +201,10 @@ class Chain:
 
     def _evaluate(self, images: Stage, label: str) -> Stage:
         cond = self.cond
-        return Stage("evaluate", cond.evaluate, {"images": images, **cond.scorer, "real": cond.inst.reference},
+        cur, params = cond.lc.curation, cond.evaluate
+        if cur.kind == "reward" and cur.reward != "label" and cond.scorer:  # expected_reward rows (a control's too)
+            params = {**params, "reward": cur.params()}
+        return Stage("evaluate", params, {"images": images, **cond.scorer, "real": cond.inst.reference},
                      label=label)
 
     def _tails(self, g: int, parts: dict[str, tuple[Stage, Stage]], output: Stage, label: str) -> dict[str, Stage]:
