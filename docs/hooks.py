@@ -7,6 +7,7 @@
 - ``<!-- generated: cli -->`` becomes every `ouroboros` command's ``--help``, from the
   argparse parser the command line uses.
 - Pages that other parts of the project write (`PLANNED`) get a stub until they exist.
+- Links from a page to repository files outside docs/ show as text (`OUT_OF_DOCS`).
 
 Run as a script (``python docs/hooks.py configuration|cli``) it prints the Markdown.
 """
@@ -194,11 +195,19 @@ def on_files(files, config):
     return files
 
 
+# A link from a page to a file of the repository outside docs/ ([`configs/x.yaml`](../src/...)) works
+# where the Markdown is read on its own (GitHub) but is no page of the site: there it shows as text.
+OUT_OF_DOCS = re.compile(r"\[([^\]]+)\]\((?:\.\./)+([^)#\s]+)\)")
+
+
 def on_page_markdown(markdown: str, page=None, config=None, files=None) -> str:
     for name, make in GENERATED.items():
         marker = f"<!-- generated: {name} -->"
         if marker in markdown:
             markdown = markdown.replace(marker, make())
+    if page is not None and "/" not in page.file.src_uri:  # a top-level page: ../ leaves docs/
+        markdown = OUT_OF_DOCS.sub(lambda m: m.group(1) if m.group(2) in m.group(1) or m.group(1).startswith("`")
+                                   else f"{m.group(1)} (`{m.group(2)}`)", markdown)
     return markdown
 
 

@@ -4,6 +4,7 @@ its default and the comment beside it in the source, and every command with its 
 
 import dataclasses
 import importlib.util
+import types
 import typing
 from pathlib import Path
 
@@ -65,3 +66,11 @@ def test_every_command_and_option_is_on_the_cli_page(hooks):
         assert f"### `ouroboros {command}`" in page
     for option in ("--log-mlflow", "--log-tensorboard", "--dry-run", "--force", "--inception-weights"):
         assert option in page
+
+
+def test_links_out_of_docs_show_as_text_on_the_site(hooks):
+    page = types.SimpleNamespace(file=types.SimpleNamespace(src_uri="literature.md"))
+    text = ("See [`configs/a.yaml`](../src/ouroboros/configs/a.yaml), [the script](../benchmarks/x.py) "
+            "and [Metrics](metrics.md).")
+    assert hooks.on_page_markdown(text, page=page) == (
+        "See `configs/a.yaml`, the script (`benchmarks/x.py`) and [Metrics](metrics.md).")
