@@ -141,7 +141,8 @@ def test_bad_captioning_input_is_one_error_line_and_writes_nothing(tmp_path):
     assert_user_error(_no_run(tmp_path, f"captioning.generated={tmp_path / 'gen'}"), "has no image for",
                       "caption id 'digits:")
     # Images without captions.
-    plain = ImageSet.create(np.zeros((40, 1, 8, 8), np.uint8), np.arange(40) % 10, [str(d) for d in range(10)], "real")
+    plain = ImageSet.create(np.zeros((40, 1, 8, 8), np.uint8), np.arange(40) % 10, [str(d) for d in range(10)],
+                            source="real:plain")
     plain.save(tmp_path / "plain.npz")
     assert_user_error(_no_run(tmp_path, f"data.train={tmp_path / 'plain.npz'}", "captioning.controls=[same-source]"),
                       "has no captions")
