@@ -63,3 +63,15 @@ def toy_set():
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(30, 1, 8, 8), dtype=np.uint8)
     return ImageSet.create(images, np.arange(30) % 3, ["a", "b", "c"], source="real:toy")
+
+
+@pytest.fixture
+def tripwire(monkeypatch):
+    """Fail fast where a study would start writing (`rundir.open_run`), instead of running it:
+    a bad-input test that gets past the up-front checks fails here, having written nothing."""
+    from ouroboros import rundir
+
+    def open_run(*args, **kwargs):
+        raise AssertionError("reached open_run: the up-front checks let this through")
+
+    monkeypatch.setattr(rundir, "open_run", open_run)

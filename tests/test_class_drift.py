@@ -211,17 +211,6 @@ def test_sampled_labels_change_sample_and_assemble_keys_not_generation_0s_fit(di
 # -- bad input ---------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def tripwire(monkeypatch):
-    """A run that gets past the checks stops where it would start writing (not a real run)."""
-    from ouroboros import rundir
-
-    def open_run(config, *args, **kwargs):
-        raise AssertionError("the checks let the config through")
-
-    monkeypatch.setattr(rundir, "open_run", open_run)
-
-
 @pytest.mark.parametrize("sets, message", [
     (["data.class_weights=[1, 2, 3]"], "data.class_weights has 3 weights, but the data has 10 classes"),
     (["data.class_weights={x: 2}"], "data.class_weights names class 'x', which the data does not have"),

@@ -126,17 +126,6 @@ def test_output_probe_failures(tmp_path, capsys, monkeypatch, target, exc, fragm
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.fixture
-def tripwire(monkeypatch):
-    """Fail fast where a study would start writing, instead of running it."""
-    from ouroboros import rundir
-
-    def open_run(*args, **kwargs):
-        raise AssertionError("reached open_run: the up-front checks let this through")
-
-    monkeypatch.setattr(rundir, "open_run", open_run)
-
-
 def _old_run(root):
     run = root / "run"
     (run / "cache").mkdir(parents=True)

@@ -128,17 +128,6 @@ def test_a_killed_warm_started_chain_resumes_to_the_same_models(tmp_path, digits
         ImageSet.load(other_paths[other[2][1].key]).content_hash()
 
 
-@pytest.fixture
-def tripwire(monkeypatch):
-    """A run that gets past the checks stops where it would start writing (not a real run)."""
-    from ouroboros import rundir
-
-    def open_run(config, *args, **kwargs):
-        raise AssertionError("the checks let the config through")
-
-    monkeypatch.setattr(rundir, "open_run", open_run)
-
-
 @pytest.mark.parametrize("sets, message", [
     (["loop.init=previous", "loop.generators=[{family: gaussian}]"],
      "loop.generators[0] (gaussian) cannot warm-start: its fit is the closed-form"),
