@@ -242,6 +242,13 @@ def test_results_rows_record_what_curation_removed(tmp_path):
      "left empty"),
     (["loop.curation.kind=watermark", "loop.curation.recall=1", "loop.curation.false_positive=1",
       "loop.scenario=accumulate"], "false_positive 1"),
+    # Ferbach et al.'s rewards (tests/test_reward_curation.py)
+    (["loop.curation.kind=reward", "loop.curation.reward=beauty"], "loop.curation.reward"),
+    (["loop.curation.kind=reward", "loop.curation.reward=class"], "target_class"),
+    (["loop.curation.kind=reward", "loop.curation.target_class='0'"], "reward: class only"),
+    (["loop.curation.kind=watermark", "loop.curation.reward=confidence"], "applies to kind reward"),
+    (["loop.curation.kind=reward", "loop.curation.reward=class", "loop.curation.target_class=cat"],
+     "not a class of the data"),
 ])
 def test_bad_curation_settings_are_one_error_line_before_anything_is_written(tmp_path, capsys, settings, fragment):
     out = tmp_path / "run"

@@ -8,13 +8,11 @@ import json
 import numpy as np
 import pytest
 
-from ouroboros import cli
 from ouroboros.config import load_config
 from ouroboros.data.imageset import ImageSet
 from ouroboros.runner import Runner
 from ouroboros.studies import curation, loop
 
-from test_curation import _TINY_ARGS
 
 N = 60
 
@@ -96,20 +94,3 @@ def test_without_a_classifier_reward_the_evaluate_stage_is_unchanged(digits):
     plan = loop.plan(_config(), None, digits)  # reward label: the evaluate stages keep their parameters
     ((_, stages),) = plan.chains.items()
     assert all("reward" not in e.params for _, _, e in stages)
-
-
-@pytest.mark.parametrize("settings, fragment", [
-    (["loop.curation.kind=reward", "loop.curation.reward=beauty"], "loop.curation.reward"),
-    (["loop.curation.kind=reward", "loop.curation.reward=class"], "target_class"),
-    (["loop.curation.kind=reward", "loop.curation.target_class='0'"], "reward: class only"),
-    (["loop.curation.kind=watermark", "loop.curation.reward=confidence"], "applies to kind reward"),
-    (["loop.curation.kind=reward", "loop.curation.reward=class", "loop.curation.target_class=cat"],
-     "not a class of the data"),
-])
-def test_bad_reward_settings_are_one_error_line_before_anything_is_written(tmp_path, capsys, settings, fragment):
-    out = tmp_path / "run"
-    extra = [a for s in ["loop.samples_per_generation=100", *settings] for a in ("--set", s)]
-    assert cli.main(["demo", "--out", str(out), *_TINY_ARGS, *extra]) == 2
-    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(err) == 1 and err[0].startswith("error: ") and fragment in err[0], err
-    assert not out.exists()
