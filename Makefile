@@ -76,6 +76,9 @@ bench-docs: $(STAMP)
 	(echo '$$ python benchmarks/demo.py'; $(BIN)/python benchmarks/demo.py) >docs/benchmarks/demo.txt
 	(echo '$$ python benchmarks/demo.py --config configs/scenarios-digits.yaml --target 900'; \
 		$(BIN)/python benchmarks/demo.py --config configs/scenarios-digits.yaml --target 900) >docs/benchmarks/scenarios-digits.txt
+	for c in captioning-digits tails-digits mad-digits stability-digits reward-digits; do \
+		(echo "\$$ python benchmarks/demo.py --config configs/$$c.yaml --target 900"; \
+		$(BIN)/python benchmarks/demo.py --config configs/$$c.yaml --target 900) >docs/benchmarks/$$c.txt; done
 	(echo '$$ python benchmarks/metrics.py'; $(BIN)/python benchmarks/metrics.py) >docs/benchmarks/metrics.txt
 	(echo '$$ python benchmarks/metrics.py --hard'; $(BIN)/python benchmarks/metrics.py --hard) >docs/benchmarks/metrics-hard.txt
 

@@ -71,6 +71,15 @@ CLASSIFIERS = {
                      "cnn width 16, 20 epochs, affine warp: shift 2, rotation 10 degrees, zoom 0.1"),
     "cnn24-affine": ({"width": 24, "epochs": 20, "shift": 2, "rotation": 10.0, "scale": 0.1},
                      "cnn width 24, 20 epochs, affine warp: shift 2, rotation 10 degrees, zoom 0.1"),
+    "cnn32-affine-40": ({"width": 32, "epochs": 40, "shift": 2, "rotation": 10.0, "scale": 0.1},
+                        "cnn width 32, 40 epochs, affine warp: shift 2, rotation 10 degrees, zoom 0.1"),
+    "resnet16-affine": ({"arch": "resnet", "width": 16, "epochs": 20, "shift": 2, "rotation": 10.0, "scale": 0.1},
+                        "resnet width 16, 20 epochs, affine warp: shift 2, rotation 10 degrees, zoom 0.1"),
+    "resnet16-affine-10": ({"arch": "resnet", "width": 16, "epochs": 10, "shift": 2, "rotation": 10.0,
+                            "scale": 0.1},
+                           "resnet width 16, 10 epochs, affine warp: shift 2, rotation 10 degrees, zoom 0.1"),
+    "resnet8-affine": ({"arch": "resnet", "width": 8, "epochs": 20, "shift": 2, "rotation": 10.0, "scale": 0.1},
+                       "resnet width 8, 20 epochs, affine warp: shift 2, rotation 10 degrees, zoom 0.1"),
 }
 
 

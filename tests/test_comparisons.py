@@ -304,8 +304,46 @@ def test_per_class_table_is_each_class_at_first_and_last_generation_with_its_t_i
         rows.append({"cell": "guidance=1", "seed": seed, "generation": 2, "metric": "accuracy/7", "value": 0.0,
                      "family": "gaussian"})
     table = class_table(rows)
-    assert table.header == ["class", "guidance=1, generation 0", "guidance=1, generation 2"]
+    assert table.header == ["class", "guidance=1, generation 0", "guidance=1, generation 2",
+                            "guidance=1: change 0 → 2"]
     half = sps.t.ppf(0.975, 2) * 0.1 / math.sqrt(3)  # sd of (0.9, 0.8, 0.7) and of (0.2, 0.4, 0.3) is 0.1
+    # the change paired by seed: (-0.7, -0.4, -0.4), mean -0.5, sd sqrt(0.03); unpaired it would be wider
+    change = sps.t.ppf(0.975, 2) * math.sqrt(0.03) / math.sqrt(3)
     assert table.rows == [["7", f"0.800 [{0.8 - half:.3f}, 1.000]",  # clipped to the accuracy range
-                           f"0.300 [{max(0.0, 0.3 - half):.3f}, {0.3 + half:.3f}]"]]
+                           f"0.300 [{max(0.0, 0.3 - half):.3f}, {0.3 + half:.3f}]",
+                           f"-0.500 [{-0.5 - change:+.3f}, {-0.5 + change:+.3f}]"]]
     assert class_table([r for r in rows if r["metric"] != "accuracy/7"]) is None
+
+
+def test_the_report_states_the_measuring_classifiers_accuracy_on_the_real_test_split(tmp_path):
+    """A loop run's reference rows carry instrument_accuracy (the classifier's accuracy on
+    the real test split it never trained on); the findings state it, as a range over the
+    seeds' classifiers when there are several."""
+    from ouroboros.report.markdown import run_markdown
+
+    run = write_run(tmp_path / "run", {("guidance=1", g, "accuracy"): [0.9, 0.8, 0.7] for g in (0, 1)})
+    text = run_markdown(run)
+    assert "measuring classifier" not in text  # no row, no sentence
+    rows = [{**r, "seed": r["seed"], "guidance": r.get("guidance", "")} for r in run.rows]
+    for seed, value in enumerate([0.987, 0.9731, 0.99]):
+        rows.append({"study": "syn", "cell": "reference", "seed": seed, "generation": "", "metric": "instrument_accuracy",
+                     "value": value, "guidance": "", "scenario": "", "curation": "", "variant": ""})
+        rows.append({"study": "syn", "cell": "reference", "seed": seed, "generation": "", "metric": "accuracy",
+                     "value": 0.999, "guidance": "", "scenario": "", "curation": "", "variant": ""})
+    write_results(run.path / "results.csv", rows, ["guidance", "scenario", "curation", "variant"])
+    text = run_markdown(api.load_run(run.path))
+    assert "recognises 97.31% to 99.00% of the real test split (one classifier per seed)" in text
+
+
+def test_instrument_accuracy_is_the_classifiers_share_correct_on_the_test_split(tmp_path, digits):
+    from ouroboros.features.classifier import Classifier, ClassifierConfig
+    from ouroboros.studies.loop import instrument_accuracy
+
+    train, test = digits
+    classifier = Classifier.train(train, ClassifierConfig(width=4, feature_dim=8, epochs=1, device="cpu"), seed=0)
+    classifier.save(tmp_path / "clf")
+    test.save(tmp_path / "test.npz")
+    predicted = classifier.logits(test).argmax(1)
+    assert 0 < (predicted == test.labels).sum() < len(test)  # neither all right nor all wrong: the count matters
+    assert instrument_accuracy(tmp_path / "clf", tmp_path / "test.npz") == pytest.approx(
+        (predicted == test.labels).sum() / len(test))

@@ -183,6 +183,19 @@ def test_results_have_a_family_column_and_per_family_rows(tmp_path):
     # each family's own samples are conditions of their own in the report's findings and plots
     page = (tmp_path / "report.html").read_text()
     assert "guidance=1 · gaussian" in page and "guidance=1 · diffusion" in page
+    # the reference rows: the yardstick (the training split) and the instrument's accuracy on the test split
+    from ouroboros.data.imageset import ImageSet
+    from ouroboros.features.classifier import Classifier
+
+    (clf_dir,) = (tmp_path / "cache" / "classifier").iterdir()
+    classifier = Classifier.load(clf_dir)
+    accs = []
+    for path in sorted((tmp_path / "cache" / "data").glob("*.npz")):
+        split = ImageSet.load(path)
+        accs.append(float((classifier.logits(split).argmax(1) == split.labels).mean()))
+    ref = {r["metric"]: float(r["value"]) for r in rows if r["cell"] == "reference"}
+    assert sorted([ref["accuracy"], ref["instrument_accuracy"]]) == pytest.approx(sorted(accs))
+    assert f"recognises {100 * ref['instrument_accuracy']:.2f}% of the real test split" in page
 
 
 _TINY_ARGS = [a for s in TINY + ["loop.seeds=[0]", "loop.guidance=[1.0]", "generator.train_steps=2"]

@@ -136,6 +136,15 @@ def encoder_fit(config: StudyConfig, lc) -> str:
     return "+".join(e.fit_config["encoder_fit"] for e in pool_entries(config, lc) if "encoder_fit" in e.fit_config)
 
 
+def instrument_accuracy(classifier_dir: Path, test_path: Path) -> float:
+    """The share of the real test split that the measuring classifier (trained on the real
+    training split) recognises: how far its scores of the generations can be trusted."""
+    from ouroboros.features.classifier import Classifier
+
+    test = ImageSet.load(test_path)
+    return float(np.mean(Classifier.load(classifier_dir).logits(test).argmax(1) == test.labels))
+
+
 def _rows(config: StudyConfig, plan_: LoopPlan, paths: dict) -> list[dict]:
     import json
 
@@ -145,6 +154,8 @@ def _rows(config: StudyConfig, plan_: LoopPlan, paths: dict) -> list[dict]:
         scores = json.loads(paths[inst.yardstick.key].read_text())
         if inst.yardstick_tails is not None:
             scores.update(json.loads(paths[inst.yardstick_tails.key].read_text()))
+        if inst.classifier.key in paths:  # the instrument itself: its accuracy on the split it never trained on
+            scores["instrument_accuracy"] = instrument_accuracy(paths[inst.classifier.key], paths[inst.test_stage.key])
         for metric, value in scores.items():
             rows.append({"study": config.name, "cell": "reference", "seed": "" if seed is None else seed,
                          "generation": "", "metric": metric, "value": value, "guidance": "", "scenario": "",

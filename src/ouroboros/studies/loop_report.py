@@ -243,7 +243,8 @@ def _values(run) -> Section:
     if per_class is not None:
         items += [Text("Per-class accuracy (the share of each class's samples the real-data classifier recognises; "
                        "Martinez et al.'s Fig. 2c) at each condition's first and last generation, mean over seeds "
-                       "[95% Student-t interval]:"), per_class]
+                       "[95% Student-t interval], and its change between them (paired by seed, [95% interval]; "
+                       "not Holm-corrected: read it to see which digits go first, not as a test):"), per_class]
     return Section("tables", f"Values: {run.label}", items)
 
 
@@ -258,11 +259,18 @@ def class_table(rows: list[dict]) -> Table | None:
         return None
     cells = list(dict.fromkeys(k[0] for k in per))
     ends = {c: sorted({min(g), max(g)}) for c in cells if (g := [k[1] for k in per if k[0] == c])}
-    columns = [(c, g) for c in cells for g in ends[c]]
-    body = [[name] + [_value(t_interval(list(per[(c, g, name)].values())), "accuracy") if (c, g, name) in per
-                      else "-" for c, g in columns]
-            for name in dict.fromkeys(k[2] for k in per)]
-    return Table(["class"] + [f"{c}, generation {g}" for c, g in columns], body, left=1)
+    columns = [(c, g) for c in cells for g in ends[c]] + [(c, None) for c in cells if len(ends[c]) == 2]
+
+    def cell(c, g, name) -> str:
+        if g is None:  # the change from the first to the last generation, paired by seed
+            first, last = ((c, g, name) for g in ends[c])
+            return (paired_difference(per[last], per[first]).format_range(1, 3)
+                    if first in per and last in per else "-")
+        return _value(t_interval(list(per[(c, g, name)].values())), "accuracy") if (c, g, name) in per else "-"
+
+    body = [[name] + [cell(c, g, name) for c, g in columns] for name in dict.fromkeys(k[2] for k in per)]
+    return Table(["class"] + [f"{c}, generation {g}" if g is not None
+                              else f"{c}: change {ends[c][0]} → {ends[c][1]}" for c, g in columns], body, left=1)
 
 
 ENCODER_FIT_REAL = ("Warning: the latent generator's encoder was fitted once on the real training split "
@@ -299,6 +307,11 @@ def _findings_section(run, rows: list[dict]) -> Section:
         split = "training" if refs[0].get("scored_on") == "test" else "test"
         items.append(Text(f"The real {split} split, scored the same way (mean over seeds): "
                           + ", ".join(f"{m} {ref[m]:.{HEADLINE[m]}f}" for m in HEADLINE if m in ref) + "."))
+    own = [float(r["value"]) for r in refs if r["metric"] == "instrument_accuracy"]
+    if own:  # the measuring classifier's own accuracy on real images it never trained on
+        items.append(Text(f"The measuring classifier (trained on the real training split) recognises "
+                          f"{100 * min(own):.2f}%" + (f" to {100 * max(own):.2f}%" if max(own) > min(own) else "")
+                          + " of the real test split" + (" (one classifier per seed)" if len(own) > 1 else "") + "."))
     items += _generation0(run)
     return Section("findings", f"{run.label}: loop", items)
 
