@@ -27,7 +27,7 @@ NO_SYSTEM ?=
 # for a password: the line before says why). Where they cannot be, those tests skip and say why.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test docs bench bench-docs clean chromium java
+.PHONY: demo test docs bench bench-docs clean system
 
 $(STAMP): pyproject.toml constraints-cpu.txt
 ifeq ($(KEEP_TORCH),)
@@ -50,20 +50,16 @@ endif
 demo: $(STAMP)
 	$(BIN)/ouroboros demo --out runs/demo
 
-chromium:
+# The browser test renders report.html in Debian's chromium; METEOR (pycocoevalcap's
+# meteor-1.5.jar) and the tokenizer test (its Java PTBTokenizer) run Java. Whichever is
+# missing is installed with one apt-get.
+system:
 ifeq ($(NO_SYSTEM),)
-	@command -v chromium >/dev/null || (echo "installing chromium system-wide (apt-get) for the browser test" \
-		&& $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium) \
-		|| echo "chromium could not be installed: the browser test will skip"
-endif
-
-# METEOR runs pycocoevalcap's meteor-1.5.jar, and the tokenizer test compares with its Java
-# PTBTokenizer.
-java:
-ifeq ($(NO_SYSTEM),)
-	@command -v java >/dev/null || (echo "installing Java (default-jre-headless) system-wide (apt-get) for METEOR" \
-		&& $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq default-jre-headless) \
-		|| echo "Java could not be installed: the METEOR and Java tokenizer tests will skip"
+	@missing="$$(command -v chromium >/dev/null || echo chromium) $$(command -v java >/dev/null || echo default-jre-headless)"; \
+	missing="$$(echo $$missing)"; \
+	[ -z "$$missing" ] || { echo "installing $$missing system-wide (apt-get) for the browser and METEOR tests" \
+		&& $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing; } \
+		|| echo "$$missing could not be installed: the tests that need it will skip and say why"
 endif
 
 # The docs site (mkdocs.yml, docs/) into site/: a broken link or reference fails the build.
@@ -82,7 +78,9 @@ bench-docs: $(STAMP)
 	(echo '$$ python benchmarks/metrics.py'; $(BIN)/python benchmarks/metrics.py) >docs/benchmarks/metrics.txt
 	(echo '$$ python benchmarks/metrics.py --hard'; $(BIN)/python benchmarks/metrics.py --hard) >docs/benchmarks/metrics-hard.txt
 
-test: $(STAMP) chromium java
+# The Python environment and the system packages are set up side by side (pip and apt-get).
+test:
+	$(MAKE) -j2 $(STAMP) system
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope
 	$(MAKE) docs
 

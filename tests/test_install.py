@@ -113,8 +113,7 @@ def test_the_built_wheel_runs_the_studies_from_another_folder(tmp_path):
     one_chain = sum((["--set", s] for s in TINY + ["loop.generations=1", "loop.seeds=[0]", "loop.guidance=[1.0]",
                                                    "loop.samples_per_generation=50", "generator.train_steps=10"]), [])
     runs = {
-        "demo": [ouroboros, "demo", *one_chain],
-        "loop-digits": [ouroboros, "run", "loop-digits", *one_chain],
+        "demo": [ouroboros, "demo", *one_chain],  # the packaged loop-digits config, run
         "contamination-digits": [ouroboros, "run", "contamination-digits"]
         + sum((["--set", s] for s in CONTAMINATION_TINY), []),
     }
@@ -123,3 +122,8 @@ def test_the_built_wheel_runs_the_studies_from_another_folder(tmp_path):
         assert proc.returncode == 0, (name, proc.stderr)
         with open(work / "runs" / name / "results.csv") as f:
             assert len(list(csv.DictReader(f))) > 0, name
+    # a shipped config found by its name from the wheel and planned (the demo above ran the same code)
+    proc = subprocess.run([ouroboros, "run", "loop-mnist", "--dry-run"], cwd=work, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0 and "fit: 75" in proc.stdout, proc.stderr
+    assert not (work / "runs" / "loop-mnist").exists()
