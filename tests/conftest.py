@@ -37,6 +37,16 @@ def run_cli(*args, cwd=None, timeout=600):
                           cwd=cwd, timeout=timeout)
 
 
+def run_main(capsys, *args):
+    """`ouroboros ARGS` in this process (cli.main; no interpreter start-up or imports to pay
+    for); returns what run_cli does: returncode, stdout and stderr."""
+    from ouroboros import cli
+
+    code = cli.main([str(a) for a in args])
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(["ouroboros", *map(str, args)], code, out.out, out.err)
+
+
 def assert_user_error(proc, *fragments):
     """Exit code 2, exactly one stderr line, starting 'error:', naming the problem; no traceback."""
     lines = [line for line in proc.stderr.splitlines() if line.strip()]

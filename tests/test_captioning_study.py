@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import assert_user_error, run_cli
+from conftest import assert_user_error, run_cli, run_main
 from ouroboros.data.captions import Captions
 from ouroboros.data.imageset import ImageSet
 from ouroboros.data.mixtures import replace, substitute
@@ -124,35 +124,37 @@ def test_the_generated_mixture_keeps_every_caption_and_swaps_every_image(tiny_ru
     assert len(scores["examples"]) == 8 and scores["examples"][0]["caption"]
 
 
-def _no_run(tmp_path, *sets):
+def _no_run(capsys, tmp_path, *sets):
     out = tmp_path / "run"
-    proc = run_cli("run", "captioning-digits", "--out", out, *sum((["--set", s] for s in TINY + list(sets)), []))
+    proc = run_main(capsys, "run", "captioning-digits", "--out", out,
+                    *sum((["--set", s] for s in TINY + list(sets)), []))
     assert not out.exists(), "nothing may be written"
     return proc
 
 
-def test_bad_captioning_input_is_one_error_line_and_writes_nothing(tmp_path):
+def test_bad_captioning_input_is_one_error_line_and_writes_nothing(tmp_path, capsys, tripwire):
     from PIL import Image
 
     # A folder of stand-ins keyed by caption ids that match no training image.
     for name in ("coco:1", "coco:2"):
         (tmp_path / "gen" / name).mkdir(parents=True)
         Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "gen" / name / "0.png")
-    assert_user_error(_no_run(tmp_path, f"captioning.generated={tmp_path / 'gen'}"), "has no image for",
+    assert_user_error(_no_run(capsys, tmp_path, f"captioning.generated={tmp_path / 'gen'}"), "has no image for",
                       "caption id 'digits:")
     # Images without captions.
     plain = ImageSet.create(np.zeros((40, 1, 8, 8), np.uint8), np.arange(40) % 10, [str(d) for d in range(10)],
                             source="real:plain")
     plain.save(tmp_path / "plain.npz")
-    assert_user_error(_no_run(tmp_path, f"data.train={tmp_path / 'plain.npz'}", "captioning.controls=[same-source]"),
-                      "has no captions")
+    assert_user_error(_no_run(capsys, tmp_path, f"data.train={tmp_path / 'plain.npz'}",
+                              "captioning.controls=[same-source]"), "has no captions")
     # An empty vocabulary: no word occurs min_count times.
-    assert_user_error(_no_run(tmp_path, "captioning.captioner.min_count=1000000"), "empty vocabulary", "min_count")
+    assert_user_error(_no_run(capsys, tmp_path, "captioning.captioner.min_count=1000000"), "empty vocabulary",
+                      "min_count")
     # A BLIP folder that is not a checkpoint.
     (tmp_path / "blip").mkdir()
     blip = ("captioning.captioner.arch=blip", f"captioning.captioner.model={tmp_path / 'blip'}")
-    assert_user_error(_no_run(tmp_path, *blip), "captioning.captioner.model", "not a BLIP checkpoint")
+    assert_user_error(_no_run(capsys, tmp_path, *blip), "captioning.captioner.model", "not a BLIP checkpoint")
     # A control whose classes do not match the training data's.
     _captioned(40, classes=3).save(tmp_path / "abc.npz")
-    assert_user_error(_no_run(tmp_path, f"captioning.control={tmp_path / 'abc.npz'}"), "other-source control",
+    assert_user_error(_no_run(capsys, tmp_path, f"captioning.control={tmp_path / 'abc.npz'}"), "other-source control",
                       "classes in the same order")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO, assert_user_error, run_cli
+from conftest import REPO, assert_user_error, run_cli, run_main
 
 
 def _folder(root, classes):
@@ -64,7 +64,6 @@ def test_usage_errors_are_one_line_too(tmp_path):
 
 import errno  # noqa: E402
 import os  # noqa: E402
-import types  # noqa: E402
 import warnings  # noqa: E402
 
 import yaml  # noqa: E402
@@ -75,11 +74,7 @@ from ouroboros.data.imageset import ImageSet  # noqa: E402
 from ouroboros.report.results import read_results, write_results  # noqa: E402
 
 
-def _main(capsys, *args):
-    """cli.main in this process; returns (exit code, stdout, stderr)."""
-    code = cli.main([str(a) for a in args])
-    out = capsys.readouterr()
-    return types.SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
+_main = run_main  # cli.main in this process
 
 
 def _snapshot(root):

@@ -8,10 +8,9 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import assert_user_error
+from conftest import assert_user_error, run_main
 from PIL import Image
 
-from ouroboros import cli
 from ouroboros.config import load_config
 from ouroboros.data import loaders
 from ouroboros.data.imageset import ImageSet
@@ -29,10 +28,7 @@ TINY_UNET = ["generator.denoiser=unet", "generator.hidden=8", "generator.depth=2
              "classifier.epochs=1", "executor.workers=1"]
 
 
-def _main(capsys, *args):
-    code = cli.main([str(a) for a in args])
-    out = capsys.readouterr()
-    return type("Proc", (), {"returncode": code, "stdout": out.out, "stderr": out.err})
+_main = run_main  # cli.main in this process
 
 
 def _sets(overrides):
