@@ -34,23 +34,23 @@ def test_unknown_key(tmp_path):
     ("loop.generations=0", "loop.generations must lie in [1, 1000]"),
     ("loop.generations=abc", "must be an integer"),
 ])
-def test_bad_values(tmp_path, override, fragment):
-    proc = run_cli("demo", "--out", tmp_path / "out", "--set", override)
+def test_bad_values(tmp_path, capsys, tripwire, override, fragment):
+    proc = run_main(capsys, "demo", "--out", tmp_path / "out", "--set", override)
     assert_user_error(proc, fragment)
     assert not (tmp_path / "out").exists()
 
 
-def test_imagefolder_with_one_class(tmp_path):
+def test_imagefolder_with_one_class(tmp_path, capsys, tripwire):
     root = _folder(tmp_path / "data", ["only"])
-    proc = run_cli("demo", "--out", tmp_path / "out", "--set", f"data.train=imagefolder:{root}")
+    proc = run_main(capsys, "demo", "--out", tmp_path / "out", "--set", f"data.train=imagefolder:{root}")
     assert_user_error(proc, "at least 2")
     assert not (tmp_path / "out").exists()
 
 
-def test_corrupt_png(tmp_path):
+def test_corrupt_png(tmp_path, capsys, tripwire):
     root = _folder(tmp_path / "data", ["a", "b"])
     (root / "a" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDRjunk")
-    proc = run_cli("demo", "--out", tmp_path / "out", "--set", f"data.train=imagefolder:{root}")
+    proc = run_main(capsys, "demo", "--out", tmp_path / "out", "--set", f"data.train=imagefolder:{root}")
     assert_user_error(proc, "bad.png")
     assert not (tmp_path / "out").exists()
 

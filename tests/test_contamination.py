@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO, assert_user_error, run_cli
+from conftest import REPO, assert_user_error, run_cli, run_main
 from ouroboros.config import load_config
 from ouroboros.data.imageset import ImageSet
 from ouroboros.errors import UserError
@@ -192,18 +192,18 @@ def test_imagefolder_with_an_external_generated_folder(tmp_path):
     assert "n01" in (out / "tables.md").read_text() or "Table 1" in (out / "tables.md").read_text()
 
 
-def test_external_folder_with_other_classes_is_refused(tmp_path):
+def test_external_folder_with_other_classes_is_refused(tmp_path, capsys, tripwire):
     real = _folder(tmp_path / "real", ["a", "b"], 20, 0)
     gen = _folder(tmp_path / "gen", ["a", "c"], 10, 1)
-    proc = run_cli("run", str(REPO / "configs" / "contamination-digits.yaml"), "--out", tmp_path / "run",
-                   *_sets([f"data.train=imagefolder:{real}", f"contamination.generated=imagefolder:{gen}"]))
+    proc = run_main(capsys, "run", str(REPO / "configs" / "contamination-digits.yaml"), "--out", tmp_path / "run",
+                    *_sets([f"data.train=imagefolder:{real}", f"contamination.generated=imagefolder:{gen}"]))
     assert_user_error(proc, "classes")
     assert not (tmp_path / "run").exists()
 
 
-def test_class_groups_naming_unknown_classes_fail_before_anything_is_written(tmp_path):
-    proc = run_cli("run", str(REPO / "configs" / "contamination-digits.yaml"), "--out", tmp_path / "run",
-                   *_sets(['contamination.class_groups=[["0", "x"]]']))
+def test_class_groups_naming_unknown_classes_fail_before_anything_is_written(tmp_path, capsys, tripwire):
+    proc = run_main(capsys, "run", str(REPO / "configs" / "contamination-digits.yaml"), "--out", tmp_path / "run",
+                    *_sets(['contamination.class_groups=[["0", "x"]]']))
     assert_user_error(proc, "unknown classes")
     assert not (tmp_path / "run").exists()
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, assert_user_error, run_cli
+from conftest import REPO, assert_user_error, run_main
 from ouroboros.config import load_config
 from ouroboros.data.imageset import ImageSet
 from ouroboros.data.mixtures import keep, replace
@@ -75,13 +75,14 @@ def test_digits_draw_their_other_source_control_from_mnist_and_mnist_from_digits
     ([str(i) for i in range(9)], "9 classes, the training data 10"),  # count
     ([str(i) for i in range(9, -1, -1)], "class 0 '9'"),  # same names, another order
 ])
-def test_a_control_source_whose_classes_differ_is_refused_before_anything_is_written(tmp_path, classes, fragment):
+def test_a_control_source_whose_classes_differ_is_refused_before_anything_is_written(tmp_path, capsys, tripwire,
+                                                                                     classes, fragment):
     rng = np.random.default_rng(0)
     n = 5 * len(classes)
     ImageSet.create(rng.integers(0, 256, (n, 1, 8, 8), dtype=np.uint8), np.arange(n) % len(classes), classes,
                     source="real:other").save(tmp_path / "other.npz")
     out = tmp_path / "run"
-    proc = run_cli("run", CONFIG, "--out", out, "--set", f"contamination.control={tmp_path / 'other.npz'}")
+    proc = run_main(capsys, "run", CONFIG, "--out", out, "--set", f"contamination.control={tmp_path / 'other.npz'}")
     assert_user_error(proc, "other-source control", fragment, "classes in the same order")
     assert not out.exists()
 
