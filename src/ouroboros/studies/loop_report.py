@@ -263,7 +263,7 @@ def class_table(rows: list[dict]) -> Table | None:
 
     def cell(c, g, name) -> str:
         if g is None:  # the change from the first to the last generation, paired by seed
-            first, last = ((c, g, name) for g in ends[c])
+            first, last = ((c, end, name) for end in ends[c])
             return (paired_difference(per[last], per[first]).format_range(1, 3)
                     if first in per and last in per else "-")
         return _value(t_interval(list(per[(c, g, name)].values())), "accuracy") if (c, g, name) in per else "-"
