@@ -63,23 +63,30 @@ CANDIDATES = {
              "U-Net 8/16 channels, 400 steps x 64"),
 }
 
-# name -> (changes to configs/loop-mnist.yaml's classifier, what it is); the config's own is "config"
+def classifier_changes(arch: str = "cnn", width: int = 16, epochs: int = 20, warp: bool = True) -> dict:
+    """Changes to configs/loop-mnist.yaml's classifier: shifts of up to 2 pixels, and with
+    `warp` a rotation within 10 degrees and a zoom within 1 +- 0.1 too."""
+    return {"arch": arch, "width": width, "epochs": epochs, "shift": 2, "rotation": 10.0 if warp else 0.0,
+            "scale": 0.1 if warp else 0.0}
+
+
+def describe_classifier(changes: dict) -> str:
+    """A candidate classifier in words, e.g. 'resnet width 8, 20 epochs, affine warp: ...'."""
+    c = changes
+    augment = (f"affine warp: shift {c['shift']}, rotation {c['rotation']:g} degrees, zoom {c['scale']:g}"
+               if c["rotation"] or c["scale"] else f"shifts of {c['shift']} pixels")
+    return f"{c['arch']} width {c['width']}, {c['epochs']} epochs, {augment}"
+
+
+# name -> changes to configs/loop-mnist.yaml's classifier (whose own is resnet8-affine)
 CLASSIFIERS = {
-    "cnn16": ({"width": 16, "epochs": 20, "shift": 2, "rotation": 0.0, "scale": 0.0},
-              "cnn width 16, 20 epochs, shifts of 2 pixels"),
-    "cnn16-affine": ({"width": 16, "epochs": 20, "shift": 2, "rotation": 10.0, "scale": 0.1},
-                     "cnn width 16, 20 epochs, affine warp: shift 2, rotation 10 degrees, zoom 0.1"),
-    "cnn24-affine": ({"width": 24, "epochs": 20, "shift": 2, "rotation": 10.0, "scale": 0.1},
-                     "cnn width 24, 20 epochs, affine warp: shift 2, rotation 10 degrees, zoom 0.1"),
-    "cnn32-affine-40": ({"width": 32, "epochs": 40, "shift": 2, "rotation": 10.0, "scale": 0.1},
-                        "cnn width 32, 40 epochs, affine warp: shift 2, rotation 10 degrees, zoom 0.1"),
-    "resnet16-affine": ({"arch": "resnet", "width": 16, "epochs": 20, "shift": 2, "rotation": 10.0, "scale": 0.1},
-                        "resnet width 16, 20 epochs, affine warp: shift 2, rotation 10 degrees, zoom 0.1"),
-    "resnet16-affine-10": ({"arch": "resnet", "width": 16, "epochs": 10, "shift": 2, "rotation": 10.0,
-                            "scale": 0.1},
-                           "resnet width 16, 10 epochs, affine warp: shift 2, rotation 10 degrees, zoom 0.1"),
-    "resnet8-affine": ({"arch": "resnet", "width": 8, "epochs": 20, "shift": 2, "rotation": 10.0, "scale": 0.1},
-                       "resnet width 8, 20 epochs, affine warp: shift 2, rotation 10 degrees, zoom 0.1"),
+    "cnn16": classifier_changes(warp=False),
+    "cnn16-affine": classifier_changes(),
+    "cnn24-affine": classifier_changes(width=24),
+    "cnn32-affine-40": classifier_changes(width=32, epochs=40),
+    "resnet16-affine": classifier_changes("resnet"),
+    "resnet16-affine-10": classifier_changes("resnet", epochs=10),
+    "resnet8-affine": classifier_changes("resnet", width=8),
 }
 
 
@@ -114,7 +121,8 @@ def classifier_rows(names, config, train, test, seed) -> list[str]:
     accuracy on the real test split."""
     rows = []
     for name in names:
-        changes, what = CLASSIFIERS[name]
+        changes = CLASSIFIERS[name]
+        what = describe_classifier(changes)
         clf_config = replace(config.classifier, device="cpu", **changes)
         classifier, train_cpu = cpu_seconds(lambda: Classifier.train(train, clf_config, seed=seed))
         logits, score_cpu = cpu_seconds(lambda: classifier.logits_and_features(test)[0])
@@ -156,7 +164,7 @@ def main() -> int:
     clf_config.device = "cpu"
     if args.classifier_epochs:
         clf_config.epochs = args.classifier_epochs
-        for changes, _ in CLASSIFIERS.values():
+        for changes in CLASSIFIERS.values():
             changes["epochs"] = args.classifier_epochs
     clf_rows = classifier_rows(clf_names, config, train, test, args.seed)
     if clf_rows:

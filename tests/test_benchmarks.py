@@ -51,6 +51,14 @@ def test_mnist_calibration_prints_its_table_on_tiny_settings():
     assert table[2].split("|")[4].strip().endswith("%") and table[3].split("|")[4].strip() == "-"  # a code's trip
     classifiers = proc.stdout.split("| classifier |")[1].split("\n\n")[0].splitlines()
     assert len(classifiers) == 3 and classifiers[2].startswith("| cnn16-affine: ") and classifiers[2].endswith("% |")
+    # each candidate names its own arch: none inherits the config's (a resnet since the cnn fell short)
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from mnist_calibration import CLASSIFIERS, describe_classifier
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    assert all(name.startswith(c["arch"]) and describe_classifier(c).startswith(c["arch"] + " width ")
+               for name, c in CLASSIFIERS.items())
     bad = subprocess.run([sys.executable, str(REPO / "benchmarks" / "mnist_calibration.py"), "--candidates", "vae"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and bad.stderr.startswith("error: unknown candidate(s) ['vae']")
