@@ -247,3 +247,18 @@ def test_generated_or_different_gives_each_paired_difference():
                       "generated - other-source"]
     assert [row[:2] for row in body] == [["cnn", "80%"]]
     assert [cell.split(" ")[0] for cell in body[0][2:]] == ["-7.0", "-4.0", "-3.0"]  # points, paired per seed
+
+
+@pytest.mark.parametrize("section", ["contamination", "captioning"])
+@pytest.mark.parametrize("override, message", [
+    ("split_train=0.9",
+     "{s} splits must sum to at most 1 (split_train + split_generator + split_control + split_test)"),
+    ("split_test=1.0", "{s}.split_test must lie in [0, 1); got 1"),
+    ("generated=[1]", "{s}.generated must be a string; got [1]"),
+    ("control=[1]", "{s}.control must be a string; got [1]"),
+])
+def test_both_mixing_studies_check_their_splits_and_sources_alike(section, override, message):
+    """data.controls.check_splits_and_sources serves the contamination and captioning configs."""
+    with pytest.raises(UserError) as err:
+        load_config(f"{section}-digits", [f"{section}.{override}"])
+    assert str(err.value) == message.format(s=section)

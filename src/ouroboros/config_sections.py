@@ -312,19 +312,12 @@ class ContaminationConfig:
     class_groups: Optional[list[list[str]]] = None
 
     def validate(self, where: str = "contamination") -> None:
-        from ouroboros.data.controls import check_controls
+        from ouroboros.data.controls import check_controls, check_splits_and_sources
         from ouroboros.data.mixtures import check_ratio
         from ouroboros.data.shifts import SHIFTS
         from ouroboros.features.classifier import ARCHS
 
-        for name in ("split_train", "split_generator", "split_control", "split_test"):
-            check_float(f"{where}.{name}", getattr(self, name), 0.0, 1.0, hi_open=True)
-        if self.split_train + self.split_generator + self.split_control + self.split_test > 1.0 + 1e-9:
-            raise UserError(f"{where} splits must sum to at most 1 (split_train + split_generator + "
-                            "split_control + split_test)")
-        for name in ("generated", "control"):
-            if getattr(self, name) is not None:
-                check_text(f"{where}.{name}", getattr(self, name))
+        check_splits_and_sources(where, self)
         check_controls(where, self.controls, self.control)
         # Tables 1 and 5 need ratios; Table 8 (append_ratios) and Table 6 (shifts) may be empty.
         for name, nonempty in (("ratios", True), ("append_ratios", False)):

@@ -26,11 +26,26 @@ on 539 MNIST digits 45% of the digits' test split, against 76% (one seed each).
 from __future__ import annotations
 
 from ouroboros.data.imageset import ImageSet
-from ouroboros.errors import UserError, check_list
+from ouroboros.errors import UserError, check_float, check_list, check_text
 
 CONTROLS = ("same-source", "other-source")
 COUNTERPARTS = {"digits": "mnist5k", "mnist5k": "digits"}  # data.train -> its embedded other source
 BORDERS = {"digits": 0, "mnist5k": 4}  # the empty border around each embedded dataset's digit box
+
+
+def check_splits_and_sources(where: str, section) -> None:
+    """Config check shared by the studies that mix real and generated images (contamination,
+    captioning): the four split fractions in [0, 1) summing to at most 1, and the generated
+    and other-source control dataset specs, where given, as text."""
+    names = ("split_train", "split_generator", "split_control", "split_test")
+    for name in names:
+        check_float(f"{where}.{name}", getattr(section, name), 0.0, 1.0, hi_open=True)
+    if sum(getattr(section, name) for name in names) > 1.0 + 1e-9:
+        raise UserError(f"{where} splits must sum to at most 1 (split_train + split_generator + split_control "
+                        "+ split_test)")
+    for name in ("generated", "control"):
+        if getattr(section, name) is not None:
+            check_text(f"{where}.{name}", getattr(section, name))
 
 
 def check_controls(where: str, controls, control: str | None) -> None:

@@ -39,7 +39,7 @@ import numpy as np
 from ouroboros.config_compare import margin
 from ouroboros.config_sections import MAX_LIST, _guidance, _seeds
 from ouroboros.data.imageset import ImageSet, stratified_split
-from ouroboros.errors import UserError, check_float, check_list, check_text
+from ouroboros.errors import UserError, check_float, check_list
 from ouroboros.graph import Stage, settings_params
 from ouroboros.studies.common import data_stage, derived_seed, generator_params
 from ouroboros.studies.contamination import CONTROLS, mix_seed
@@ -76,18 +76,11 @@ class CaptioningConfig:
     captioner: CaptionerConfig = field(default_factory=CaptionerConfig)
 
     def validate(self, where: str = "captioning") -> None:
-        from ouroboros.data.controls import check_controls
+        from ouroboros.data.controls import check_controls, check_splits_and_sources
         from ouroboros.data.mixtures import check_ratio
         from ouroboros.metrics.captions import KEYS
 
-        for name in ("split_train", "split_generator", "split_control", "split_test"):
-            check_float(f"{where}.{name}", getattr(self, name), 0.0, 1.0, hi_open=True)
-        if self.split_train + self.split_generator + self.split_control + self.split_test > 1.0 + 1e-9:
-            raise UserError(f"{where} splits must sum to at most 1 (split_train + split_generator + split_control "
-                            "+ split_test)")
-        for name in ("generated", "control"):
-            if getattr(self, name) is not None:
-                check_text(f"{where}.{name}", getattr(self, name))
+        check_splits_and_sources(where, self)
         check_controls(where, self.controls, self.control)
         for name, lo_open in (("ratios", False), ("subsets", True)):
             values = check_list(f"{where}.{name}", getattr(self, name), MAX_LIST, nonempty=name == "ratios",
