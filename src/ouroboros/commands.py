@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from ouroboros.errors import UserError
+from ouroboros.study import count
 
 
 def _run_study(config, out: Path, args) -> int:
@@ -40,16 +41,11 @@ def _run_study(config, out: Path, args) -> int:
         if text:
             print(text)
         ran = len(run.timings)
-        print(f"done in {time.perf_counter() - start:.1f}s ({_count(ran, 'stage')} run, the rest cached): {out}/",
+        print(f"done in {time.perf_counter() - start:.1f}s ({count(ran, 'stage')} run, the rest cached): {out}/",
               file=sys.stderr)
     if any(v is not None for v in exports.values()):
         exporters.export(run, **exports, quiet=args.quiet)
     return 0
-
-
-def _count(n: int, noun: str) -> str:
-    """'1 stage', '2 stages'."""
-    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _force_kinds(kinds: list[str] | None) -> tuple[str, ...]:
@@ -72,7 +68,7 @@ def _dry_run(config, out: Path) -> int:
 
     counts = api.dry_run(config, out)
     print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
-    print(f"# {_count(counts['stages'], 'stage')}: {counts['stages'] - counts['cached']} to run, "
+    print(f"# {count(counts['stages'], 'stage')}: {counts['stages'] - counts['cached']} to run, "
           f"{counts['cached']} cached in {out}/cache")
     for kind, (total, cached) in sorted(counts["by_kind"].items()):
         print(f"#   {kind}: {total} ({cached} cached)")

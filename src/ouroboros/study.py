@@ -97,6 +97,11 @@ class Study:
 _STUDIES: dict[str, Study] = {}
 
 
+def count(n: int, noun: str) -> str:
+    """'1 seed', '3 seeds': a number and its noun, for describe() lines and the command line."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def register_study(study: Study) -> Study:
     """Add a study (an instance of a `Study` subclass) to the registry under its name."""
     if not isinstance(study, Study):

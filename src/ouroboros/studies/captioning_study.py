@@ -5,7 +5,7 @@ comparisons, tables and findings (`captioning_tables`)."""
 from __future__ import annotations
 
 from ouroboros.errors import UserError
-from ouroboros.study import Study, register_study
+from ouroboros.study import Study, count, register_study
 from ouroboros.studies import captioning as C
 from ouroboros.studies import captioning_stages  # noqa: F401  (registers the stage kinds)
 from ouroboros.studies import captioning_tables as T
@@ -47,7 +47,7 @@ class CaptioningStudy(Study):
 
     def describe(self, config, splits) -> str:
         c = config.captioning
-        return (f"{config.name}: captioning study, {len(c.seeds)} seed{'s' if len(c.seeds) != 1 else ''}, "
+        return (f"{config.name}: captioning study, {count(len(c.seeds), 'seed')}, "
                 f"{len(splits['train'])} captioned training images, {len(splits['test'])} test images, controls "
                 f"{', '.join(c.controls)}")
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from ouroboros.config import ContaminationConfig
 from ouroboros.errors import UserError
-from ouroboros.study import Study, register_study
+from ouroboros.study import Study, count, register_study
 from ouroboros.studies import contamination as C
 from ouroboros.studies import contamination_report
 from ouroboros.studies import contamination_tables as T
@@ -50,9 +50,8 @@ class ContaminationStudy(Study):
     def describe(self, config, splits) -> str:
         c = config.contamination
         controls = ", ".join(f"{len(splits[C.CONTROLS[name].role])} {name} control images" for name in c.controls)
-        return (f"{config.name}: contamination study, {len(c.archs)} arch{'s' if len(c.archs) != 1 else ''} x "
-                f"{len(c.seeds)} seed{'s' if len(c.seeds) != 1 else ''}, {len(splits['train'])} real training "
-                f"images, {controls}")
+        return (f"{config.name}: contamination study, {count(len(c.archs), 'arch')} x {count(len(c.seeds), 'seed')}, "
+                f"{len(splits['train'])} real training images, {controls}")
 
     def plan(self, config, splits, cache):
         return C.plan(config, cache, splits)

@@ -9,7 +9,7 @@ from pathlib import Path
 from ouroboros.config import LoopConfig
 from ouroboros.data.imageset import ImageSet
 from ouroboros.errors import UserError
-from ouroboros.study import Study, register_study
+from ouroboros.study import Study, count, register_study
 from ouroboros.studies import loop, loop_compare, loop_report
 
 
@@ -74,8 +74,8 @@ class LoopStudy(Study):
         scores = ("classifier accuracy, " if evaluate["metrics"].startswith("classifier+") else "") + \
             f"FID/PRDC on {evaluate.get('features', 'classifier')} features against the real " \
             f"{config.evaluate.reference} split; instruments {config.evaluate.instruments}"
-        return (f"{config.name}: {what}, {_count(len(lc.guidance), 'guidance value')} x "
-                f"{_count(len(lc.seeds), 'seed')} x {_count(lc.generations, 'generation')} on "
+        return (f"{config.name}: {what}, {count(len(lc.guidance), 'guidance value')} x "
+                f"{count(len(lc.seeds), 'seed')} x {count(lc.generations, 'generation')} on "
                 f"{len(prepared.splits[0])} real training images ({scores})")
 
     def plan(self, config, prepared: Prepared, cache):
@@ -118,11 +118,6 @@ class LoopStudy(Study):
         if comparisons:
             lines.append(f"comparisons.csv: {counts(comparisons)} (Holm over all, alpha {config.compare.alpha:g})")
         return "\n".join(lines)
-
-
-def _count(n: int, noun: str) -> str:
-    """'1 seed', '3 seeds'."""
-    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 register_study(LoopStudy())
